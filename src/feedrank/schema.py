@@ -1,0 +1,311 @@
+"""Records and their validation. Input frames (from files, pandas, the API) become canonical,
+typed Polars frames; bad rows become RowErrors naming field, allowed values, value and line.
+
+Canonical frames:
+- users:  user_id (str), then any attribute columns
+- items:  item_id (str), created_at (datetime UTC), then any attribute columns
+- events: event_id (str|null), user_id (str), item_id (str, "" when the event has no item), type,
+          timestamp (datetime UTC), value (f64), position (i32|null), device (str|null),
+          context (JSON text of every other column, or null)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from feedrank.config import Settings
+from feedrank.exceptions import RowError
+
+TS = pl.Datetime("us", "UTC")
+LINE = "__line"
+
+EVENT_COLUMNS: dict[str, pl.DataType] = {
+    "event_id": pl.String(),
+    "user_id": pl.String(),
+    "item_id": pl.String(),
+    "type": pl.String(),
+    "timestamp": TS,
+    "value": pl.Float64(),
+    "position": pl.Int32(),
+    "device": pl.String(),
+    "context": pl.String(),
+}
+EVENT_CORE = ("event_id", "user_id", "item_id", "type", "timestamp", "value", "position", "device")
+
+_TS_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%.f%#z",
+    "%Y-%m-%d %H:%M:%S%.f%#z",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d",
+)
+
+
+def parse_timestamp(expr: pl.Expr) -> pl.Expr:
+    """ISO 8601 (with or without zone; naive means UTC) or epoch seconds -> datetime UTC, null
+    where unparseable. Vectorised: each format is tried on the whole column."""
+    s = expr.cast(pl.String).str.strip_chars()
+    parsed = []
+    for fmt in _TS_FORMATS:
+        e = s.str.to_datetime(fmt, strict=False, time_unit="us")
+        parsed.append(
+            e.dt.convert_time_zone("UTC") if "z" in fmt else e.dt.replace_time_zone("UTC")
+        )
+    epoch = s.cast(pl.Float64, strict=False)
+    parsed.append(
+        (epoch * 1e6).round().cast(pl.Int64).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    )
+    return pl.coalesce(parsed)
+
+
+def to_timestamp(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """Any timestamp column (string, epoch number, naive or zoned datetime) -> datetime UTC."""
+    if isinstance(dtype, pl.Datetime):
+        e = expr.cast(pl.Datetime("us", dtype.time_zone))
+        return e.dt.convert_time_zone("UTC") if dtype.time_zone else e.dt.replace_time_zone("UTC")
+    if isinstance(dtype, pl.Date):
+        return expr.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    return parse_timestamp(expr)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One rule: rows where `bad` holds are rejected with `message` (an expression, so it can
+    quote the row's value)."""
+
+    field: str
+    bad: pl.Expr
+    message: pl.Expr
+
+
+@dataclass(frozen=True)
+class Validated:
+    good: pl.DataFrame
+    errors: list[RowError]
+    n_bad: int
+
+
+def _quoted(col: str) -> pl.Expr:
+    return pl.col(col).cast(pl.String).fill_null("<missing>")
+
+
+def _required(col: str) -> Check:
+    return Check(
+        col,
+        pl.col(col).is_null() | (pl.col(col).cast(pl.String).str.strip_chars() == ""),
+        pl.lit(f"{col} is required and must be non-empty; got ''"),
+    )
+
+
+def _apply_checks(
+    df: pl.DataFrame, checks: list[Check], source: str | None, max_errors: int
+) -> Validated:
+    if not checks:
+        return Validated(df.drop(LINE), [], 0)
+    first = checks[0]
+    field_expr = pl.when(first.bad).then(pl.lit(first.field))
+    msg_expr = pl.when(first.bad).then(first.message)
+    for c in checks[1:]:
+        field_expr = field_expr.when(c.bad).then(pl.lit(c.field))
+        msg_expr = msg_expr.when(c.bad).then(c.message)
+    flagged = df.with_columns(
+        field_expr.otherwise(None).alias("__err_field"),
+        msg_expr.otherwise(None).alias("__err_msg"),
+    )
+    bad = flagged.filter(pl.col("__err_field").is_not_null())
+    errors = [
+        RowError(line, field, msg, source)
+        for line, field, msg in bad.head(max_errors)
+        .select(LINE, "__err_field", "__err_msg")
+        .iter_rows()
+    ]
+    good = flagged.filter(pl.col("__err_field").is_null()).drop(LINE, "__err_field", "__err_msg")
+    return Validated(good, errors, bad.height)
+
+
+def _with_lines(df: pl.DataFrame, first_line: int) -> pl.DataFrame:
+    return df.with_row_index(LINE, offset=first_line).with_columns(pl.col(LINE).cast(pl.Int64))
+
+
+def _missing_columns(df: pl.DataFrame, required: list[str], source: str | None) -> None:
+    from feedrank.exceptions import ValidationError
+
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ValidationError(
+            [
+                RowError(
+                    None,
+                    c,
+                    f"column '{c}' is required; the columns are {df.columns}",
+                    source,
+                )
+                for c in missing
+            ]
+        )
+
+
+def _id(col: str) -> pl.Expr:
+    # Ids are opaque strings: never let a numeric reading turn 0042 into 42.
+    return pl.col(col).cast(pl.String).str.strip_chars()
+
+
+def validate_users(
+    df: pl.DataFrame, source: str | None = None, first_line: int = 2, max_errors: int = 50
+) -> Validated:
+    _missing_columns(df, ["user_id"], source)
+    df = _with_lines(df, first_line).with_columns(_id("user_id"))
+    checks = [_required("user_id")]
+    if "age" in df.columns:
+        age = pl.col("age").cast(pl.Float64, strict=False)
+        checks.append(
+            Check(
+                "age",
+                pl.col("age").is_not_null() & (age.is_null() | (age < 0) | (age > 130)),
+                pl.format("age must be a number from 0 to 130; got '{}'", _quoted("age")),
+            )
+        )
+        df = df.with_columns(age_parsed=age)
+    out = _apply_checks(df, checks, source, max_errors)
+    good = out.good
+    if "age_parsed" in good.columns:
+        good = good.with_columns(age=pl.col("age_parsed")).drop("age_parsed")
+    return Validated(
+        good.unique("user_id", keep="last", maintain_order=True), out.errors, out.n_bad
+    )
+
+
+def validate_items(
+    df: pl.DataFrame, source: str | None = None, first_line: int = 2, max_errors: int = 50
+) -> Validated:
+    _missing_columns(df, ["item_id", "created_at"], source)
+    df = _with_lines(df, first_line).with_columns(
+        _id("item_id"), __created=to_timestamp(pl.col("created_at"), df.schema["created_at"])
+    )
+    checks = [
+        _required("item_id"),
+        Check(
+            "created_at",
+            pl.col("__created").is_null(),
+            pl.format(
+                "created_at must be an ISO 8601 time or epoch seconds; got '{}'",
+                _quoted("created_at"),
+            ),
+        ),
+    ]
+    out = _apply_checks(df, checks, source, max_errors)
+    good = out.good.with_columns(created_at=pl.col("__created")).drop("__created")
+    good = good.select("item_id", "created_at", pl.exclude("item_id", "created_at"))
+    return Validated(
+        good.unique("item_id", keep="last", maintain_order=True), out.errors, out.n_bad
+    )
+
+
+def validate_events(
+    df: pl.DataFrame,
+    settings: Settings,
+    source: str | None = None,
+    first_line: int = 2,
+    max_errors: int = 50,
+) -> Validated:
+    """Validate interactions; every column beyond the core ones is kept as JSON `context`."""
+    _missing_columns(df, ["user_id", "type", "timestamp"], source)
+    if "item_id" not in df.columns:
+        df = df.with_columns(item_id=pl.lit(""))
+    extra = [c for c in df.columns if c not in EVENT_CORE and c != "context"]
+    df = _with_lines(df, first_line)
+    types = sorted(settings.type_weights)
+    itemless = set(settings.itemless_types)
+    parsed = {
+        "__ts": to_timestamp(pl.col("timestamp"), df.schema["timestamp"]),
+        "__value": (
+            pl.col("value").cast(pl.Float64, strict=False) if "value" in df.columns else pl.lit(1.0)
+        ),
+        "__position": (
+            pl.col("position").cast(pl.Float64, strict=False)
+            if "position" in df.columns
+            else pl.lit(None, pl.Float64)
+        ),
+    }
+    df = df.with_columns(
+        _id("user_id"),
+        _id("item_id").fill_null(""),
+        pl.col("type").cast(pl.String).str.strip_chars().str.to_lowercase(),
+        **parsed,
+    )
+    checks = [
+        _required("user_id"),
+        _required("type"),
+        Check(
+            "type",
+            ~pl.col("type").is_in(types),
+            pl.format(f"interaction type must be one of {types}; got '{{}}'", _quoted("type")),
+        ),
+        Check(
+            "item_id",
+            (pl.col("item_id") == "") & ~pl.col("type").is_in(sorted(itemless)),
+            pl.format(
+                f"item_id must be non-empty for type '{{}}' (only {sorted(itemless)} "
+                "may have no item); got ''",
+                pl.col("type"),
+            ),
+        ),
+        Check(
+            "timestamp",
+            pl.col("__ts").is_null(),
+            pl.format(
+                "timestamp must be an ISO 8601 time or epoch seconds; got '{}'",
+                _quoted("timestamp"),
+            ),
+        ),
+    ]
+    if "value" in df.columns:
+        checks.append(
+            Check(
+                "value",
+                pl.col("value").is_not_null()
+                & (pl.col("__value").is_null() | ~pl.col("__value").is_finite()),
+                pl.format("value must be a finite number; got '{}'", _quoted("value")),
+            )
+        )
+    if "position" in df.columns:
+        p = pl.col("__position")
+        checks.append(
+            Check(
+                "position",
+                pl.col("position").is_not_null()
+                & (p.is_null() | (p < 0) | (p != p.floor()) | (p > 1_000_000)),
+                pl.format("position must be a whole number >= 0; got '{}'", _quoted("position")),
+            )
+        )
+    out = _apply_checks(df, checks, source, max_errors)
+    good = out.good
+    context = pl.struct(extra).struct.json_encode() if extra else pl.lit(None, pl.String)
+    good = good.select(
+        (
+            pl.col("event_id").cast(pl.String)
+            if "event_id" in good.columns
+            else pl.lit(None, pl.String)
+        ).alias("event_id"),
+        "user_id",
+        "item_id",
+        "type",
+        pl.col("__ts").alias("timestamp"),
+        pl.col("__value").fill_null(1.0).alias("value"),
+        pl.col("__position").cast(pl.Int32).alias("position"),
+        (
+            pl.col("device").cast(pl.String)
+            if "device" in good.columns
+            else pl.lit(None, pl.String)
+        ).alias("device"),
+        context.alias("context"),
+    )
+    return Validated(good, out.errors, out.n_bad)
+
+
+def empty_events() -> pl.DataFrame:
+    return pl.DataFrame(schema=EVENT_COLUMNS)
