@@ -4,7 +4,7 @@ engagement, how examples are labelled. Loaded from a TOML file or built in code.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,9 @@ class Settings:
     def with_types(self, extra: dict[str, float]) -> Settings:
         return replace(self, type_weights={**self.type_weights, **extra})
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
     @classmethod
     def from_file(cls, path: str | Path) -> Settings:
         """Read a TOML file: top-level keys are the field names of Settings."""
@@ -80,15 +83,20 @@ class Settings:
             data: dict[str, Any] = tomllib.loads(Path(path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read settings file {path}: {exc}") from exc
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "settings") -> Settings:
+        data = dict(data)
         allowed = {f.name for f in fields(cls)}
         bad = sorted(set(data) - allowed)
         if bad:
-            raise ConfigError(f"settings keys must be among {sorted(allowed)}; got {bad} ({path})")
+            raise ConfigError(f"settings keys must be among {sorted(allowed)}; got {bad} ({source})")
         if "type_weights" in data:
             data["type_weights"] = {**DEFAULT_TYPE_WEIGHTS, **data["type_weights"]}
         for key in ("engagement_types", "itemless_types", "age_bands"):
             if key in data:
                 data[key] = tuple(data[key])
-        if "attribute_weights" in data:
+        if data.get("attribute_weights"):
             data["attribute_weights"] = AttributeWeights(**data["attribute_weights"])
         return cls(**data)

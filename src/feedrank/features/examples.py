@@ -1,0 +1,86 @@
+"""Training examples and their labels.
+
+- With impressions: every impression is an example; it is positive when an engagement of the
+  same user on the same item follows within the label window (each engagement credits the latest
+  impression before it).
+- Without impressions: engagements are positives; negatives are sampled (seeded) from items that
+  existed at the time and that the user never engaged with."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+
+from feedrank.config import Settings
+from feedrank.data.site import SiteData
+from feedrank.features.history import T
+
+EXAMPLE_COLUMNS = ("user_id", "item_id", T, "position", "device", "label")
+
+
+def has_impressions(data: SiteData) -> bool:
+    return bool((data.events["type"] == "impression").any())
+
+
+def build_examples(
+    data: SiteData,
+    settings: Settings,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> pl.DataFrame:
+    """Examples with start <= timestamp < end, sorted by time."""
+    ex = _from_impressions(data, settings) if has_impressions(data) else _sampled(data, settings)
+    if start is not None:
+        ex = ex.filter(pl.col(T) >= start)
+    if end is not None:
+        ex = ex.filter(pl.col(T) < end)
+    return ex.sort(T, "user_id", "item_id")
+
+
+def _from_impressions(data: SiteData, settings: Settings) -> pl.DataFrame:
+    ev = data.events.filter(pl.col("item_id") != "")
+    imps = ev.filter(pl.col("type") == "impression").with_row_index("__imp").sort(T)
+    eng = ev.filter(pl.col("type").is_in(settings.engagement_types)).select("user_id", "item_id", T).sort(T)
+    credited = eng.join_asof(
+        imps.select("user_id", "item_id", T, "__imp"),
+        on=T,
+        by=["user_id", "item_id"],
+        strategy="backward",
+        tolerance=timedelta(seconds=settings.label_window_seconds),
+        check_sortedness=False,
+    )["__imp"].drop_nulls().unique()
+    return imps.select(
+        "user_id", "item_id", T, "position", "device",
+        label=pl.col("__imp").is_in(credited.implode()).cast(pl.Int8),
+    )
+
+
+def _sampled(data: SiteData, settings: Settings) -> pl.DataFrame:
+    eng = data.events.filter(pl.col("type").is_in(settings.engagement_types) & (pl.col("item_id") != ""))
+    pos = eng.select("user_id", "item_id", T, "position", "device", label=pl.lit(1, pl.Int8))
+    items = data.items.sort("created_at")
+    if pos.is_empty() or items.is_empty():
+        return pos
+    rng = np.random.default_rng(settings.seed)
+    created = items["created_at"].dt.epoch("us").to_numpy()
+    ts = pos[T].dt.epoch("us").to_numpy()
+    available = np.searchsorted(created, ts, side="right")  # items created at or before t
+    reps = settings.negative_ratio
+    n_avail = np.repeat(available, reps)
+    draw = np.floor(rng.random(n_avail.size) * n_avail).astype(np.int64)
+    ok = n_avail > 0
+    neg = pl.DataFrame(
+        {
+            "user_id": np.repeat(pos["user_id"].to_numpy(), reps)[ok],
+            "item_id": items["item_id"].to_numpy()[draw[ok]],
+            T: np.repeat(pos[T].to_numpy(), reps)[ok],
+            # Same context as the positive it was drawn for: context must not tell the label.
+            "position": np.repeat(pos["position"].to_numpy(), reps)[ok],
+            "device": np.repeat(pos["device"].to_numpy(), reps)[ok],
+        }
+    ).with_columns(pl.col(T).cast(pos.schema[T]), pl.col("position").cast(pl.Int32), pl.col("device").cast(pl.String))
+    engaged = data.engaged_pairs(settings.engagement_types)
+    neg = neg.join(engaged, on=["user_id", "item_id"], how="anti").with_columns(label=pl.lit(0, pl.Int8))
+    return pl.concat([pos, neg.select(pos.columns)])
