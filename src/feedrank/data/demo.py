@@ -1,0 +1,680 @@
+"""A synthetic website with a known truth, for the `feedrank demo` command, tests and benchmarks.
+
+`generate_site()` simulates a developer-content site: users (age, gender, country), items
+(articles, videos, images, podcasts about five programming languages, by a few dozen authors) and
+sessions. Each session is a `login`, one slate of `slate_size` impressions, the clicks and
+follow-up engagements they drew, and a `logout`. Everything is vectorised NumPy/Polars and
+deterministic given the seed.
+
+The true click model
+--------------------
+Impression *i* (user *u*, item *j*, slate position *pos*, shown at time *t*) is clicked with
+probability ``sigmoid(z)``::
+
+    z = intercept                                   -3.1
+      + gender_content[gender(u), content_type(j)]  table A
+      + ageband_lang[age_band(u), lang(j)]          table B
+      + taste_coef * taste[u, content_type(j)]      taste_coef = 3.0
+      + position_effect[pos]                        -log2(pos) / 3  (0 at 1, -1.0 at 8)
+      + freshness_coef * log1p(item age in days)    freshness_coef = -0.3
+      + author_quality[author(j)]                   ~ N(0, 0.4), drawn per seed
+
+Table A, ``gender_content`` (the reference cell female/article is 0)::
+
+                 article  video  image  podcast
+    female          0.0    -0.2    0.5     0.1
+    male            0.1     0.4   -0.3     0.0
+    nonbinary       0.2     0.0    0.3     0.6
+
+Table B, ``ageband_lang`` (cells not shown are 0; the reference cell <18/python is 0)::
+
+             python  java  javascript   go   rust
+    <18         0     0       0.6      -0.3    0
+    18-24       0     0       0.5       0     0.4
+    25-34      0.3    0        0       0.4    0.3
+    35-44       0    0.3       0       0.2     0
+    45-54       0    0.6     -0.3       0      0
+    55-64       0    0.8       0        0    -0.5
+    65+        0.4   0.5     -0.4       0    -0.8
+
+Because both reference cells are 0, a logistic GLM with one-hot (gender x content type) and
+(age band x lang) cells, those two cells dropped, recovers these numbers as they are.
+
+``taste[u]`` is the user's latent share of interest per content type, drawn as
+``Dirichlet(4 * BASE_PREF[gender])``; it is not a column of `users` (a model must infer it from
+behaviour) but is kept in ``DemoTruth.user_taste``. A model that ignores taste sees the marginal
+gender effect ``gender_content + taste_coef * BASE_PREF[gender]``. Age bands are
+``"<18","18-24","25-34","35-44","45-54","55-64","65+"``. Country, device, title topic and time of
+day carry no click signal.
+
+How the rest is simulated
+-------------------------
+- Users: age 16..75 (band shares `_BAND_P`, uniform within a band), gender female/male/nonbinary
+  (48/48/4 %), country US/IN/BR/GB/DE (38/25/15/12/10 %), a preferred device, and an activity
+  rate: lognormal (sigma 0.8) with mean `sessions_per_day`.
+- Items: created uniformly over [start - 14 days, end) (at least `slate_size` before `start`),
+  ids in creation order; content type, lang and a Zipf-weighted author; a templated title.
+- Sessions: Poisson per user and day (rate x weekday profile), start hour from an evening-heavy
+  profile (UTC). A user's sessions start at least 40 minutes apart and every session ends before
+  `end`. The device is the preferred one 85 % of the time.
+- Slate: `slate_size` distinct items created before the session, drawn without replacement with
+  weights 0.3 uniform + 0.7 recency (exp(-age / 3 days)); positions are a random permutation
+  (a randomised logging policy, so position is independent of the item).
+- Timing: login at t, impressions at t + 1 s, a click 2 s..~10 min after its impression, `like`
+  (p 0.3), `comment` (0.05), `share` (0.03) each 3 s..~20 min after the click (all within 30
+  minutes of the impression), `logout` 10 s..5 min after the session's last event.
+
+Size: about ``n_users * days * sessions_per_day * (slate_size + 2.1)`` events; the defaults give
+~330k events, 2,000 users and 400 items; ``n_users=6_000`` gives ~1M.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+from numpy.typing import ArrayLike, NDArray
+
+from feedrank.data.site import SiteData
+from feedrank.exceptions import ConfigError
+from feedrank.schema import EVENT_COLUMNS
+
+AGE_BANDS = ("<18", "18-24", "25-34", "35-44", "45-54", "55-64", "65+")
+AGE_BAND_BREAKS = (18, 25, 35, 45, 55, 65)
+GENDERS = ("female", "male", "nonbinary")
+COUNTRIES = ("US", "GB", "DE", "IN", "BR")
+CONTENT_TYPES = ("article", "video", "image", "podcast")
+LANGS = ("python", "java", "javascript", "go", "rust")
+DEVICES = ("mobile", "desktop", "tablet")
+EVENT_TYPES = ("login", "impression", "click", "like", "comment", "share", "logout")
+
+# --- the truth (see the module docstring) --------------------------------------------------------
+INTERCEPT = -3.1
+TASTE_COEF = 3.0
+FRESHNESS_COEF = -0.3
+AUTHOR_QUALITY_SD = 0.4
+GENDER_CONTENT = np.array(
+    [
+        [0.0, -0.2, 0.5, 0.1],  # female
+        [0.1, 0.4, -0.3, 0.0],  # male
+        [0.2, 0.0, 0.3, 0.6],  # nonbinary
+    ]
+)
+AGEBAND_LANG = np.array(
+    # python java  javascript go   rust
+    [
+        [0.0, 0.0, 0.6, -0.3, 0.0],  # <18
+        [0.0, 0.0, 0.5, 0.0, 0.4],  # 18-24
+        [0.3, 0.0, 0.0, 0.4, 0.3],  # 25-34
+        [0.0, 0.3, 0.0, 0.2, 0.0],  # 35-44
+        [0.0, 0.6, -0.3, 0.0, 0.0],  # 45-54
+        [0.0, 0.8, 0.0, 0.0, -0.5],  # 55-64
+        [0.4, 0.5, -0.4, 0.0, -0.8],  # 65+
+    ]
+)
+BASE_PREF = np.array(
+    # article video image podcast
+    [
+        [0.30, 0.25, 0.30, 0.15],  # female
+        [0.30, 0.35, 0.15, 0.20],  # male
+        [0.25, 0.25, 0.25, 0.25],  # nonbinary
+    ]
+)
+TASTE_CONCENTRATION = 4.0
+FOLLOW_UP_P = {"like": 0.30, "comment": 0.05, "share": 0.03}
+
+# --- the rest of the simulation ------------------------------------------------------------------
+_GENDER_P = (0.48, 0.48, 0.04)
+_COUNTRY_P = (0.38, 0.12, 0.10, 0.25, 0.15)
+_BAND_P = (0.05, 0.18, 0.28, 0.21, 0.14, 0.09, 0.05)
+_BAND_AGES = ((16, 17), (18, 24), (25, 34), (35, 44), (45, 54), (55, 64), (65, 75))
+_CONTENT_P = (0.40, 0.30, 0.20, 0.10)
+_LANG_P = (0.30, 0.20, 0.25, 0.15, 0.10)
+_DEVICE_P = (0.55, 0.35, 0.10)
+_PREFERRED_DEVICE_P = 0.85
+_ACTIVITY_SIGMA = 0.8
+# fmt: off
+_HOUR_PROFILE = np.array([1.0, 0.6, 0.4, 0.3, 0.3, 0.5, 1.0, 2.0, 3.0, 3.0, 2.8, 3.0,
+                          3.5, 3.2, 2.8, 2.8, 3.0, 3.5, 4.5, 5.5, 6.0, 5.5, 4.0, 2.0])
+# fmt: on
+_WEEKDAY_PROFILE = np.array([1.0, 1.0, 1.0, 1.0, 0.95, 0.8, 0.85])  # Monday..Sunday
+_RECENCY_TAU_DAYS = 3.0
+_RECENT_SHARE = 0.7
+_CATALOGUE_LEAD = timedelta(days=14)
+
+_US = 1_000_000  # microseconds per second
+_DAY_US = 86_400 * _US
+_SESSION_GAP_US = 40 * 60 * _US  # sessions of a user start this far apart, and end before it
+_IMPRESSION_DELAY_US = 1 * _US
+_CLICK_DELAY_S = (30.0, 2.0, 595.0)  # lognormal median, min, max (seconds after the impression)
+_FOLLOW_DELAY_S = (90.0, 3.0, 1190.0)  # seconds after the click
+_LOGOUT_DELAY_S = (10.0, 300.0)  # uniform, after the session's last event
+
+_LANG_NAMES = ("Python", "Java", "JavaScript", "Go", "Rust")
+_TOPICS = (
+    "test", "debug", "deploy", "profile", "package", "handle errors", "parse JSON",
+    "build a CLI", "write async code", "read files", "log properly", "manage dependencies",
+)  # fmt: skip
+_TEMPLATES = (
+    "How to {topic} in {lang}",
+    "{lang}: how to {topic}",
+    "Learn to {topic} with {lang}",
+    "5 mistakes when you {topic} in {lang}",
+    "The right way to {topic} in {lang}",
+)
+_TITLE_PREFIX = ("", "[Video] ", "[Infographic] ", "[Podcast] ")
+
+
+@dataclass(frozen=True)
+class DemoTruth:
+    """Every coefficient of the true click model (see the module docstring for the formula).
+
+    intercept: log-odds of a click when every other term is 0.
+    gender_content: (gender, content_type) -> effect; every cell present.
+    ageband_lang: (age band label, lang) -> effect; every cell present.
+    taste_coef: multiplies the user's taste share for the item's content type.
+    position_effect: slate position (1-based) -> effect; position 1 is 0.
+    freshness_coef: multiplies log1p(item age in days at the impression).
+    author_quality: author -> effect.
+    user_taste: the latent taste, one row per user: user_id, then one Float64 column per content
+        type (``article``, ``video``, ...) summing to 1.
+    """
+
+    intercept: float
+    gender_content: dict[tuple[str, str], float]
+    ageband_lang: dict[tuple[str, str], float]
+    taste_coef: float
+    position_effect: dict[int, float]
+    freshness_coef: float
+    author_quality: dict[str, float]
+    user_taste: pl.DataFrame
+
+    def logit(
+        self,
+        *,
+        gender: ArrayLike | pl.Series,
+        content_type: ArrayLike | pl.Series,
+        age_band: ArrayLike | pl.Series,
+        lang: ArrayLike | pl.Series,
+        taste: ArrayLike | pl.Series,
+        position: ArrayLike | pl.Series,
+        item_age_days: ArrayLike | pl.Series,
+        author: ArrayLike | pl.Series,
+    ) -> NDArray[np.float64]:
+        """z of the true model, element-wise over equally long arrays, lists or Polars Series
+        (scalars broadcast). `taste` is the user's share for the item's content type. Unknown
+        categories raise."""
+        cols: dict[str, Any] = {
+            "gender": gender,
+            "content_type": content_type,
+            "age_band": age_band,
+            "lang": lang,
+            "taste": taste,
+            "position": position,
+            "item_age_days": item_age_days,
+            "author": author,
+        }
+        series = {
+            k: v if isinstance(v, pl.Series) else pl.Series(np.atleast_1d(np.asarray(v)))
+            for k, v in cols.items()
+        }
+        allowed: dict[str, set[Any]] = {
+            "gender": {g for g, _ in self.gender_content},
+            "content_type": {c for _, c in self.gender_content},
+            "age_band": {b for b, _ in self.ageband_lang},
+            "lang": {lg for _, lg in self.ageband_lang},
+            "position": set(self.position_effect),
+            "author": set(self.author_quality),
+        }
+        for name, values in allowed.items():
+            unknown = set(series[name].unique().to_list()) - values
+            if unknown:
+                raise ValueError(f"{name} must be one of {sorted(values)}; got {sorted(unknown)}")
+        n = max(len(v) for v in series.values())
+        df = pl.DataFrame(
+            {k: v.new_from_index(0, n) if len(v) == 1 else v for k, v in series.items()}
+        )
+        gc = {f"{g}|{c}": v for (g, c), v in self.gender_content.items()}
+        al = {f"{b}|{lg}": v for (b, lg), v in self.ageband_lang.items()}
+        z = df.select(
+            self.intercept
+            + pl.concat_str("gender", "content_type", separator="|").replace_strict(
+                gc, return_dtype=pl.Float64
+            )
+            + pl.concat_str("age_band", "lang", separator="|").replace_strict(
+                al, return_dtype=pl.Float64
+            )
+            + self.taste_coef * pl.col("taste").cast(pl.Float64)
+            + pl.col("position")
+            .cast(pl.Int64)
+            .replace_strict(self.position_effect, return_dtype=pl.Float64)
+            + self.freshness_coef * pl.col("item_age_days").cast(pl.Float64).log1p()
+            + pl.col("author").replace_strict(self.author_quality, return_dtype=pl.Float64)
+        ).to_series()
+        return z.to_numpy().astype(np.float64)
+
+
+@dataclass(frozen=True)
+class DemoSite:
+    """users: user_id, age, gender, country. items: item_id, created_at, content_type, lang,
+    author, title. events: the canonical event frame (feedrank.schema.EVENT_COLUMNS), sorted by
+    timestamp. truth: the click model. [start, end): the simulated window; every event is in it.
+    """
+
+    users: pl.DataFrame
+    items: pl.DataFrame
+    events: pl.DataFrame
+    truth: DemoTruth
+    start: datetime
+    end: datetime
+
+    def site_data(self) -> SiteData:
+        return SiteData(users=self.users, items=self.items, events=self.events)
+
+    def impression_truth(self) -> pl.DataFrame:
+        """One row per impression with its true click probability and outcome: event_id,
+        user_id, item_id, timestamp, position, gender, age_band, content_type, lang, author,
+        taste, item_age_days, z, p_click, clicked (a click on the same user and item followed
+        within 10 minutes)."""
+        taste_long = self.truth.user_taste.unpivot(
+            index="user_id", variable_name="content_type", value_name="taste"
+        )
+        imp = (
+            self.events.filter(pl.col("type") == "impression")
+            .select("event_id", "user_id", "item_id", "timestamp", "position")
+            .join(self.users.select("user_id", "gender", "age"), on="user_id", how="left")
+            .join(
+                self.items.select("item_id", "created_at", "content_type", "lang", "author"),
+                on="item_id",
+                how="left",
+            )
+            .join(taste_long, on=["user_id", "content_type"], how="left")
+            .with_columns(
+                age_band(pl.col("age")),
+                item_age_days=(pl.col("timestamp") - pl.col("created_at")).dt.total_microseconds()
+                / _DAY_US,
+            )
+        )
+        z = self.truth.logit(
+            gender=imp["gender"],
+            content_type=imp["content_type"],
+            age_band=imp["age_band"],
+            lang=imp["lang"],
+            taste=imp["taste"],
+            position=imp["position"],
+            item_age_days=imp["item_age_days"],
+            author=imp["author"],
+        )
+        clicks = (
+            self.events.filter(pl.col("type") == "click")
+            .select("user_id", "item_id", pl.col("timestamp").alias("click_ts"))
+            .sort("click_ts")
+        )
+        imp = (
+            imp.with_columns(z=pl.Series(z), p_click=pl.Series(1.0 / (1.0 + np.exp(-z))))
+            .sort("timestamp")
+            .join_asof(
+                clicks,
+                left_on="timestamp",
+                right_on="click_ts",
+                by=["user_id", "item_id"],
+                strategy="forward",
+                tolerance=timedelta(minutes=10),
+                check_sortedness=False,
+            )
+            .with_columns(clicked=pl.col("click_ts").is_not_null())
+        )
+        return imp.select(
+            "event_id", "user_id", "item_id", "timestamp", "position", "gender", "age_band",
+            "content_type", "lang", "author", "taste", "item_age_days", "z", "p_click", "clicked",
+        )  # fmt: skip
+
+
+def age_band(age: pl.Expr) -> pl.Expr:
+    """Age in years -> band label ("<18", "18-24", ..., "65+"), as String, named age_band."""
+    band: Any = pl.when(age.is_null()).then(pl.lit(None, pl.String))
+    for upper, label in zip(AGE_BAND_BREAKS, AGE_BANDS, strict=False):
+        band = band.when(age < upper).then(pl.lit(label))
+    out: pl.Expr = band.otherwise(pl.lit(AGE_BANDS[-1])).alias("age_band")
+    return out
+
+
+def position_effect(position: int) -> float:
+    """The true position effect: -log2(position) / 3 (0 at 1, -1.0 at 8)."""
+    return 0.0 - math.log2(position) / 3.0
+
+
+def generate_site(
+    n_users: int = 2000,
+    n_items: int = 400,
+    days: int = 28,
+    sessions_per_day: float = 0.6,
+    slate_size: int = 8,
+    seed: int = 0,
+    start: datetime = datetime(2026, 1, 1, tzinfo=UTC),
+) -> DemoSite:
+    """Simulate a site with a known click model (see the module docstring). A naive `start`
+    means UTC."""
+    _check(n_users >= 1, "n_users must be >= 1", n_users)
+    _check(days >= 1, "days must be >= 1", days)
+    _check(slate_size >= 1, "slate_size must be >= 1", slate_size)
+    _check(n_items >= slate_size, f"n_items must be >= slate_size ({slate_size})", n_items)
+    _check(
+        math.isfinite(sessions_per_day) and sessions_per_day > 0,
+        "sessions_per_day must be > 0",
+        sessions_per_day,
+    )
+    start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
+    end = start + timedelta(days=days)
+    rng = np.random.default_rng(seed)
+    start_us = (start - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+    users, u = _users(rng, n_users, sessions_per_day)
+    items, it = _items(rng, n_items, slate_size, start_us, days)
+    author_quality = rng.normal(0.0, AUTHOR_QUALITY_SD, len(it.author_names))
+    truth = DemoTruth(
+        intercept=INTERCEPT,
+        gender_content={
+            (g, c): float(GENDER_CONTENT[i, j])
+            for i, g in enumerate(GENDERS)
+            for j, c in enumerate(CONTENT_TYPES)
+        },
+        ageband_lang={
+            (b, lg): float(AGEBAND_LANG[i, j])
+            for i, b in enumerate(AGE_BANDS)
+            for j, lg in enumerate(LANGS)
+        },
+        taste_coef=TASTE_COEF,
+        position_effect={p: position_effect(p) for p in range(1, slate_size + 1)},
+        freshness_coef=FRESHNESS_COEF,
+        author_quality=dict(zip(it.author_names, author_quality.tolist(), strict=True)),
+        user_taste=pl.DataFrame(
+            {"user_id": users["user_id"]} | {c: u.taste[:, j] for j, c in enumerate(CONTENT_TYPES)}
+        ),
+    )
+    events = _events(
+        rng, u, it, author_quality, users["user_id"], items["item_id"], slate_size, start,
+        start_us, days,
+    )  # fmt: skip
+    return DemoSite(users=users, items=items, events=events, truth=truth, start=start, end=end)
+
+
+def _check(ok: bool, rule: str, got: object) -> None:
+    if not ok:
+        raise ConfigError(f"{rule}; got {got!r}")
+
+
+def _ids(prefix: str, n: int, width: int) -> pl.Series:
+    """'u00001', 'u00002', ...: zero-padded to `width` digits, or more when n needs them."""
+    w = max(width, len(str(n)))
+    return pl.select(
+        pl.lit(prefix) + pl.int_range(1, n + 1).cast(pl.String).str.zfill(w)
+    ).to_series()
+
+
+@dataclass(frozen=True)
+class _Users:
+    band: NDArray[np.int64]
+    gender: NDArray[np.int64]
+    taste: NDArray[np.float64]  # (n_users, n_content_types), rows sum to 1
+    activity: NDArray[np.float64]  # expected sessions per day
+    device: NDArray[np.int64]  # preferred device
+
+
+@dataclass(frozen=True)
+class _Items:
+    created_us: NDArray[np.int64]  # ascending
+    content: NDArray[np.int64]
+    lang: NDArray[np.int64]
+    author: NDArray[np.int64]
+    author_names: list[str]
+
+
+def _users(
+    rng: np.random.Generator, n: int, sessions_per_day: float
+) -> tuple[pl.DataFrame, _Users]:
+    band = rng.choice(len(AGE_BANDS), size=n, p=_BAND_P)
+    lo = np.array([a for a, _ in _BAND_AGES])[band]
+    hi = np.array([b for _, b in _BAND_AGES])[band]
+    age = rng.integers(lo, hi + 1)
+    gender = rng.choice(len(GENDERS), size=n, p=_GENDER_P)
+    country = rng.choice(len(COUNTRIES), size=n, p=_COUNTRY_P)
+    gamma = rng.gamma(TASTE_CONCENTRATION * BASE_PREF[gender])
+    taste = gamma / gamma.sum(axis=1, keepdims=True)
+    activity = sessions_per_day * rng.lognormal(-(_ACTIVITY_SIGMA**2) / 2, _ACTIVITY_SIGMA, n)
+    device = rng.choice(len(DEVICES), size=n, p=_DEVICE_P)
+    users = pl.DataFrame(
+        {
+            "user_id": _ids("u", n, 5),
+            "age": pl.Series(age, dtype=pl.Int64),
+            "gender": pl.Series(GENDERS).gather(gender),
+            "country": pl.Series(COUNTRIES).gather(country),
+        }
+    )
+    return users, _Users(band, gender, taste, activity, device)
+
+
+def _items(
+    rng: np.random.Generator, n: int, slate_size: int, start_us: int, days: int
+) -> tuple[pl.DataFrame, _Items]:
+    lead_us = _CATALOGUE_LEAD // timedelta(microseconds=1)
+    n_pre = min(n, max(slate_size, round(n * lead_us / (lead_us + days * _DAY_US))))
+    created = np.sort(
+        np.concatenate(
+            [
+                rng.integers(start_us - lead_us, start_us, n_pre),
+                rng.integers(start_us, start_us + days * _DAY_US, n - n_pre),
+            ]
+        )
+    ).astype(np.int64)
+    content = rng.choice(len(CONTENT_TYPES), size=n, p=_CONTENT_P)
+    lang = rng.choice(len(LANGS), size=n, p=_LANG_P)
+    n_authors = max(5, n // 10)
+    author_w = 1.0 / np.arange(1, n_authors + 1) ** 0.8
+    author = rng.choice(n_authors, size=n, p=author_w / author_w.sum())
+    author_names = _ids("a", n_authors, 3).to_list()
+    parts = pl.DataFrame(
+        {
+            "prefix": pl.Series(_TITLE_PREFIX).gather(content),
+            "template": pl.Series(_TEMPLATES).gather(rng.integers(0, len(_TEMPLATES), n)),
+            "topic": pl.Series(_TOPICS).gather(rng.integers(0, len(_TOPICS), n)),
+            "lang": pl.Series(_LANG_NAMES).gather(lang),
+        }
+    )
+    title = parts.select(
+        pl.col("prefix")
+        + pl.col("template")
+        .str.replace("{topic}", pl.col("topic"), literal=True)
+        .str.replace("{lang}", pl.col("lang"), literal=True)
+    ).to_series()
+    items = pl.DataFrame(
+        {
+            "item_id": _ids("p", n, 5),
+            "created_at": _timestamps(created),
+            "content_type": pl.Series(CONTENT_TYPES).gather(content),
+            "lang": pl.Series(LANGS).gather(lang),
+            "author": pl.Series(author_names).gather(author),
+            "title": title,
+        }
+    )
+    return items, _Items(created, content, lang, author, author_names)
+
+
+def _timestamps(us: NDArray[np.int64]) -> pl.Series:
+    return pl.Series(us, dtype=pl.Int64).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+
+
+def _delays_us(
+    rng: np.random.Generator, n: int, median_s: float, lo_s: float, hi_s: float
+) -> NDArray[np.int64]:
+    """Lognormal delays (sigma 1) around median_s, clipped to [lo_s, hi_s], in microseconds."""
+    s = np.clip(rng.lognormal(math.log(median_s), 1.0, n), lo_s, hi_s)
+    return (s * _US).astype(np.int64)
+
+
+def _sessions(
+    rng: np.random.Generator, users: _Users, start: datetime, start_us: int, days: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """(user index, start time in us) of every session, sorted by time."""
+    n_users = len(users.activity)
+    weekday = _WEEKDAY_PROFILE / _WEEKDAY_PROFILE.mean()
+    day_factor = weekday[(start.weekday() + np.arange(days)) % 7]
+    counts = rng.poisson(users.activity[:, None] * day_factor[None, :]).ravel()
+    user = np.repeat(np.repeat(np.arange(n_users), days), counts)
+    day = np.repeat(np.tile(np.arange(days), n_users), counts)
+    hours = np.roll(_HOUR_PROFILE, -start.hour)  # hour offsets from `start`, on the UTC clock
+    hour = rng.choice(24, size=len(user), p=hours / hours.sum())
+    t = start_us + day * _DAY_US + hour * 3600 * _US + rng.integers(0, 3600 * _US, len(user))
+    keep = t < start_us + days * _DAY_US - _SESSION_GAP_US
+    user, t = user[keep], t[keep]
+    order = np.lexsort((t, user))
+    user, t = user[order], t[order]
+    close = np.zeros(len(t), dtype=bool)
+    close[1:] = (user[1:] == user[:-1]) & (t[1:] - t[:-1] < _SESSION_GAP_US)
+    user, t = user[~close], t[~close]
+    order = np.lexsort((user, t))
+    return user[order].astype(np.int64), t[order].astype(np.int64)
+
+
+def _slates(
+    rng: np.random.Generator, session_us: NDArray[np.int64], created_us: NDArray[np.int64], k: int
+) -> NDArray[np.int64]:
+    """k distinct items created before each session, drawn without replacement with weights
+    0.3 uniform + 0.7 recency (exp(-age / 3 days)) over the items then in the catalogue.
+
+    The first k distinct values of an i.i.d. sequence drawn from w are a draw without
+    replacement proportional to w (successive sampling), so rows draw i.i.d. candidates in
+    rounds until each has k distinct ones; the cost does not grow with the catalogue. The order
+    of the draw is then shuffled into positions."""
+    n = len(session_us)
+    n_elig = np.minimum(np.searchsorted(created_us, session_us, side="left") + 3, len(created_us))
+    # exp(-(t - c) / tau) is exp(-t / tau) * exp(c / tau): the first factor cancels in the
+    # normalisation, so the recency part is an inverse-CDF draw over one global cumsum.
+    recency = np.exp((created_us - created_us[-1]) / (_RECENCY_TAU_DAYS * _DAY_US))
+    cum = np.cumsum(recency)
+    out = np.full((n, k), -1, dtype=np.int64)
+    todo = np.arange(n)
+    while todo.size:
+        ne = n_elig[todo]
+        draws = _draw_items(rng, ne, cum, 2 * k)
+        cand = np.concatenate([out[todo], draws], axis=1)
+        order = np.argsort(cand, axis=1, kind="stable")
+        ranked = np.take_along_axis(cand, order, axis=1)
+        repeat = np.zeros(ranked.shape, dtype=bool)
+        repeat[:, 1:] = ranked[:, 1:] == ranked[:, :-1]
+        first = np.empty_like(repeat)
+        np.put_along_axis(first, order, ~repeat, axis=1)
+        first &= cand >= 0
+        rank = np.cumsum(first, axis=1)
+        take = first & (rank <= k)
+        rows, cols = np.nonzero(take)
+        picked = np.full((len(todo), k), -1, dtype=np.int64)
+        picked[rows, rank[rows, cols] - 1] = cand[rows, cols]
+        out[todo] = picked
+        todo = todo[take.sum(axis=1) < k]
+    shuffle = np.argsort(rng.random((n, k)), axis=1)
+    return np.take_along_axis(out, shuffle, axis=1)
+
+
+def _draw_items(
+    rng: np.random.Generator, n_elig: NDArray[np.int64], cum: NDArray[np.float64], m: int
+) -> NDArray[np.int64]:
+    """m i.i.d. item indices per row from the mixture over the first n_elig[row] items."""
+    shape = (len(n_elig), m)
+    hi = n_elig[:, None]
+    uniform = rng.integers(0, hi, size=shape)
+    mass = cum[hi - 1]
+    recent = np.searchsorted(cum, rng.random(shape) * mass, side="right")
+    recent = np.where(mass > 0, np.minimum(recent, hi - 1), uniform)  # mass 0: underflow
+    return np.where(rng.random(shape) < _RECENT_SHARE, recent, uniform)
+
+
+def _events(
+    rng: np.random.Generator,
+    users: _Users,
+    items: _Items,
+    author_quality: NDArray[np.float64],
+    user_ids: pl.Series,
+    item_ids: pl.Series,
+    slate_size: int,
+    start: datetime,
+    start_us: int,
+    days: int,
+) -> pl.DataFrame:
+    s_user, s_t = _sessions(rng, users, start, start_us, days)
+    n_s, k = len(s_t), slate_size
+    pref = users.device[s_user]
+    s_device = np.where(
+        rng.random(n_s) < _PREFERRED_DEVICE_P, pref, rng.integers(0, len(DEVICES), n_s)
+    )
+
+    # impressions and the true click model
+    slate = _slates(rng, s_t, items.created_us, k)
+    i_sess = np.repeat(np.arange(n_s), k)
+    i_item = slate.ravel()
+    i_pos = np.tile(np.arange(1, k + 1), n_s)
+    i_ts = s_t[i_sess] + _IMPRESSION_DELAY_US
+    iu = s_user[i_sess]
+    ct = items.content[i_item]
+    age_days = (i_ts - items.created_us[i_item]) / _DAY_US
+    pos_effect = np.array([position_effect(p) for p in range(1, k + 1)])
+    z = (
+        INTERCEPT
+        + GENDER_CONTENT[users.gender[iu], ct]
+        + AGEBAND_LANG[users.band[iu], items.lang[i_item]]
+        + TASTE_COEF * users.taste[iu, ct]
+        + pos_effect[i_pos - 1]
+        + FRESHNESS_COEF * np.log1p(age_days)
+        + author_quality[items.author[i_item]]
+    )
+    clicked = np.flatnonzero(rng.random(len(z)) < 1.0 / (1.0 + np.exp(-z)))
+    c_sess, c_item = i_sess[clicked], i_item[clicked]
+    c_ts = i_ts[clicked] + _delays_us(rng, len(clicked), *_CLICK_DELAY_S)
+
+    # parts: (type code, session, item (-1: none), position (0: none), timestamp)
+    parts = [
+        (0, np.arange(n_s), np.full(n_s, -1), np.zeros(n_s, np.int64), s_t),
+        (1, i_sess, i_item, i_pos, i_ts),
+        (2, c_sess, c_item, np.zeros(len(c_ts), np.int64), c_ts),
+    ]
+    last = s_t + _IMPRESSION_DELAY_US
+    np.maximum.at(last, c_sess, c_ts)
+    for code, p in enumerate(FOLLOW_UP_P.values(), start=3):
+        f = np.flatnonzero(rng.random(len(c_ts)) < p)
+        f_ts = c_ts[f] + _delays_us(rng, len(f), *_FOLLOW_DELAY_S)
+        parts.append((code, c_sess[f], c_item[f], np.zeros(len(f), np.int64), f_ts))
+        np.maximum.at(last, c_sess[f], f_ts)
+    lo, hi = _LOGOUT_DELAY_S
+    logout = last + rng.integers(int(lo * _US), int(hi * _US), n_s)
+    parts.append(
+        (len(EVENT_TYPES) - 1, np.arange(n_s), np.full(n_s, -1), np.zeros(n_s, np.int64), logout)
+    )
+
+    e_type = np.concatenate([np.full(len(p[1]), code) for code, *p in parts])
+    e_sess = np.concatenate([p[1] for p in parts])
+    e_item = np.concatenate([p[2] for p in parts])
+    e_pos = np.concatenate([p[3] for p in parts])
+    e_ts = np.concatenate([p[4] for p in parts]).astype(np.int64)
+    e_user = s_user[e_sess]
+    order = np.lexsort((e_item, e_pos, e_type, e_user, e_ts))
+    n_e = len(order)
+    events = pl.DataFrame(
+        {
+            "event_id": _ids("e", n_e, 8),
+            "user_id": user_ids.gather(e_user[order]),
+            "item_id": pl.concat([pl.Series([""]), item_ids]).gather(e_item[order] + 1),
+            "type": pl.Series(EVENT_TYPES).gather(e_type[order]),
+            "timestamp": _timestamps(e_ts[order]),
+            "value": np.ones(n_e),
+            "position": pl.Series(e_pos[order], dtype=pl.Int32),
+            "device": pl.Series(DEVICES).gather(s_device[e_sess[order]]),
+        }
+    )
+    return events.with_columns(
+        position=pl.when(pl.col("position") > 0).then(pl.col("position")),
+        context=pl.lit(None, pl.String),
+    ).select(pl.col(c).cast(t) for c, t in EVENT_COLUMNS.items())
