@@ -91,7 +91,9 @@ class Settings:
         allowed = {f.name for f in fields(cls)}
         bad = sorted(set(data) - allowed)
         if bad:
-            raise ConfigError(f"settings keys must be among {sorted(allowed)}; got {bad} ({source})")
+            raise ConfigError(
+                f"settings keys must be among {sorted(allowed)}; got {bad} ({source})"
+            )
         if "type_weights" in data:
             data["type_weights"] = {**DEFAULT_TYPE_WEIGHTS, **data["type_weights"]}
         for key in ("engagement_types", "itemless_types", "age_bands"):

@@ -12,6 +12,7 @@ Canonical frames:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
@@ -107,8 +108,8 @@ def _apply_checks(
     if not checks:
         return Validated(df.drop(LINE), [], 0)
     first = checks[0]
-    field_expr = pl.when(first.bad).then(pl.lit(first.field))
-    msg_expr = pl.when(first.bad).then(first.message)
+    field_expr: Any = pl.when(first.bad).then(pl.lit(first.field))
+    msg_expr: Any = pl.when(first.bad).then(first.message)
     for c in checks[1:]:
         field_expr = field_expr.when(c.bad).then(pl.lit(c.field))
         msg_expr = msg_expr.when(c.bad).then(c.message)

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from feedrank.config import Settings
-from feedrank.exceptions import FeedrankError, ValidationError
+from feedrank.exceptions import FeedrankError, RowError, ValidationError
 from feedrank.pipeline.registry import Registry, models_dir
 from feedrank.store import Store, open_store
 
@@ -57,8 +57,7 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except ValidationError as exc:
             err_console.print(f"[red]error:[/red] {exc.total_bad} bad row(s); nothing was written")
-            for e in exc.errors[:10]:
-                err_console.print(f"  {e}", markup=False, highlight=False)
+            print_row_errors(exc.errors, exc.total_bad)
             raise typer.Exit(2) from exc
         except FeedrankError as exc:
             err_console.print(f"[red]error:[/red] {exc}", highlight=False)
@@ -67,11 +66,24 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def print_row_errors(errors: list[RowError], total: int, shown: int = 10) -> None:
+    """One unwrapped line per bad row, so they can be grepped."""
+    for e in errors[:shown]:
+        err_console.print(f"  {e}", markup=False, highlight=False, soft_wrap=True)
+    if total > shown:
+        err_console.print(f"  ... and {total - shown} more bad rows", soft_wrap=True)
+
+
 @contextmanager
 def progress_bar(label: str, total: int) -> Iterator[Callable[[int], None]]:
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, transient=False, disable=not err_console.is_terminal,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+        disable=not err_console.is_terminal,
     )
     with progress:
         task = progress.add_task(label, total=total)

@@ -11,7 +11,7 @@ import typer
 from feedrank.cli.common import console, ctx_obj, handle_errors, print_frame, progress_bar
 from feedrank.cli.model_cmds import show_training
 from feedrank.data.demo import generate_site
-from feedrank.data.io import import_frame
+from feedrank.data.io import Kind, import_frame
 from feedrank.pipeline.recommend import RecommendationService, reason_text
 from feedrank.pipeline.train import train_glm
 
@@ -26,7 +26,9 @@ def register(app: typer.Typer) -> None:
         days: int = typer.Option(28, "--days", min=7, help="Days of activity."),
         test_days: float = typer.Option(7.0, "--test-days", help="Held-out last days."),
         seed: int = typer.Option(0, "--seed", help="Random seed of the site."),
-        show_users: int = typer.Option(3, "--show-users", help="Users whose recommendations are printed."),
+        show_users: int = typer.Option(
+            3, "--show-users", help="Users whose recommendations are printed."
+        ),
     ) -> None:
         """Generate a synthetic website with a known click model, import it, train the GLM on all
         but the last days, evaluate on them beside popularity, score every user, and show
@@ -34,18 +36,37 @@ def register(app: typer.Typer) -> None:
         c = ctx_obj(ctx)
         t0 = time.perf_counter()
         site = generate_site(n_users=users, n_items=items, days=days, seed=seed)
-        console.print(f"[bold]1. generated[/bold] {site.users.height} users, {site.items.height} posts, "
-                      f"{site.events.height} events ({site.start:%Y-%m-%d} .. {site.end:%Y-%m-%d}, seed {seed})")
-        for kind, frame in (("users", site.users), ("items", site.items), ("interactions", site.events)):
+        console.print(
+            f"[bold]1. generated[/bold] {site.users.height} users, {site.items.height} posts, "
+            f"{site.events.height} events ({site.start:%Y-%m-%d} .. {site.end:%Y-%m-%d}, seed {seed})"
+        )
+        sources: tuple[tuple[Kind, pl.DataFrame], ...] = (
+            ("users", site.users),
+            ("items", site.items),
+            ("interactions", site.events),
+        )
+        for kind, frame in sources:
             with progress_bar(f"importing {kind}", total=frame.height) as advance:
-                report = import_frame(c.store, kind, frame, c.settings, source=f"demo {kind}", strict=True, progress=advance)  # type: ignore[arg-type]
-            console.print(f"   imported {kind}: {report.written} new, {report.duplicates} already stored")
+                report = import_frame(
+                    c.store,
+                    kind,
+                    frame,
+                    c.settings,
+                    source=f"demo {kind}",
+                    strict=True,
+                    progress=advance,
+                )
+            console.print(
+                f"   imported {kind}: {report.written} new, {report.duplicates} already stored"
+            )
         data = c.store.load()
         console.print(f"[bold]2. training[/bold] the GLM on all but the last {test_days:g} days")
         result = train_glm(data, c.settings, test_days=test_days)
         show_training(result, top=25)
         _compare_truth(result.model.coef_table(), site.truth.position_effect)
-        rec = c.registry.save(result.model, "glm", {"split": result.split, "metrics": result.metrics})
+        rec = c.registry.save(
+            result.model, "glm", {"split": result.split, "metrics": result.metrics}
+        )
         console.print(f"   saved {rec.name}/{rec.version}")
         console.print("[bold]3. scoring[/bold] every user (top 100, seen items excluded)")
         model = result.model.serve_with(data)
@@ -54,9 +75,15 @@ def register(app: typer.Typer) -> None:
         with progress_bar("scoring users", total=len(user_ids)) as advance:
             recs = service.recommend(user_ids, 100, progress=advance)
         gen = c.store.write_generation(recs, f"{rec.name}/{rec.version}")
-        console.print(f"   generation {gen} active: {recs.height} rows for {recs['user_id'].n_unique()} users")
+        console.print(
+            f"   generation {gen} active: {recs.height} rows for {recs['user_id'].n_unique()} users"
+        )
         console.print("[bold]4. recommendations[/bold] with reasons")
-        titles = dict(data.items.select("item_id", "title").iter_rows()) if "title" in data.items.columns else {}
+        titles = (
+            dict(data.items.select("item_id", "title").iter_rows())
+            if "title" in data.items.columns
+            else {}
+        )
         for u in user_ids[:show_users]:
             top = service.recommend([u], 5)
             why = service.explain(top)
@@ -67,17 +94,26 @@ def register(app: typer.Typer) -> None:
                 ),
                 f"{u}",
             )
-        console.print(f"done in {time.perf_counter() - t0:.1f}s. Next: `feedrank recommend {user_ids[0]} --explain`, "
-                      "`feedrank insights`, `feedrank stats`.")
+        console.print(
+            f"done in {time.perf_counter() - t0:.1f}s. Next: `feedrank recommend {user_ids[0]} --explain`, "
+            "`feedrank insights`, `feedrank stats`."
+        )
 
 
 def _compare_truth(coefs: pl.DataFrame, truth: dict[int, float]) -> None:
     """The site's true position effects beside the GLM's (relative to position 1)."""
-    got = {int(f.split("=")[1]): v for f, v in coefs.select("feature", "coefficient").iter_rows()
-           if f.startswith("position=") and f.split("=")[1].isdigit()}
+    got = {
+        int(f.split("=")[1]): v
+        for f, v in coefs.select("feature", "coefficient").iter_rows()
+        if f.startswith("position=") and f.split("=")[1].isdigit()
+    }
     if 1 not in got:
         return
     rows = [(p, truth[p], got[p] - got[1]) for p in sorted(truth) if p in got]
     frame = pl.DataFrame(rows, schema=["position", "true effect", "GLM estimate"], orient="row")
-    corr = float(np.corrcoef(frame["true effect"], frame["GLM estimate"])[0, 1]) if frame.height > 2 else float("nan")
+    corr = (
+        float(np.corrcoef(frame["true effect"], frame["GLM estimate"])[0, 1])
+        if frame.height > 2
+        else float("nan")
+    )
     print_frame(frame, f"known truth: position effects vs the GLM's (correlation {corr:.3f})")

@@ -29,13 +29,29 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     ctx: typer.Context,
-    store: str = typer.Option("sqlite:///./feedrank.db", "--store", envvar="FEEDRANK_STORE",
-                              help="Store URL, e.g. sqlite:///./feedrank.db"),
-    models_dir: str | None = typer.Option(None, "--models-dir", envvar="FEEDRANK_MODELS",
-                                          help="Where trained models are saved (default: beside the SQLite file)."),
-    settings: Path | None = typer.Option(None, "--settings", envvar="FEEDRANK_SETTINGS", exists=True,
-                                         dir_okay=False, help="TOML file of interaction types, weights and labelling."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    store: str = typer.Option(
+        "sqlite:///./feedrank.db",
+        "--store",
+        envvar="FEEDRANK_STORE",
+        help="Store URL, e.g. sqlite:///./feedrank.db",
+    ),
+    models_dir: str | None = typer.Option(
+        None,
+        "--models-dir",
+        envvar="FEEDRANK_MODELS",
+        help="Where trained models are saved (default: beside the SQLite file).",
+    ),
+    settings: Path | None = typer.Option(
+        None,
+        "--settings",
+        envvar="FEEDRANK_SETTINGS",
+        exists=True,
+        dir_okay=False,
+        help="TOML file of interaction types, weights and labelling.",
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
     ctx.obj = Context(store, models_dir, Settings.from_file(settings) if settings else Settings())
 

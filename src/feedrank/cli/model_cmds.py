@@ -11,7 +11,16 @@ from typing import Any
 import polars as pl
 import typer
 
-from feedrank.cli.common import Context, console, ctx_obj, err_console, handle_errors, print_frame, print_json, progress_bar
+from feedrank.cli.common import (
+    Context,
+    console,
+    ctx_obj,
+    err_console,
+    handle_errors,
+    print_frame,
+    print_json,
+    progress_bar,
+)
 from feedrank.data.io import read_table
 from feedrank.exceptions import FeedrankError, RowError, ValidationError
 from feedrank.models import MODELS
@@ -21,7 +30,9 @@ from feedrank.pipeline.recommend import RecommendationService, reason_text
 from feedrank.pipeline.train import TrainResult, train_glm
 from feedrank.schema import to_timestamp
 
-MODEL_OPT = typer.Option(None, "--model", help="Model name (or name/version); default: the newest trained.")
+MODEL_OPT = typer.Option(
+    None, "--model", help="Model name (or name/version); default: the newest trained."
+)
 
 
 def _parse_time(value: str | None, option: str) -> datetime | None:
@@ -29,7 +40,15 @@ def _parse_time(value: str | None, option: str) -> datetime | None:
         return None
     parsed = pl.select(to_timestamp(pl.lit(value), pl.String())).item()
     if parsed is None:
-        raise ValidationError([RowError(None, option, f"{option} must be an ISO 8601 time or epoch seconds; got '{value}'")])
+        raise ValidationError(
+            [
+                RowError(
+                    None,
+                    option,
+                    f"{option} must be an ISO 8601 time or epoch seconds; got '{value}'",
+                )
+            ]
+        )
     return parsed  # type: ignore[no-any-return]
 
 
@@ -47,13 +66,24 @@ def all_user_ids(c: Context) -> list[str]:
 
 def show_training(result: TrainResult, top: int) -> None:
     console.print(f"[bold]split[/bold]: {result.split['kind']}")
-    console.print(f"  cut {result.split['cut']}: {result.split['train_examples']} training examples, "
-                  f"{result.split['test_examples']} evaluation examples")
-    print_frame(result.metrics_frame(), "held-out metrics (popularity = item's smoothed CTR before each example)")
+    console.print(
+        f"  cut {result.split['cut']}: {result.split['train_examples']} training examples, "
+        f"{result.split['test_examples']} evaluation examples"
+    )
+    print_frame(
+        result.metrics_frame(),
+        "held-out metrics (popularity = item's smoothed CTR before each example)",
+    )
     table = result.model.coef_table()
-    shown = table.with_columns(pl.col("coefficient").abs().alias("__a")).sort("__a", descending=True).head(top)
-    print_frame(shown.drop("__a").sort("coefficient", descending=True),
-                f"coefficients (the {min(top, table.height)} largest of {table.height}; standardised numeric features)")
+    shown = (
+        table.with_columns(pl.col("coefficient").abs().alias("__a"))
+        .sort("__a", descending=True)
+        .head(top)
+    )
+    print_frame(
+        shown.drop("__a").sort("coefficient", descending=True),
+        f"coefficients (the {min(top, table.height)} largest of {table.height}; standardised numeric features)",
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -62,11 +92,17 @@ def register(app: typer.Typer) -> None:
     def train(
         ctx: typer.Context,
         model: str = typer.Option("glm", "--model", help=f"One of {sorted(MODELS)}."),
-        test_from: str | None = typer.Option(None, "--test-from", help="Hold out events from this time on."),
-        test_days: float | None = typer.Option(None, "--test-days", help="Hold out the last N days."),
+        test_from: str | None = typer.Option(
+            None, "--test-from", help="Hold out events from this time on."
+        ),
+        test_days: float | None = typer.Option(
+            None, "--test-days", help="Hold out the last N days."
+        ),
         alpha: float = typer.Option(1e-4, "--alpha", help="Penalty strength (GLM)."),
         l1_ratio: float = typer.Option(0.0, "--l1-ratio", help="0 = ridge, 1 = lasso (GLM)."),
-        name: str | None = typer.Option(None, "--name", help="Save under this name (default: the model kind)."),
+        name: str | None = typer.Option(
+            None, "--name", help="Save under this name (default: the model kind)."
+        ),
         top: int = typer.Option(30, "--top", help="Coefficients to print."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
@@ -76,22 +112,43 @@ def register(app: typer.Typer) -> None:
             raise FeedrankError(f"--model must be one of {sorted(MODELS)}; got '{model}'")
         data = c.store.load()
         if data.events.is_empty():
-            raise FeedrankError(f"the store {c.store_url} has no interactions: run `feedrank import` first")
+            raise FeedrankError(
+                f"the store {c.store_url} has no interactions: run `feedrank import` first"
+            )
         if model != "glm":
             fitted = MODELS[model]().fit(data, c.settings)
             rec = c.registry.save(fitted, name)
             console.print(f"saved {rec.name}/{rec.version} to {rec.path}")
             return
         with console.status("building point-in-time features and fitting the GLM"):
-            result = train_glm(data, c.settings, _parse_time(test_from, "--test-from"), test_days,
-                               alpha=alpha, l1_ratio=l1_ratio)
+            result = train_glm(
+                data,
+                c.settings,
+                _parse_time(test_from, "--test-from"),
+                test_days,
+                alpha=alpha,
+                l1_ratio=l1_ratio,
+            )
         span = data.time_span
-        rec = c.registry.save(result.model, name, {"split": result.split, "metrics": result.metrics,
-                                                   "data_window": [str(span[0]), str(span[1])]})
+        rec = c.registry.save(
+            result.model,
+            name,
+            {
+                "split": result.split,
+                "metrics": result.metrics,
+                "data_window": [str(span[0]), str(span[1])],
+            },
+        )
         result.model.coef_table().write_csv(rec.path / "coefficients.csv")
         if as_json:
-            print_json({"model": f"{rec.name}/{rec.version}", "split": result.split, "metrics": result.metrics,
-                        "coefficients": result.model.coef_table().to_dicts()})
+            print_json(
+                {
+                    "model": f"{rec.name}/{rec.version}",
+                    "split": result.split,
+                    "metrics": result.metrics,
+                    "coefficients": result.model.coef_table().to_dicts(),
+                }
+            )
             return
         show_training(result, top)
         console.print(f"saved {rec.name}/{rec.version} to {rec.path}")
@@ -100,10 +157,14 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def predict(
         ctx: typer.Context,
-        pairs: Path = typer.Option(..., "--pairs", help="File of user_id,item_id[,timestamp][,position,device,...]."),
+        pairs: Path = typer.Option(
+            ..., "--pairs", help="File of user_id,item_id[,timestamp][,position,device,...]."
+        ),
         model: str | None = MODEL_OPT,
         out: Path | None = typer.Option(None, "--out", help="Write CSV here (default: stdout)."),
-        fmt: str | None = typer.Option(None, "--format", help="Input format: csv | jsonl | parquet."),
+        fmt: str | None = typer.Option(
+            None, "--format", help="Input format: csv | jsonl | parquet."
+        ),
     ) -> None:
         """Engagement probability for each (user, item) row, with features as of the row's
         timestamp (now when absent). Output CSV in input order: user_id,item_id,timestamp,probability."""
@@ -111,27 +172,70 @@ def register(app: typer.Typer) -> None:
         df, first_line = read_table(pairs, fmt)
         missing = [col for col in ("user_id", "item_id") if col not in df.columns]
         if missing:
-            raise ValidationError([RowError(None, m, f"column '{m}' is required; the columns are {df.columns}", pairs.name) for m in missing])
+            raise ValidationError(
+                [
+                    RowError(
+                        None,
+                        m,
+                        f"column '{m}' is required; the columns are {df.columns}",
+                        pairs.name,
+                    )
+                    for m in missing
+                ]
+            )
         now = datetime.now(UTC)
-        ts = to_timestamp(pl.col("timestamp"), df.schema["timestamp"]) if "timestamp" in df.columns else pl.lit(None)
+        ts = (
+            to_timestamp(pl.col("timestamp"), df.schema["timestamp"])
+            if "timestamp" in df.columns
+            else pl.lit(None)
+        )
         rows = df.with_columns(__ts=ts.cast(pl.Datetime("us", "UTC")))
-        bad = rows.with_row_index("__i").filter(pl.col("__ts").is_null() & pl.col("timestamp").is_not_null()) if "timestamp" in df.columns else rows.head(0)
+        bad = (
+            rows.with_row_index("__i").filter(
+                pl.col("__ts").is_null() & pl.col("timestamp").is_not_null()
+            )
+            if "timestamp" in df.columns
+            else rows.head(0)
+        )
         if bad.height:
-            raise ValidationError([RowError(int(i) + first_line, "timestamp", f"timestamp must be an ISO 8601 time or epoch seconds; got '{v}'", pairs.name)
-                                   for i, v in bad.select("__i", "timestamp").head(10).iter_rows()], bad.height)
+            raise ValidationError(
+                [
+                    RowError(
+                        int(i) + first_line,
+                        "timestamp",
+                        f"timestamp must be an ISO 8601 time or epoch seconds; got '{v}'",
+                        pairs.name,
+                    )
+                    for i, v in bad.select("__i", "timestamp").head(10).iter_rows()
+                ],
+                bad.height,
+            )
         rows = rows.select(
-            pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String),
+            pl.col("user_id").cast(pl.String),
+            pl.col("item_id").cast(pl.String),
             pl.col("__ts").fill_null(now).alias("timestamp"),
-            (pl.col("position").cast(pl.Int32, strict=False) if "position" in df.columns else pl.lit(None, pl.Int32)).alias("position"),
-            (pl.col("device").cast(pl.String) if "device" in df.columns else pl.lit(None, pl.String)).alias("device"),
+            (
+                pl.col("position").cast(pl.Int32, strict=False)
+                if "position" in df.columns
+                else pl.lit(None, pl.Int32)
+            ).alias("position"),
+            (
+                pl.col("device").cast(pl.String)
+                if "device" in df.columns
+                else pl.lit(None, pl.String)
+            ).alias("device"),
         )
         m, _ = load_serving(c, model)
         if not isinstance(m, GLMRecommender):
             raise FeedrankError(f"predict needs a model with probabilities (glm); got '{m.kind}'")
-        result = rows.select("user_id", "item_id", "timestamp").with_columns(probability=pl.Series(m.predict_rows(rows)))
+        result = rows.select("user_id", "item_id", "timestamp").with_columns(
+            probability=pl.Series(m.predict_rows(rows))
+        )
         unknown = rows.filter(~pl.col("item_id").is_in(m.data_.items["item_id"].implode())).height
         if unknown:
-            err_console.print(f"warning: {unknown} row(s) name items not in the store; their item features are missing")
+            err_console.print(
+                f"warning: {unknown} row(s) name items not in the store; their item features are missing"
+            )
         result = result.with_columns(pl.col("timestamp").dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"))
         if out:
             result.write_csv(out)
@@ -145,7 +249,9 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         model: str | None = MODEL_OPT,
         k: int = typer.Option(100, "--k", min=1, help="Items per user."),
-        include_seen: bool = typer.Option(False, "--include-seen", help="Keep items the user already engaged with."),
+        include_seen: bool = typer.Option(
+            False, "--include-seen", help="Keep items the user already engaged with."
+        ),
     ) -> None:
         """Top-K for every user, written to the store as a new generation and activated
         atomically (readers never see half a generation)."""
@@ -156,20 +262,28 @@ def register(app: typer.Typer) -> None:
         with progress_bar("scoring users", total=len(users)) as advance:
             recs = service.recommend(users, k, exclude_seen=not include_seen, progress=advance)
         gen = c.store.write_generation(recs, label)
-        console.print(f"generation {gen} active: {recs.height} recommendations for {recs['user_id'].n_unique()} users ({label})")
+        console.print(
+            f"generation {gen} active: {recs.height} recommendations for {recs['user_id'].n_unique()} users ({label})"
+        )
 
     @app.command()
     @handle_errors
     def recommend(
         ctx: typer.Context,
         user: str | None = typer.Argument(None, help="The user to recommend for."),
-        all_users: bool = typer.Option(False, "--all", help="Every user (use with --format jsonl)."),
+        all_users: bool = typer.Option(
+            False, "--all", help="Every user (use with --format jsonl)."
+        ),
         model: str | None = MODEL_OPT,
         k: int = typer.Option(10, "--k", min=1, help="Items per user."),
-        explain: bool = typer.Option(False, "--explain", help="Each item's largest feature contributions."),
+        explain: bool = typer.Option(
+            False, "--explain", help="Each item's largest feature contributions."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
         fmt: str = typer.Option("table", "--format", help="table | json | jsonl."),
-        include_seen: bool = typer.Option(False, "--include-seen", help="Keep items the user already engaged with."),
+        include_seen: bool = typer.Option(
+            False, "--include-seen", help="Keep items the user already engaged with."
+        ),
     ) -> None:
         """What should this user see next? Users without history get popular items (in their
         segment, then overall), marked as such."""
@@ -181,9 +295,11 @@ def register(app: typer.Typer) -> None:
         fmt = "json" if as_json and fmt == "table" else fmt
         m, label = load_serving(c, model)
         service = RecommendationService(m)
-        users = all_user_ids(c) if all_users else [user]
+        users = all_user_ids(c) if all_users or user is None else [user]
         with progress_bar("recommending", total=len(users)) as advance:
-            recs = service.recommend(users, k, exclude_seen=not include_seen, progress=advance if all_users else None)  # type: ignore[arg-type]
+            recs = service.recommend(
+                users, k, exclude_seen=not include_seen, progress=advance if all_users else None
+            )  # type: ignore[arg-type]
         reasons = service.explain(recs) if explain else None
         payload = _payload(recs, reasons, label)
         if fmt == "jsonl":
@@ -196,9 +312,14 @@ def register(app: typer.Typer) -> None:
             for entry in payload:
                 console.print(f"[bold]{entry['user_id']}[/bold] ({label})")
                 rows = [
-                    {"rank": r["rank"], "item_id": r["item_id"], "title": titles.get(r["item_id"], ""),
-                     "score": r["score"], "source": r["source"],
-                     **({"why": reason_text(r["explanation"])} if explain else {})}
+                    {
+                        "rank": r["rank"],
+                        "item_id": r["item_id"],
+                        "title": titles.get(r["item_id"], ""),
+                        "score": r["score"],
+                        "source": r["source"],
+                        **({"why": reason_text(r["explanation"])} if explain else {}),
+                    }
                     for r in entry["items"]
                 ]
                 print_frame(pl.DataFrame(rows))
@@ -211,9 +332,13 @@ def _titles(m: Recommender) -> dict[str, str]:
     return dict(items.select("item_id", pl.col("title").cast(pl.String)).iter_rows())
 
 
-def _payload(recs: pl.DataFrame, reasons: list[list[dict[str, Any]]] | None, label: str) -> list[dict[str, Any]]:
+def _payload(
+    recs: pl.DataFrame, reasons: list[list[dict[str, Any]]] | None, label: str
+) -> list[dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for i, (u, rank, item, score, source) in enumerate(recs.select("user_id", "rank", "item_id", "score", "source").iter_rows()):
+    for i, (u, rank, item, score, source) in enumerate(
+        recs.select("user_id", "rank", "item_id", "score", "source").iter_rows()
+    ):
         entry = out.setdefault(u, {"user_id": u, "model": label, "items": []})
         row: dict[str, Any] = {"rank": rank, "item_id": item, "score": score, "source": source}
         if reasons is not None:

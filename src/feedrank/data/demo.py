@@ -37,8 +37,10 @@ Table B, ``ageband_lang`` (cells not shown are 0; the reference cell <18/python 
     55-64       0    0.8       0        0    -0.5
     65+        0.4   0.5     -0.4       0    -0.8
 
-Because both reference cells are 0, a logistic GLM with one-hot (gender x content type) and
-(age band x lang) cells, those two cells dropped, recovers these numbers as they are.
+Because both reference cells are 0, a logistic GLM given these terms, with one-hot
+(gender x content type) and (age band x lang) cells and those two cells dropped, recovers the
+numbers as they are (defaults, seed 0: taste 2.98, freshness -0.296, position 8 -1.00, every
+cell within 0.3, the sparse ones being the least exact).
 
 ``taste[u]`` is the user's latent share of interest per content type, drawn as
 ``Dirichlet(4 * BASE_PREF[gender])``; it is not a column of `users` (a model must infer it from
@@ -65,7 +67,7 @@ How the rest is simulated
   minutes of the impression), `logout` 10 s..5 min after the session's last event.
 
 Size: about ``n_users * days * sessions_per_day * (slate_size + 2.1)`` events; the defaults give
-~330k events, 2,000 users and 400 items; ``n_users=6_000`` gives ~1M.
+~340k events (~32k sessions, CTR ~6 %); ``n_users=6_000`` gives ~1M.
 """
 
 from __future__ import annotations
@@ -83,6 +85,13 @@ from feedrank.data.site import SiteData
 from feedrank.exceptions import ConfigError
 from feedrank.schema import EVENT_COLUMNS
 
+
+def _frozen(values: list[Any]) -> NDArray[np.float64]:
+    a = np.array(values, dtype=np.float64)
+    a.setflags(write=False)
+    return a
+
+
 AGE_BANDS = ("<18", "18-24", "25-34", "35-44", "45-54", "55-64", "65+")
 AGE_BAND_BREAKS = (18, 25, 35, 45, 55, 65)
 GENDERS = ("female", "male", "nonbinary")
@@ -97,14 +106,14 @@ INTERCEPT = -3.1
 TASTE_COEF = 3.0
 FRESHNESS_COEF = -0.3
 AUTHOR_QUALITY_SD = 0.4
-GENDER_CONTENT = np.array(
+GENDER_CONTENT = _frozen(
     [
         [0.0, -0.2, 0.5, 0.1],  # female
         [0.1, 0.4, -0.3, 0.0],  # male
         [0.2, 0.0, 0.3, 0.6],  # nonbinary
     ]
 )
-AGEBAND_LANG = np.array(
+AGEBAND_LANG = _frozen(
     # python java  javascript go   rust
     [
         [0.0, 0.0, 0.6, -0.3, 0.0],  # <18
@@ -116,7 +125,7 @@ AGEBAND_LANG = np.array(
         [0.4, 0.5, -0.4, 0.0, -0.8],  # 65+
     ]
 )
-BASE_PREF = np.array(
+BASE_PREF = _frozen(
     # article video image podcast
     [
         [0.30, 0.25, 0.30, 0.15],  # female
@@ -138,10 +147,10 @@ _DEVICE_P = (0.55, 0.35, 0.10)
 _PREFERRED_DEVICE_P = 0.85
 _ACTIVITY_SIGMA = 0.8
 # fmt: off
-_HOUR_PROFILE = np.array([1.0, 0.6, 0.4, 0.3, 0.3, 0.5, 1.0, 2.0, 3.0, 3.0, 2.8, 3.0,
+_HOUR_PROFILE = _frozen([1.0, 0.6, 0.4, 0.3, 0.3, 0.5, 1.0, 2.0, 3.0, 3.0, 2.8, 3.0,
                           3.5, 3.2, 2.8, 2.8, 3.0, 3.5, 4.5, 5.5, 6.0, 5.5, 4.0, 2.0])
 # fmt: on
-_WEEKDAY_PROFILE = np.array([1.0, 1.0, 1.0, 1.0, 0.95, 0.8, 0.85])  # Monday..Sunday
+_WEEKDAY_PROFILE = _frozen([1.0, 1.0, 1.0, 1.0, 0.95, 0.8, 0.85])  # Monday..Sunday
 _RECENCY_TAU_DAYS = 3.0
 _RECENT_SHARE = 0.7
 _CATALOGUE_LEAD = timedelta(days=14)
@@ -316,7 +325,7 @@ class DemoSite:
         )
         imp = (
             imp.with_columns(z=pl.Series(z), p_click=pl.Series(1.0 / (1.0 + np.exp(-z))))
-            .sort("timestamp")
+            .sort("timestamp", "event_id")
             .join_asof(
                 clicks,
                 left_on="timestamp",
@@ -551,7 +560,7 @@ def _slates(
     rounds until each has k distinct ones; the cost does not grow with the catalogue. The order
     of the draw is then shuffled into positions."""
     n = len(session_us)
-    n_elig = np.minimum(np.searchsorted(created_us, session_us, side="left") + 3, len(created_us))
+    n_elig = np.searchsorted(created_us, session_us, side="left")
     # exp(-(t - c) / tau) is exp(-t / tau) * exp(c / tau): the first factor cancels in the
     # normalisation, so the recency part is an inverse-CDF draw over one global cumsum.
     recency = np.exp((created_us - created_us[-1]) / (_RECENCY_TAU_DAYS * _DAY_US))

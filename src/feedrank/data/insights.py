@@ -17,13 +17,25 @@ def _engagements(data: SiteData, settings: Settings) -> pl.DataFrame:
     users = data.users
     ucols = [pl.col("user_id")]
     if "age" in users.columns:
-        ucols.append(age_band_expr(pl.col("age").cast(pl.Float64, strict=False), list(settings.age_bands)).alias("age_band"))
+        ucols.append(
+            age_band_expr(
+                pl.col("age").cast(pl.Float64, strict=False), list(settings.age_bands)
+            ).alias("age_band")
+        )
     ucols += [pl.col(c).cast(pl.String) for c in ("gender", "country") if c in users.columns]
-    icols = [pl.col("item_id")] + [pl.col(c).cast(pl.String) for c in data.items.columns if c not in ("item_id", "created_at") and data.items.schema[c] == pl.String]
-    return ev.join(users.select(ucols), on="user_id", how="left").join(data.items.select(icols), on="item_id", how="left")
+    icols = [pl.col("item_id")] + [
+        pl.col(c).cast(pl.String)
+        for c in data.items.columns
+        if c not in ("item_id", "created_at") and data.items.schema[c] == pl.String
+    ]
+    return ev.join(users.select(ucols), on="user_id", how="left").join(
+        data.items.select(icols), on="item_id", how="left"
+    )
 
 
-def favourites(data: SiteData, settings: Settings, segment: str, attribute: str, top: int = 3) -> pl.DataFrame:
+def favourites(
+    data: SiteData, settings: Settings, segment: str, attribute: str, top: int = 3
+) -> pl.DataFrame:
     """Per segment value: the `top` attribute values by share of the segment's engagement weight."""
     ev = _engagements(data, settings)
     if segment not in ev.columns or attribute not in ev.columns:
@@ -32,30 +44,43 @@ def favourites(data: SiteData, settings: Settings, segment: str, attribute: str,
     g = g.with_columns(share=pl.col("weight") / pl.col("weight").sum().over(segment))
     return (
         g.sort([segment, "share"], descending=[False, True])
-        .group_by(segment, maintain_order=True).head(top)
+        .group_by(segment, maintain_order=True)
+        .head(top)
         .with_columns(pl.col("share").round(3))
         .drop("weight")
     )
 
 
-def top_items_per_segment(data: SiteData, settings: Settings, segment: str, top: int = 3) -> pl.DataFrame:
+def top_items_per_segment(
+    data: SiteData, settings: Settings, segment: str, top: int = 3
+) -> pl.DataFrame:
     ev = _engagements(data, settings)
     if segment not in ev.columns:
         return pl.DataFrame()
     g = ev.group_by(segment, "item_id").agg(engagements=pl.len(), weight=pl.col("weight").sum())
     label = [c for c in ("title", "content_type") if c in ev.columns]
     g = g.join(data.items.select("item_id", *label), on="item_id", how="left")
-    return g.sort([segment, "weight"], descending=[False, True]).group_by(segment, maintain_order=True).head(top)
+    return (
+        g.sort([segment, "weight"], descending=[False, True])
+        .group_by(segment, maintain_order=True)
+        .head(top)
+    )
 
 
 def engagement_by_hour(data: SiteData, settings: Settings) -> pl.DataFrame:
     """Engagements per hour of day (UTC), and per impression where impressions are logged."""
     ev = data.events.with_columns(hour=pl.col("timestamp").dt.hour())
-    out = ev.group_by("hour").agg(
-        engagements=(pl.col("type").is_in(settings.engagement_types)).sum(),
-        impressions=(pl.col("type") == "impression").sum(),
-        sessions=(pl.col("type").is_in(settings.itemless_types) & (pl.col("type") != "logout")).sum(),
-    ).sort("hour")
+    out = (
+        ev.group_by("hour")
+        .agg(
+            engagements=(pl.col("type").is_in(settings.engagement_types)).sum(),
+            impressions=(pl.col("type") == "impression").sum(),
+            sessions=(
+                pl.col("type").is_in(settings.itemless_types) & (pl.col("type") != "logout")
+            ).sum(),
+        )
+        .sort("hour")
+    )
     return out.with_columns(
         engagement_rate=pl.when(pl.col("impressions") > 0)
         .then((pl.col("engagements") / pl.col("impressions")).round(4))

@@ -5,6 +5,7 @@ and line (or nothing is written at all in strict mode)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,9 +82,8 @@ def read_table(
         df = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=False)
         first_line = 2
     elif kind == "jsonl":
-        df = pl.read_ndjson(
-            path, infer_schema_length=None, schema_overrides={c: pl.String for c in _ID_COLUMNS}
-        )
+        ids = {c: pl.String for c in _ID_COLUMNS if c in _jsonl_keys(path)}
+        df = pl.read_ndjson(path, infer_schema_length=None, schema_overrides=ids or None)
         first_line = 1
     else:
         df = pl.read_parquet(path)
@@ -107,6 +107,19 @@ def read_table(
         if c in df.columns:
             df = df.with_columns(pl.col(c).cast(pl.String))
     return df, first_line
+
+
+def _jsonl_keys(path: Path, lines: int = 1000) -> set[str]:
+    """Keys of the first lines: ids among them are read as text (a 38-digit id stays exact)."""
+    keys: set[str] = set()
+    with path.open() as fh:
+        for _, line in zip(range(lines), fh, strict=False):
+            if line.strip():
+                try:
+                    keys.update(json.loads(line))
+                except (json.JSONDecodeError, TypeError):
+                    break  # the reader reports the bad line
+    return keys
 
 
 def validate(

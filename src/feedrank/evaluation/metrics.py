@@ -27,11 +27,19 @@ def reliability_curve(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict
     for b in range(bins):
         m = idx == b
         if m.any():
-            out.append({"predicted": float(p[m].mean()), "observed": float(y[m].mean()), "count": int(m.sum())})
+            out.append(
+                {
+                    "predicted": float(p[m].mean()),
+                    "observed": float(y[m].mean()),
+                    "count": int(m.sum()),
+                }
+            )
     return out
 
 
-def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+def classification_metrics(
+    y: np.ndarray, p: np.ndarray, threshold: float = 0.5
+) -> dict[str, float]:
     y = np.asarray(y, dtype=int)
     p = np.clip(np.asarray(p, dtype=float), 1e-15, 1 - 1e-15)
     pred = p >= threshold

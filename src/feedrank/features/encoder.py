@@ -16,7 +16,14 @@ import scipy.sparse as sp
 
 OTHER = "(other)"
 MISSING = "(missing)"
-LOG1P_PREFIXES = ("user_n_", "item_engaged", "item_exposed", "pair_", "item_age_days", "user_events_per_day")
+LOG1P_PREFIXES = (
+    "user_n_",
+    "item_engaged",
+    "item_exposed",
+    "pair_",
+    "item_age_days",
+    "user_events_per_day",
+)
 
 
 def cross_name(a: str, b: str) -> str:
@@ -72,7 +79,11 @@ class Column:
             {"v": uniques, "code": [lookup.get(u, other) for u in uniques.to_list()]},
             schema={"v": pl.String, "code": pl.Int64},
         )
-        return values.to_frame("v").join(mapping, on="v", how="left", maintain_order="left")["code"].to_numpy()
+        return (
+            values.to_frame("v")
+            .join(mapping, on="v", how="left", maintain_order="left")["code"]
+            .to_numpy()
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -86,15 +97,22 @@ class Encoder:
         self.min_count = min_count
         self.columns_: list[Column] = []
 
-    def fit(self, frame: pl.DataFrame, categorical: list[str], numeric: list[str],
-            crosses: list[tuple[str, str]]) -> Encoder:
+    def fit(
+        self,
+        frame: pl.DataFrame,
+        categorical: list[str],
+        numeric: list[str],
+        crosses: list[tuple[str, str]],
+    ) -> Encoder:
         cols: list[Column] = []
         for name in categorical:
             cols.append(self._fit_levels(Column(name, "categorical"), frame))
         for a, b in crosses:
             cols.append(self._fit_levels(Column(cross_name(a, b), "cross", sources=(a, b)), frame))
         for name in numeric:
-            col = Column(name, "numeric", transform="log1p" if name.startswith(LOG1P_PREFIXES) else "none")
+            col = Column(
+                name, "numeric", transform="log1p" if name.startswith(LOG1P_PREFIXES) else "none"
+            )
             x = col.numeric_values(frame[name])
             finite = x[np.isfinite(x)]
             col.mean = float(finite.mean()) if finite.size else 0.0
@@ -146,8 +164,11 @@ class Encoder:
         return sp.hstack(blocks, format="csr") if blocks else sp.csr_matrix((n, 0))
 
     def to_json(self) -> dict[str, Any]:
-        return {"max_levels": self.max_levels, "min_count": self.min_count,
-                "columns": [c.to_json() for c in self.columns_]}
+        return {
+            "max_levels": self.max_levels,
+            "min_count": self.min_count,
+            "columns": [c.to_json() for c in self.columns_],
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Encoder:

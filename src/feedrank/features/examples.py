@@ -42,23 +42,37 @@ def build_examples(
 def _from_impressions(data: SiteData, settings: Settings) -> pl.DataFrame:
     ev = data.events.filter(pl.col("item_id") != "")
     imps = ev.filter(pl.col("type") == "impression").with_row_index("__imp").sort(T)
-    eng = ev.filter(pl.col("type").is_in(settings.engagement_types)).select("user_id", "item_id", T).sort(T)
-    credited = eng.join_asof(
-        imps.select("user_id", "item_id", T, "__imp"),
-        on=T,
-        by=["user_id", "item_id"],
-        strategy="backward",
-        tolerance=timedelta(seconds=settings.label_window_seconds),
-        check_sortedness=False,
-    )["__imp"].drop_nulls().unique()
+    eng = (
+        ev.filter(pl.col("type").is_in(settings.engagement_types))
+        .select("user_id", "item_id", T)
+        .sort(T)
+    )
+    credited = (
+        eng.join_asof(
+            imps.select("user_id", "item_id", T, "__imp"),
+            on=T,
+            by=["user_id", "item_id"],
+            strategy="backward",
+            tolerance=timedelta(seconds=settings.label_window_seconds),
+            check_sortedness=False,
+        )["__imp"]
+        .drop_nulls()
+        .unique()
+    )
     return imps.select(
-        "user_id", "item_id", T, "position", "device",
+        "user_id",
+        "item_id",
+        T,
+        "position",
+        "device",
         label=pl.col("__imp").is_in(credited.implode()).cast(pl.Int8),
     )
 
 
 def _sampled(data: SiteData, settings: Settings) -> pl.DataFrame:
-    eng = data.events.filter(pl.col("type").is_in(settings.engagement_types) & (pl.col("item_id") != ""))
+    eng = data.events.filter(
+        pl.col("type").is_in(settings.engagement_types) & (pl.col("item_id") != "")
+    )
     pos = eng.select("user_id", "item_id", T, "position", "device", label=pl.lit(1, pl.Int8))
     items = data.items.sort("created_at")
     if pos.is_empty() or items.is_empty():
@@ -71,16 +85,13 @@ def _sampled(data: SiteData, settings: Settings) -> pl.DataFrame:
     n_avail = np.repeat(available, reps)
     draw = np.floor(rng.random(n_avail.size) * n_avail).astype(np.int64)
     ok = n_avail > 0
-    neg = pl.DataFrame(
-        {
-            "user_id": np.repeat(pos["user_id"].to_numpy(), reps)[ok],
-            "item_id": items["item_id"].to_numpy()[draw[ok]],
-            T: np.repeat(pos[T].to_numpy(), reps)[ok],
-            # Same context as the positive it was drawn for: context must not tell the label.
-            "position": np.repeat(pos["position"].to_numpy(), reps)[ok],
-            "device": np.repeat(pos["device"].to_numpy(), reps)[ok],
-        }
-    ).with_columns(pl.col(T).cast(pos.schema[T]), pl.col("position").cast(pl.Int32), pl.col("device").cast(pl.String))
+    source_rows = np.repeat(np.arange(pos.height), reps)[ok]
+    # Each negative keeps the user, time and context of the positive it was drawn for, so the
+    # context cannot tell the label; only the item differs.
+    neg = pos[source_rows].with_columns(
+        item_id=pl.Series(items["item_id"].to_numpy()[draw[ok]], dtype=pl.String),
+        label=pl.lit(0, pl.Int8),
+    )
     engaged = data.engaged_pairs(settings.engagement_types)
-    neg = neg.join(engaged, on=["user_id", "item_id"], how="anti").with_columns(label=pl.lit(0, pl.Int8))
-    return pl.concat([pos, neg.select(pos.columns)])
+    neg = neg.join(engaged, on=["user_id", "item_id"], how="anti")
+    return pl.concat([pos, neg])

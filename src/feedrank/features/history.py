@@ -16,7 +16,9 @@ from feedrank.data.site import SiteData
 T = "timestamp"
 
 
-def asof_before(keys: pl.DataFrame, table: pl.DataFrame, by: list[str], fill: float = 0.0) -> pl.DataFrame:
+def asof_before(
+    keys: pl.DataFrame, table: pl.DataFrame, by: list[str], fill: float = 0.0
+) -> pl.DataFrame:
     """For each row of `keys` (by-columns + timestamp), the table's running totals from events
     strictly before its timestamp; rows without history get `fill`. Row order is kept."""
     value_cols = [c for c in table.columns if c not in (*by, T)]
@@ -53,7 +55,10 @@ class History:
         """Events with their engagement weight: type weight x item-attribute weight x value."""
         ev = self.data.events
         weights = pl.DataFrame(
-            {"type": list(self.settings.type_weights), "__tw": list(self.settings.type_weights.values())},
+            {
+                "type": list(self.settings.type_weights),
+                "__tw": list(self.settings.type_weights.values()),
+            },
             schema={"type": pl.String, "__tw": pl.Float64},
         )
         ev = ev.join(weights, on="type", how="left")
@@ -61,14 +66,19 @@ class History:
         attr_w = pl.lit(1.0)
         if aw is not None and aw.attribute in self.data.items.columns:
             ev = ev.join(
-                self.data.items.select("item_id", pl.col(aw.attribute).cast(pl.String).alias("__aw_key")),
+                self.data.items.select(
+                    "item_id", pl.col(aw.attribute).cast(pl.String).alias("__aw_key")
+                ),
                 on="item_id",
                 how="left",
             )
-            attr_w = pl.col("__aw_key").replace_strict(aw.values, default=aw.default, return_dtype=pl.Float64)
+            attr_w = pl.col("__aw_key").replace_strict(
+                aw.values, default=aw.default, return_dtype=pl.Float64
+            )
         ev = ev.with_columns(
             weight=pl.col("__tw").fill_null(0.0) * attr_w * pl.col("value"),
-            engaged=pl.col("type").is_in(self.settings.engagement_types) & (pl.col("item_id") != ""),
+            engaged=pl.col("type").is_in(self.settings.engagement_types)
+            & (pl.col("item_id") != ""),
         )
         return ev.drop([c for c in ev.columns if c.startswith("__")]).sort(T)
 
@@ -80,7 +90,9 @@ class History:
     def user_counts(self) -> pl.DataFrame:
         sums = {f"n_{t}": (pl.col("type") == t).sum().cast(pl.Float64) for t in self.types}
         sums["n_events"] = pl.len().cast(pl.Float64)
-        sums["w_total"] = pl.when(pl.col("item_id") != "").then(pl.col("weight")).otherwise(0.0).sum()
+        sums["w_total"] = (
+            pl.when(pl.col("item_id") != "").then(pl.col("weight")).otherwise(0.0).sum()
+        )
         table = running(self.events, ["user_id"], sums)
         first = self.events.group_by("user_id").agg(first_seen=pl.col(T).min())
         return table.join(first, on="user_id", how="left")
@@ -95,7 +107,9 @@ class History:
         ev = self.events.filter((pl.col("item_id") != "") & (pl.col("weight") > 0))
         out = {}
         for attr in self.item_attributes:
-            joined = ev.join(items.select("item_id", pl.col(attr).cast(pl.String).alias("level")), on="item_id")
+            joined = ev.join(
+                items.select("item_id", pl.col(attr).cast(pl.String).alias("level")), on="item_id"
+            )
             out[attr] = running(joined, ["user_id", "level"], {"w_level": pl.col("weight").sum()})
         return out
 
@@ -142,4 +156,8 @@ class History:
             return 0.05
         last = ic.group_by("item_id").agg(pl.col("i_engaged").last(), pl.col("i_exposed").last())
         exposed = float(last["i_exposed"].sum())
-        return float(min(max(last["i_engaged"].sum() / exposed, 1e-4), 0.5)) if exposed else 0.05
+        return (
+            float(min(max(float(last["i_engaged"].sum()) / exposed, 1e-4), 0.5))
+            if exposed
+            else 0.05
+        )

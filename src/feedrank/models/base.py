@@ -67,11 +67,15 @@ class Recommender(ABC):
 
     def seen_mask(self, user_ids: Sequence[str], item_ids: np.ndarray) -> np.ndarray:
         """True where the user already engaged with the item (before the serving time)."""
-        eng = self.data_.events.filter(
-            pl.col("type").is_in(self.settings_.engagement_types)
-            & (pl.col("timestamp") < self.at_)
-            & pl.col("user_id").is_in(list(user_ids))
-        ).select("user_id", "item_id").unique()
+        eng = (
+            self.data_.events.filter(
+                pl.col("type").is_in(self.settings_.engagement_types)
+                & (pl.col("timestamp") < self.at_)
+                & pl.col("user_id").is_in(list(user_ids))
+            )
+            .select("user_id", "item_id")
+            .unique()
+        )
         mask = np.zeros((len(user_ids), len(item_ids)), dtype=bool)
         if eng.is_empty():
             return mask
@@ -106,7 +110,14 @@ class Recommender(ABC):
                 scores[self.seen_mask(users, items)] = -np.inf
             frames.append(top_k(users, items, scores, k))
         if not frames:
-            return pl.DataFrame(schema={"user_id": pl.String, "rank": pl.Int32, "item_id": pl.String, "score": pl.Float64})
+            return pl.DataFrame(
+                schema={
+                    "user_id": pl.String,
+                    "rank": pl.Int32,
+                    "item_id": pl.String,
+                    "score": pl.Float64,
+                }
+            )
         return pl.concat(frames)
 
     def explain(self, user_id: str, item_id: str, top: int = 5) -> list[dict[str, Any]]:
@@ -128,7 +139,7 @@ class Recommender(ABC):
         meta, arrays = self._state()
         meta = {"format_version": FORMAT_VERSION, "kind": self.kind, **meta, **(extra or {})}
         (path / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-        np.savez(path / "arrays.npz", **arrays)
+        np.savez(path / "arrays.npz", **arrays)  # type: ignore[arg-type]
         return path
 
     @classmethod
@@ -138,7 +149,9 @@ class Recommender(ABC):
             raise NotFoundError(f"model directory must contain meta.json; got {path}")
         meta = json.loads((path / "meta.json").read_text())
         if meta.get("kind") != cls.kind:
-            raise NotFoundError(f"model at {path} is a '{meta.get('kind')}' model, not '{cls.kind}'")
+            raise NotFoundError(
+                f"model at {path} is a '{meta.get('kind')}' model, not '{cls.kind}'"
+            )
         with np.load(path / "arrays.npz", allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         return cls._from_state(meta, arrays)
@@ -148,7 +161,14 @@ def top_k(users: Sequence[str], items: np.ndarray, scores: np.ndarray, k: int) -
     """Best k items per row of `scores` (argpartition, then a sort of the k), dropping -inf."""
     k = min(k, scores.shape[1])
     if k <= 0:
-        return pl.DataFrame(schema={"user_id": pl.String, "rank": pl.Int32, "item_id": pl.String, "score": pl.Float64})
+        return pl.DataFrame(
+            schema={
+                "user_id": pl.String,
+                "rank": pl.Int32,
+                "item_id": pl.String,
+                "score": pl.Float64,
+            }
+        )
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     part_scores = np.take_along_axis(scores, part, axis=1)
     order = np.argsort(-part_scores, axis=1, kind="stable")

@@ -22,7 +22,7 @@ from feedrank.data.site import SiteData
 from feedrank.features.encoder import Encoder
 from feedrank.features.examples import build_examples
 from feedrank.features.groups import FeatureGroups, FeatureSpec
-from feedrank.features.history import T, History
+from feedrank.features.history import History, T
 from feedrank.models.base import Recommender
 from feedrank.models.linear import CONTEXT_COLUMNS, LinearScorer
 
@@ -31,11 +31,18 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -35, 35)))
 
 
-def fit_logistic(X: sp.csr_matrix, y: np.ndarray, alpha: float, l1_ratio: float,
-                 sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, float, np.ndarray]:
+def fit_logistic(
+    X: sp.csr_matrix,
+    y: np.ndarray,
+    alpha: float,
+    l1_ratio: float,
+    sample_weight: np.ndarray | None = None,
+) -> tuple[np.ndarray, float, np.ndarray]:
     """Penalised logistic regression by glum's IRLS; returns coef, intercept, standard errors
     (intercept first) from the penalised Hessian X'WX + n*alpha*(1-l1_ratio)*I."""
-    model = GeneralizedLinearRegressor(family="binomial", alpha=alpha, l1_ratio=l1_ratio, fit_intercept=True)
+    model = GeneralizedLinearRegressor(
+        family="binomial", alpha=alpha, l1_ratio=l1_ratio, fit_intercept=True
+    )
     model.fit(X, y, sample_weight=sample_weight)
     coef = np.asarray(model.coef_, dtype=np.float64)
     intercept = float(model.intercept_)
@@ -56,16 +63,18 @@ class GLMRecommender(Recommender):
 
     kind = "glm"
 
-    def __init__(self, alpha: float = 1e-4, l1_ratio: float = 0.0, max_levels: int = 50,
-                 min_count: int = 5) -> None:
+    def __init__(
+        self, alpha: float = 1e-4, l1_ratio: float = 0.0, max_levels: int = 50, min_count: int = 5
+    ) -> None:
         self.alpha = alpha
         self.l1_ratio = l1_ratio
         self.max_levels = max_levels
         self.min_count = min_count
 
     # -- fitting -----------------------------------------------------------------------------------
-    def fit(self, data: SiteData, settings: Settings | None = None,
-            examples: pl.DataFrame | None = None) -> Self:
+    def fit(
+        self, data: SiteData, settings: Settings | None = None, examples: pl.DataFrame | None = None
+    ) -> Self:
         if not 0.0 <= self.l1_ratio <= 1.0:
             raise ValueError(f"l1_ratio must be in [0, 1]; got {self.l1_ratio}")
         if self.alpha < 0:
@@ -75,12 +84,20 @@ class GLMRecommender(Recommender):
         groups = self._groups(data)
         ex = examples if examples is not None else build_examples(data, self.settings_)
         if ex.is_empty() or ex["label"].n_unique() < 2:
-            raise ValueError("training needs examples of both classes; got "
-                             f"{ex.height} examples with labels {sorted(ex['label'].unique().to_list())}")
+            raise ValueError(
+                "training needs examples of both classes; got "
+                f"{ex.height} examples with labels {sorted(ex['label'].unique().to_list())}"
+            )
         raw = groups.rows(ex)
-        categorical = [*self.spec_.user_categoricals, *self.spec_.item_categoricals, *CONTEXT_COLUMNS]
+        categorical = [
+            *self.spec_.user_categoricals,
+            *self.spec_.item_categoricals,
+            *CONTEXT_COLUMNS,
+        ]
         numeric = [c for c in raw.columns if c not in categorical]
-        self.encoder_ = Encoder(self.max_levels, self.min_count).fit(raw, categorical, numeric, self.spec_.crosses)
+        self.encoder_ = Encoder(self.max_levels, self.min_count).fit(
+            raw, categorical, numeric, self.spec_.crosses
+        )
         X = self.encoder_.transform(raw)
         y = ex["label"].to_numpy().astype(np.float64)
         self.coef_, self.intercept_, self.se_ = fit_logistic(X, y, self.alpha, self.l1_ratio)
@@ -89,12 +106,16 @@ class GLMRecommender(Recommender):
         return self.serve_with(data)
 
     def _groups(self, data: SiteData) -> FeatureGroups:
-        return FeatureGroups(self.spec_, data, History(data, self.settings_, self.spec_.share_attributes))
+        return FeatureGroups(
+            self.spec_, data, History(data, self.settings_, self.spec_.share_attributes)
+        )
 
     # -- serving -----------------------------------------------------------------------------------
     def _prepare_serving(self) -> None:
         self.groups_ = self._groups(self.data_)
-        self.scorer_ = LinearScorer(self.groups_, self.encoder_, self.coef_, self.intercept_, self.at_)
+        self.scorer_ = LinearScorer(
+            self.groups_, self.encoder_, self.coef_, self.intercept_, self.at_
+        )
 
     def score(self, user_ids: Sequence[str], item_ids: Sequence[str] | np.ndarray) -> np.ndarray:
         self._check()
@@ -112,9 +133,20 @@ class GLMRecommender(Recommender):
         logit of this pair at the serving time, with the raw value that produced each."""
         self._check()
         row = pl.DataFrame(
-            {"user_id": [user_id], "item_id": [item_id], T: [self.at_], "position": [1], "device": [None]},
-            schema={"user_id": pl.String, "item_id": pl.String, T: pl.Datetime("us", "UTC"),
-                    "position": pl.Int32, "device": pl.String},
+            {
+                "user_id": [user_id],
+                "item_id": [item_id],
+                T: [self.at_],
+                "position": [1],
+                "device": [None],
+            },
+            schema={
+                "user_id": pl.String,
+                "item_id": pl.String,
+                T: pl.Datetime("us", "UTC"),
+                "position": pl.Int32,
+                "device": pl.String,
+            },
         )
         raw = self.groups_.rows(row)
         x = self.encoder_.transform(raw).toarray().ravel() * self.coef_
@@ -139,15 +171,25 @@ class GLMRecommender(Recommender):
             z = np.where(self.se_ > 0, coef / self.se_, np.nan)
         p = 2 * stats.norm.sf(np.abs(z))
         return pl.DataFrame(
-            {"feature": names, "coefficient": coef, "std_error": self.se_, "z": z, "p_value": p,
-             "odds_ratio": np.exp(coef)}
+            {
+                "feature": names,
+                "coefficient": coef,
+                "std_error": self.se_,
+                "z": z,
+                "p_value": p,
+                "odds_ratio": np.exp(coef),
+            }
         ).sort("coefficient", descending=True)
 
     # -- persistence -------------------------------------------------------------------------------
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta = {
-            "params": {"alpha": self.alpha, "l1_ratio": self.l1_ratio, "max_levels": self.max_levels,
-                       "min_count": self.min_count},
+            "params": {
+                "alpha": self.alpha,
+                "l1_ratio": self.l1_ratio,
+                "max_levels": self.max_levels,
+                "min_count": self.min_count,
+            },
             "spec": self.spec_.to_json(),
             "encoder": self.encoder_.to_json(),
             "settings": self.settings_.to_dict(),

@@ -22,8 +22,16 @@ CONTEXT_COLUMNS = ("hour", "weekday", "position", "device")
 
 
 class LinearScorer:
-    def __init__(self, groups: FeatureGroups, encoder: Encoder, coef: np.ndarray, intercept: float,
-                 at: datetime, position: int | None = 1, device: str | None = None) -> None:
+    def __init__(
+        self,
+        groups: FeatureGroups,
+        encoder: Encoder,
+        coef: np.ndarray,
+        intercept: float,
+        at: datetime,
+        position: int | None = 1,
+        device: str | None = None,
+    ) -> None:
         self.groups, self.encoder, self.coef, self.intercept = groups, encoder, coef, intercept
         self.at = at
         self.context_row = pl.DataFrame(
@@ -32,10 +40,16 @@ class LinearScorer:
         )
         spec = groups.spec
         self.cols_user = [
-            c.name for c in encoder.columns_
-            if c.name in spec.user_categoricals or c.name.startswith("user_") and not c.name.startswith("user_share_")
+            c.name
+            for c in encoder.columns_
+            if c.name in spec.user_categoricals
+            or (c.name.startswith("user_") and not c.name.startswith("user_share_"))
         ]
-        self.cols_item = [c.name for c in encoder.columns_ if c.name in spec.item_categoricals or c.name.startswith("item_")]
+        self.cols_item = [
+            c.name
+            for c in encoder.columns_
+            if c.name in spec.item_categoricals or c.name.startswith("item_")
+        ]
         self.cols_pair = [c.name for c in encoder.columns_ if c.name.startswith("pair_")]
         self.cols_context = [c.name for c in encoder.columns_ if c.name in CONTEXT_COLUMNS]
         self._item_cache: tuple[np.ndarray, np.ndarray] | None = None
@@ -94,31 +108,50 @@ class LinearScorer:
         cats = self.groups.spec.item_categoricals
         return pl.DataFrame({"item_id": item_ids}, schema={"item_id": pl.String}).join(
             self.groups.data.items.select("item_id", *[pl.col(c).cast(pl.String) for c in cats]),
-            on="item_id", how="left", maintain_order="left",
+            on="item_id",
+            how="left",
+            maintain_order="left",
         )
 
     def _pair_part(self, user_ids: Sequence[str], item_ids: np.ndarray) -> np.ndarray:
         """Every pair gets the no-history value; only pairs with history are computed."""
         table = self.groups.history.user_item
         zero_row = self.groups.pair(
-            pl.DataFrame({"user_id": [""], "item_id": [""], T: [self.at]},
-                         schema={"user_id": pl.String, "item_id": pl.String, T: pl.Datetime("us", "UTC")})
+            pl.DataFrame(
+                {"user_id": [""], "item_id": [""], T: [self.at]},
+                schema={"user_id": pl.String, "item_id": pl.String, T: pl.Datetime("us", "UTC")},
+            )
         )
         out = np.full((len(user_ids), len(item_ids)), self.partial(zero_row, self.cols_pair)[0])
         pairs = (
             table.filter(pl.col(T) < self.at, pl.col("user_id").is_in(list(user_ids)))
-            .select("user_id", "item_id").unique()
+            .select("user_id", "item_id")
+            .unique()
         )
-        uidx = pl.DataFrame({"user_id": list(user_ids), "__u": np.arange(len(user_ids))}, schema={"user_id": pl.String, "__u": pl.Int64})
-        iidx = pl.DataFrame({"item_id": item_ids, "__i": np.arange(len(item_ids))}, schema={"item_id": pl.String, "__i": pl.Int64})
+        uidx = pl.DataFrame(
+            {"user_id": list(user_ids), "__u": np.arange(len(user_ids))},
+            schema={"user_id": pl.String, "__u": pl.Int64},
+        )
+        iidx = pl.DataFrame(
+            {"item_id": item_ids, "__i": np.arange(len(item_ids))},
+            schema={"item_id": pl.String, "__i": pl.Int64},
+        )
         pairs = pairs.join(uidx, on="user_id").join(iidx, on="item_id")
         if not pairs.is_empty():
-            keys = pairs.select("user_id", "item_id", pl.lit(self.at).cast(pl.Datetime("us", "UTC")).alias(T))
-            out[pairs["__u"].to_numpy(), pairs["__i"].to_numpy()] = self.partial(self.groups.pair(keys), self.cols_pair)
+            keys = pairs.select(
+                "user_id", "item_id", pl.lit(self.at).cast(pl.Datetime("us", "UTC")).alias(T)
+            )
+            out[pairs["__u"].to_numpy(), pairs["__i"].to_numpy()] = self.partial(
+                self.groups.pair(keys), self.cols_pair
+            )
         return out
 
 
 def _codes(values: pl.Series, levels: pl.Series) -> np.ndarray:
     """Position of each value in `levels` (nulls match a null level)."""
     lv = pl.DataFrame({"v": levels, "__c": np.arange(levels.len())})
-    return values.to_frame("v").join(lv, on="v", how="left", maintain_order="left", nulls_equal=True)["__c"].to_numpy()
+    return (
+        values.to_frame("v")
+        .join(lv, on="v", how="left", maintain_order="left", nulls_equal=True)["__c"]
+        .to_numpy()
+    )

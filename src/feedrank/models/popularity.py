@@ -14,31 +14,41 @@ import polars as pl
 from feedrank.config import Settings
 from feedrank.data.site import SiteData
 from feedrank.features.groups import age_band_expr
-from feedrank.features.history import T, History
+from feedrank.features.history import History, T
 from feedrank.models.base import Recommender
 
 OVERALL = "popular_overall"
 IN_SEGMENT = "popular_in_segment"
 
 
-def user_segments(users: pl.DataFrame, segment_by: Sequence[str], age_bands: Sequence[int]) -> pl.DataFrame:
+def user_segments(
+    users: pl.DataFrame, segment_by: Sequence[str], age_bands: Sequence[int]
+) -> pl.DataFrame:
     """user_id and a segment key built from the named attributes (age_band derived from age)."""
     parts = []
     for c in segment_by:
         if c == "age_band" and "age" in users.columns:
-            parts.append(age_band_expr(pl.col("age").cast(pl.Float64, strict=False), list(age_bands)))
+            parts.append(
+                age_band_expr(pl.col("age").cast(pl.Float64, strict=False), list(age_bands))
+            )
         elif c in users.columns:
             parts.append(pl.col(c).cast(pl.String))
     if not parts:
         return users.select("user_id", segment=pl.lit(None, pl.String))
-    return users.select("user_id", segment=pl.concat_str([p.fill_null("?") for p in parts], separator="|"))
+    return users.select(
+        "user_id", segment=pl.concat_str([p.fill_null("?") for p in parts], separator="|")
+    )
 
 
 class PopularityRecommender(Recommender):
     kind = "popularity"
 
-    def __init__(self, segment_by: Sequence[str] = (), half_life_days: float | None = None,
-                 min_segment_weight: float = 20.0) -> None:
+    def __init__(
+        self,
+        segment_by: Sequence[str] = (),
+        half_life_days: float | None = None,
+        min_segment_weight: float = 20.0,
+    ) -> None:
         self.segment_by = tuple(segment_by)
         self.half_life_days = half_life_days
         self.min_segment_weight = min_segment_weight
@@ -61,20 +71,33 @@ class PopularityRecommender(Recommender):
             seg = ev.join(self.segments_, on="user_id", how="left")
             self.by_segment_ = seg.group_by("segment", "item_id").agg(pl.col("w").sum())
             totals = self.by_segment_.group_by("segment").agg(total=pl.col("w").sum())
-            self.strong_segments_ = set(totals.filter(pl.col("total") >= self.min_segment_weight)["segment"].to_list())
+            self.strong_segments_ = set(
+                totals.filter(pl.col("total") >= self.min_segment_weight)["segment"].to_list()
+            )
         else:
-            self.by_segment_ = pl.DataFrame(schema={"segment": pl.String, "item_id": pl.String, "w": pl.Float64})
+            self.by_segment_ = pl.DataFrame(
+                schema={"segment": pl.String, "item_id": pl.String, "w": pl.Float64}
+            )
             self.strong_segments_ = set()
 
     def sources(self, user_ids: Sequence[str]) -> list[str]:
         """Which popularity each user gets: their segment's when it is strong enough."""
-        seg = pl.DataFrame({"user_id": list(user_ids)}, schema={"user_id": pl.String}).join(
-            self.segments_, on="user_id", how="left", maintain_order="left")["segment"].to_list()
+        seg = (
+            pl.DataFrame({"user_id": list(user_ids)}, schema={"user_id": pl.String})
+            .join(self.segments_, on="user_id", how="left", maintain_order="left")["segment"]
+            .to_list()
+        )
         return [IN_SEGMENT if s in self.strong_segments_ else OVERALL for s in seg]
 
     def _vector(self, table: pl.DataFrame, item_ids: np.ndarray) -> np.ndarray:
-        v = pl.DataFrame({"item_id": item_ids}, schema={"item_id": pl.String}).join(
-            table.select("item_id", "w"), on="item_id", how="left", maintain_order="left")["w"].fill_null(0.0).to_numpy()
+        v = (
+            pl.DataFrame({"item_id": item_ids}, schema={"item_id": pl.String})
+            .join(table.select("item_id", "w"), on="item_id", how="left", maintain_order="left")[
+                "w"
+            ]
+            .fill_null(0.0)
+            .to_numpy()
+        )
         total = v.sum()
         return v / total if total > 0 else v
 
@@ -84,17 +107,25 @@ class PopularityRecommender(Recommender):
         overall = self._vector(self.overall_, items)
         out = np.tile(overall, (len(user_ids), 1))
         if self.segment_by:
-            seg = pl.DataFrame({"user_id": list(user_ids)}, schema={"user_id": pl.String}).join(
-                self.segments_, on="user_id", how="left", maintain_order="left")["segment"].to_list()
+            seg = (
+                pl.DataFrame({"user_id": list(user_ids)}, schema={"user_id": pl.String})
+                .join(self.segments_, on="user_id", how="left", maintain_order="left")["segment"]
+                .to_list()
+            )
             for s in set(seg) & self.strong_segments_:
                 rows = [i for i, x in enumerate(seg) if x == s]
                 out[rows] = self._vector(self.by_segment_.filter(pl.col("segment") == s), items)
         return out
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return {"params": {"segment_by": list(self.segment_by), "half_life_days": self.half_life_days,
-                           "min_segment_weight": self.min_segment_weight},
-                "settings": self.settings_.to_dict()}, {}
+        return {
+            "params": {
+                "segment_by": list(self.segment_by),
+                "half_life_days": self.half_life_days,
+                "min_segment_weight": self.min_segment_weight,
+            },
+            "settings": self.settings_.to_dict(),
+        }, {}
 
     @classmethod
     def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:

@@ -21,9 +21,14 @@ class RecommendationService:
     def __init__(self, model: Recommender, segment_by: Sequence[str] = FALLBACK_SEGMENTS) -> None:
         self.model = model
         data, settings = model.data_, model.settings_
-        self.fallback = PopularityRecommender(segment_by=segment_by).fit(data, settings).serve_with(data, model.at_)
+        self.fallback = (
+            PopularityRecommender(segment_by=segment_by)
+            .fit(data, settings)
+            .serve_with(data, model.at_)
+        )
         engaged = data.events.filter(
-            pl.col("type").is_in(settings.engagement_types) & (pl.col("item_id") != "")
+            pl.col("type").is_in(settings.engagement_types)
+            & (pl.col("item_id") != "")
             & (pl.col("timestamp") < model.at_)
         )
         self._with_history = set(engaged["user_id"].unique().to_list())
@@ -45,20 +50,35 @@ class RecommendationService:
         parts = []
         for start in range(0, len(warm), batch_size):
             chunk = warm[start : start + batch_size]
-            parts.append(self.model.recommend(chunk, k, exclude_seen).with_columns(source=pl.lit(MODEL)))
+            parts.append(
+                self.model.recommend(chunk, k, exclude_seen).with_columns(source=pl.lit(MODEL))
+            )
             if progress:
                 progress(len(chunk))
         if cold:
             recs = self.fallback.recommend(cold, k, exclude_seen)
-            src = pl.DataFrame({"user_id": cold, "source": self.fallback.sources(cold)}, schema={"user_id": pl.String, "source": pl.String})
+            src = pl.DataFrame(
+                {"user_id": cold, "source": self.fallback.sources(cold)},
+                schema={"user_id": pl.String, "source": pl.String},
+            )
             parts.append(recs.join(src, on="user_id", how="left"))
             if progress:
                 progress(len(cold))
         if not parts:
-            return pl.DataFrame(schema={"user_id": pl.String, "rank": pl.Int32, "item_id": pl.String,
-                                        "score": pl.Float64, "source": pl.String})
+            return pl.DataFrame(
+                schema={
+                    "user_id": pl.String,
+                    "rank": pl.Int32,
+                    "item_id": pl.String,
+                    "score": pl.Float64,
+                    "source": pl.String,
+                }
+            )
         out = pl.concat(parts)
-        order = pl.DataFrame({"user_id": list(user_ids), "__o": np.arange(len(user_ids))}, schema={"user_id": pl.String, "__o": pl.Int64})
+        order = pl.DataFrame(
+            {"user_id": list(user_ids), "__o": np.arange(len(user_ids))},
+            schema={"user_id": pl.String, "__o": pl.Int64},
+        )
         return out.join(order, on="user_id").sort("__o", "rank").drop("__o")
 
     def explain(self, recs: pl.DataFrame, top: int = 5) -> list[list[dict[str, Any]]]:

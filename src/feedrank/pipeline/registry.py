@@ -41,10 +41,14 @@ class Registry:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def save(self, model: Recommender, name: str | None = None, extra: dict[str, Any] | None = None) -> ModelRecord:
+    def save(
+        self, model: Recommender, name: str | None = None, extra: dict[str, Any] | None = None
+    ) -> ModelRecord:
         name = name or model.kind
         version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        path = model.save(self.root / name / version, {"name": name, "version": version, **(extra or {})})
+        path = model.save(
+            self.root / name / version, {"name": name, "version": version, **(extra or {})}
+        )
         return self.record(path)
 
     def record(self, path: Path) -> ModelRecord:
@@ -67,8 +71,11 @@ class Registry:
             found = records
         if not found:
             known = sorted({r.name for r in records})
-            raise NotFoundError(f"model must be one of {known} (in {self.root}); got '{name or 'any'}'"
-                                if known else f"no trained model in {self.root}: run `feedrank train` first")
+            raise NotFoundError(
+                f"model must be one of {known} (in {self.root}); got '{name or 'any'}'"
+                if known
+                else f"no trained model in {self.root}: run `feedrank train` first"
+            )
         return max(found, key=lambda r: r.version)
 
     def load(self, name: str | None = None) -> tuple[Recommender, ModelRecord]:

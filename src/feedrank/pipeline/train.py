@@ -36,7 +36,9 @@ class TrainResult:
     def metrics_frame(self) -> pl.DataFrame:
         names = list(self.metrics)
         keys = list(next(iter(self.metrics.values())))
-        return pl.DataFrame({"metric": keys, **{n: [self.metrics[n][k] for k in keys] for n in names}})
+        return pl.DataFrame(
+            {"metric": keys, **{n: [self.metrics[n][k] for k in keys] for n in names}}
+        )
 
 
 def _cut(data: SiteData, test_from: datetime | None, test_days: float | None) -> datetime | None:
@@ -69,7 +71,10 @@ def evaluate_split(
     p = model.predict_rows(test_ex)
     baseline = model.groups_.item(test_ex.select("item_id", T))["item_ctr"].to_numpy()
     y = test_ex["label"].to_numpy()
-    metrics = {"glm": classification_metrics(y, p), "popularity": classification_metrics(y, baseline)}
+    metrics = {
+        "glm": classification_metrics(y, p),
+        "popularity": classification_metrics(y, baseline),
+    }
     split = {
         "cut": cut.isoformat(),
         "train_examples": train_ex.height,
@@ -99,6 +104,8 @@ def train_glm(
     inner_cut_us = int(np.quantile(times, 1 - VALIDATION_SHARE))
     inner_cut = pl.Series([inner_cut_us]).cast(pl.Datetime("us", "UTC"))[0]
     _, split, metrics = evaluate_split(data, settings, inner_cut, params)
-    split["kind"] = "internal time-based validation (last 20% of example time); final model refitted on all events"
+    split["kind"] = (
+        "internal time-based validation (last 20% of example time); final model refitted on all events"
+    )
     model = GLMRecommender(**params).fit(data, settings, examples=examples)
     return TrainResult(model, split, metrics)

@@ -204,7 +204,8 @@ class SQLiteStore(Store):
         user_ids: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
     ) -> pl.DataFrame:
-        where, params = [], []  # type: ignore[var-annotated]
+        where: list[str] = []
+        params: list[Any] = []
         if start is not None:
             where.append("ts >= ?")
             params.append(_us(start))

@@ -1,0 +1,35 @@
+"""A small synthetic site with a known truth, shared by the feature and model tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from feedrank.config import Settings
+from feedrank.data.demo import DemoSite, generate_site
+from feedrank.data.site import SiteData
+from feedrank.schema import validate_events, validate_items, validate_users
+
+
+def site_data(site: DemoSite, settings: Settings) -> SiteData:
+    return SiteData(
+        validate_users(site.users).good,
+        validate_items(site.items).good,
+        validate_events(site.events, settings).good.sort("timestamp"),
+    )
+
+
+@pytest.fixture(scope="session")
+def small_site() -> DemoSite:
+    return generate_site(n_users=300, n_items=120, days=12, seed=7)
+
+
+@pytest.fixture(scope="session")
+def small_data(small_site: DemoSite) -> SiteData:
+    return site_data(small_site, Settings())
+
+
+@pytest.fixture(scope="session")
+def fitted_glm(small_data: SiteData):  # type: ignore[no-untyped-def]
+    from feedrank.models.glm import GLMRecommender
+
+    return GLMRecommender().fit(small_data, Settings())
