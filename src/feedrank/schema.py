@@ -35,11 +35,14 @@ EVENT_COLUMNS: dict[str, pl.DataType] = {
 }
 EVENT_CORE = ("event_id", "user_id", "item_id", "type", "timestamp", "value", "position", "device")
 
+MAX_EPOCH_SECONDS = 1e11
 _TS_FORMATS = (
     "%Y-%m-%dT%H:%M:%S%.f%#z",
     "%Y-%m-%d %H:%M:%S%.f%#z",
     "%Y-%m-%dT%H:%M:%S%.f",
     "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M%#z",
+    "%Y-%m-%d %H:%M%#z",
     "%Y-%m-%dT%H:%M",
     "%Y-%m-%d %H:%M",
     "%Y-%m-%d",
@@ -57,6 +60,9 @@ def parse_timestamp(expr: pl.Expr) -> pl.Expr:
             e.dt.convert_time_zone("UTC") if "z" in fmt else e.dt.replace_time_zone("UTC")
         )
     epoch = s.cast(pl.Float64, strict=False)
+    # Seconds only: non-finite values and magnitudes of milliseconds (>= 1e11 s, year 5138) are
+    # rejected rather than guessed at.
+    epoch = pl.when(epoch.is_finite() & (epoch.abs() < MAX_EPOCH_SECONDS)).then(epoch)
     parsed.append(
         (epoch * 1e6).round().cast(pl.Int64).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
     )
@@ -206,6 +212,22 @@ def validate_items(
     )
 
 
+def _unpack_context(df: pl.DataFrame) -> pl.DataFrame:
+    """A JSON `context` column (e.g. events exported from a store) is unpacked so its keys are
+    extra columns again; one that is not JSON objects stays an ordinary extra column."""
+    if df["context"].null_count() == df.height:
+        return df.drop("context")
+    try:
+        ctx = df["context"].cast(pl.String).str.json_decode(infer_schema_length=None)
+    except pl.exceptions.PolarsError:
+        return df.rename({"context": "context_text"})
+    if not isinstance(ctx.dtype, pl.Struct):
+        return df.rename({"context": "context_text"})
+    keys = [f.name for f in ctx.dtype.fields if f.name not in df.columns]
+    df = df.drop("context")
+    return df.with_columns(ctx.struct.field(k) for k in keys) if keys else df
+
+
 def validate_events(
     df: pl.DataFrame,
     settings: Settings,
@@ -217,6 +239,8 @@ def validate_events(
     _missing_columns(df, ["user_id", "type", "timestamp"], source)
     if "item_id" not in df.columns:
         df = df.with_columns(item_id=pl.lit(""))
+    if "context" in df.columns:
+        df = _unpack_context(df)
     extra = [c for c in df.columns if c not in EVENT_CORE and c != "context"]
     df = _with_lines(df, first_line)
     types = sorted(settings.type_weights)
@@ -288,7 +312,10 @@ def validate_events(
     context = pl.struct(extra).struct.json_encode() if extra else pl.lit(None, pl.String)
     good = good.select(
         (
-            pl.col("event_id").cast(pl.String)
+            # An empty id is no id: such events are told apart by who/what/which/when.
+            pl.when(pl.col("event_id").cast(pl.String).str.strip_chars() != "").then(
+                pl.col("event_id").cast(pl.String).str.strip_chars()
+            )
             if "event_id" in good.columns
             else pl.lit(None, pl.String)
         ).alias("event_id"),

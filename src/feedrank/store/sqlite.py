@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from feedrank.exceptions import StoreError
+from feedrank.exceptions import NotFoundError, StoreError
 from feedrank.schema import EVENT_COLUMNS
 from feedrank.store.base import RECOMMENDATION_COLUMNS, Generation, Store
 
@@ -44,7 +44,6 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID
 _EVENT_SELECT = (
     "SELECT event_id, user_id, item_id, type, ts, value, position, device, context FROM events"
 )
-_KEEP_GENERATIONS = 2  # the active one and the one before it, for rollback
 
 
 def _us(t: datetime) -> int:
@@ -80,7 +79,11 @@ class SQLiteStore(Store):
             if not parent.exists():
                 raise StoreError(f"store directory {parent} does not exist (url {self.url})")
         self._memory_conn: sqlite3.Connection | None = None
-        self._conn().executescript(_SCHEMA)
+        # An in-memory database is one connection; this lock keeps its statements from
+        # interleaving across threads (a file store gives each thread its own connection).
+        self._memory_lock = threading.RLock()
+        with self._read() as c:
+            c.executescript(_SCHEMA)
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -107,21 +110,32 @@ class SQLiteStore(Store):
         return conn
 
     @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        if self.path == ":memory:":
+            with self._memory_lock:
+                yield self._conn()
+        else:
+            yield self._conn()
+
+    @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._read() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+        if self._memory_conn is not None:
+            self._memory_conn.close()
+            self._memory_conn = None
 
     # -- writes ----------------------------------------------------------------------------------
     def upsert_users(self, users: pl.DataFrame) -> int:
@@ -164,8 +178,8 @@ class SQLiteStore(Store):
 
     # -- reads -----------------------------------------------------------------------------------
     def _frame(self, sql: str, params: Sequence[Any], schema: dict[str, Any]) -> pl.DataFrame:
-        cur = self._conn().execute(sql, params)
-        rows = cur.fetchall()
+        with self._read() as c:
+            rows = c.execute(sql, params).fetchall()
         return pl.DataFrame(rows, schema=schema, orient="row")
 
     def users(self) -> pl.DataFrame:
@@ -252,37 +266,34 @@ class SQLiteStore(Store):
     def activate_generation(self, generation_id: int) -> None:
         with self._tx() as c:
             if not c.execute("SELECT 1 FROM generations WHERE id = ?", (generation_id,)).fetchone():
-                raise StoreError(f"generation {generation_id} does not exist")
+                raise NotFoundError(f"generation {generation_id} does not exist")
+            previous = c.execute(
+                "SELECT value FROM meta WHERE key = 'active_generation'"
+            ).fetchone()
             c.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('active_generation', ?)", (str(generation_id),)
             )
-            # Drop old generations, keeping the newest few (the previous one allows rollback).
-            keep = [
-                r[0]
-                for r in c.execute(
-                    "SELECT id FROM generations ORDER BY id DESC LIMIT ?", (_KEEP_GENERATIONS,)
-                )
+            # Keep the new one, the one it replaces (for rollback) and any written after it
+            # and not yet activated; drop the rest.
+            keep = [generation_id, *([int(previous[0])] if previous else [])]
+            keep += [
+                r[0] for r in c.execute("SELECT id FROM generations WHERE id > ?", (generation_id,))
             ]
-            keep.append(generation_id)
             marks = ",".join("?" * len(keep))
             c.execute(f"DELETE FROM recommendations WHERE generation NOT IN ({marks})", keep)
             c.execute(f"DELETE FROM generations WHERE id NOT IN ({marks})", keep)
 
     def _active_id(self) -> int | None:
-        row = (
-            self._conn()
-            .execute("SELECT value FROM meta WHERE key = 'active_generation'")
-            .fetchone()
-        )
+        with self._read() as c:
+            row = c.execute("SELECT value FROM meta WHERE key = 'active_generation'").fetchone()
         return int(row[0]) if row else None
 
     def generations(self) -> list[Generation]:
         active = self._active_id()
-        rows = (
-            self._conn()
-            .execute("SELECT id, model, created_at, n_users, n_rows FROM generations ORDER BY id")
-            .fetchall()
-        )
+        with self._read() as c:
+            rows = c.execute(
+                "SELECT id, model, created_at, n_users, n_rows FROM generations ORDER BY id"
+            ).fetchall()
         return [
             Generation(
                 id=r[0],
@@ -310,7 +321,10 @@ class SQLiteStore(Store):
 
     # -- housekeeping ----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        c = self._conn()
+        with self._read() as c:
+            return self._stats(c)
+
+    def _stats(self, c: sqlite3.Connection) -> dict[str, Any]:
         per_type = dict(
             c.execute("SELECT type, COUNT(*) FROM events GROUP BY type ORDER BY type").fetchall()
         )
