@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from datetime import UTC, datetime
@@ -50,6 +51,20 @@ def _parse_time(value: str | None, option: str) -> datetime | None:
             ]
         )
     return parsed  # type: ignore[no-any-return]
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """name=value pairs; values are read as JSON when they parse (numbers, true, lists), else text."""
+    out: dict[str, Any] = {}
+    for p in pairs:
+        if "=" not in p:
+            raise FeedrankError(f"--param must be name=value; got '{p}'")
+        key, raw = (x.strip() for x in p.split("=", 1))
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
 
 
 def load_serving(c: Context, name: str | None) -> tuple[Recommender, str]:
@@ -104,19 +119,27 @@ def register(app: typer.Typer) -> None:
             None, "--name", help="Save under this name (default: the model kind)."
         ),
         top: int = typer.Option(30, "--top", help="Coefficients to print."),
+        param: list[str] = typer.Option(
+            [], "--param", help="A model parameter: name=value (repeatable), e.g. factors=64."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
         """Build features, fit, measure on held-out time beside popularity, save the model."""
         c = ctx_obj(ctx)
         if model not in MODELS:
             raise FeedrankError(f"--model must be one of {sorted(MODELS)}; got '{model}'")
+        params = parse_params(param)
+        allowed = sorted(set(inspect.signature(MODELS[model].__init__).parameters) - {"self"})
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            raise FeedrankError(f"--param names for {model} must be among {allowed}; got {unknown}")
         data = c.store.load()
         if data.events.is_empty():
             raise FeedrankError(
                 f"the store {c.store_url} has no interactions: run `feedrank import` first"
             )
         if model != "glm":
-            fitted = MODELS[model]().fit(data, c.settings)
+            fitted = MODELS[model](**params).fit(data, c.settings)
             rec = c.registry.save(fitted, name)
             console.print(f"saved {rec.name}/{rec.version} to {rec.path}")
             return
@@ -126,8 +149,7 @@ def register(app: typer.Typer) -> None:
                 c.settings,
                 _parse_time(test_from, "--test-from"),
                 test_days,
-                alpha=alpha,
-                l1_ratio=l1_ratio,
+                **{"alpha": alpha, "l1_ratio": l1_ratio, **params},
             )
         span = data.time_span
         rec = c.registry.save(
