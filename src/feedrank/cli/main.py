@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from feedrank import __version__
-from feedrank.cli import data_cmds, demo_cmd, model_cmds
+from feedrank.cli import data_cmds, demo_cmd, experiment_cmds, model_cmds
 from feedrank.cli.common import Context
 from feedrank.config import Settings
 
@@ -60,6 +60,7 @@ app.add_typer(data_cmds.import_app, name="import")
 data_cmds.register(app)
 model_cmds.register(app)
 demo_cmd.register(app)
+experiment_cmds.register(app)
 
 if __name__ == "__main__":
     app()

@@ -39,8 +39,10 @@ def build_examples(
     return ex.sort(T, "user_id", "item_id")
 
 
-def _from_impressions(data: SiteData, settings: Settings) -> pl.DataFrame:
-    ev = data.events.filter(pl.col("item_id") != "")
+def labelled_impressions(events: pl.DataFrame, settings: Settings) -> pl.DataFrame:
+    """Every impression with `label` = 1 when an engagement of the same user on the same item
+    follows within the label window (each engagement credits the latest impression before it)."""
+    ev = events.filter(pl.col("item_id") != "")
     imps = ev.filter(pl.col("type") == "impression").with_row_index("__imp").sort(T)
     eng = (
         ev.filter(pl.col("type").is_in(settings.engagement_types))
@@ -59,13 +61,14 @@ def _from_impressions(data: SiteData, settings: Settings) -> pl.DataFrame:
         .drop_nulls()
         .unique()
     )
-    return imps.select(
-        "user_id",
-        "item_id",
-        T,
-        "position",
-        "device",
-        label=pl.col("__imp").is_in(credited.implode()).cast(pl.Int8),
+    return imps.with_columns(label=pl.col("__imp").is_in(credited.implode()).cast(pl.Int8)).drop(
+        "__imp"
+    )
+
+
+def _from_impressions(data: SiteData, settings: Settings) -> pl.DataFrame:
+    return labelled_impressions(data.events, settings).select(
+        "user_id", "item_id", T, "position", "device", "label"
     )
 
 

@@ -1,0 +1,1 @@
+"""Online experiments: deterministic assignment of users to variants, and their reports."""
