@@ -65,7 +65,13 @@ def register(app: typer.Typer) -> None:
         show_training(result, top=25)
         _compare_truth(result.model.coef_table(), site.truth.position_effect)
         rec = c.registry.save(
-            result.model, "glm", {"split": result.split, "metrics": result.metrics}
+            result.model,
+            "glm",
+            {
+                "split": result.split,
+                "metrics": result.metrics,
+                "data_window": [str(t) for t in data.time_span],
+            },
         )
         console.print(f"   saved {rec.name}/{rec.version}")
         console.print("[bold]3. scoring[/bold] every user (top 100, seen items excluded)")

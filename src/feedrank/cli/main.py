@@ -7,7 +7,13 @@ from pathlib import Path
 import typer
 
 from feedrank import __version__
-from feedrank.cli import data_cmds, demo_cmd, experiment_cmds, model_cmds
+from feedrank.cli import (
+    data_cmds,
+    demo_cmd,
+    experiment_cmds,
+    model_cmds,
+    registry_cmds,
+)
 from feedrank.cli.common import Context
 from feedrank.config import Settings
 
@@ -61,6 +67,7 @@ data_cmds.register(app)
 model_cmds.register(app)
 demo_cmd.register(app)
 experiment_cmds.register(app)
+registry_cmds.register(app)
 
 if __name__ == "__main__":
     app()

@@ -19,6 +19,7 @@ from scipy import stats
 
 from feedrank.config import Settings
 from feedrank.data.site import SiteData
+from feedrank.exceptions import FeedrankError
 from feedrank.features.encoder import Encoder
 from feedrank.features.examples import build_examples
 from feedrank.features.groups import FeatureGroups, FeatureSpec
@@ -43,7 +44,13 @@ def fit_logistic(
     model = GeneralizedLinearRegressor(
         family="binomial", alpha=alpha, l1_ratio=l1_ratio, fit_intercept=True
     )
-    model.fit(X, y, sample_weight=sample_weight)
+    try:
+        model.fit(X, y, sample_weight=sample_weight)
+    except np.linalg.LinAlgError as exc:
+        raise FeedrankError(
+            f"the GLM's design matrix is singular with alpha={alpha} (one-hot columns always are "
+            "without a penalty): use alpha > 0"
+        ) from exc
     coef = np.asarray(model.coef_, dtype=np.float64)
     intercept = float(model.intercept_)
     p = sigmoid(X @ coef + intercept)

@@ -1,8 +1,12 @@
 """Where trained models live: a directory per model version (meta.json + arrays.npz), named
-<name>/<version>. The newest version of a name is what commands load unless told otherwise."""
+<name>/<version>, and which one is the champion that serves.
+
+Exactly one model is champion once any is promoted (champion.json, replaced atomically, keeps the
+history for rollback). Commands load the champion unless told otherwise, else the newest."""
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 from dataclasses import dataclass
@@ -46,8 +50,11 @@ class Registry:
     ) -> ModelRecord:
         name = name or model.kind
         version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        champion = self.champion()
+        parent = f"{champion.name}/{champion.version}" if champion else None
         path = model.save(
-            self.root / name / version, {"name": name, "version": version, **(extra or {})}
+            self.root / name / version,
+            {"name": name, "version": version, "parent": parent, **(extra or {})},
         )
         return self.record(path)
 
@@ -60,8 +67,68 @@ class Registry:
             return []
         return [self.record(p) for p in sorted(self.root.glob("*/*")) if (p / "meta.json").exists()]
 
-    def resolve(self, name: str | None = None) -> ModelRecord:
-        """A name (newest version), name/version, or None for the newest model of any name."""
+    # -- champion --------------------------------------------------------------------------------
+    @property
+    def _champion_file(self) -> Path:
+        return self.root / "champion.json"
+
+    def _champion_state(self) -> dict[str, Any]:
+        if not self._champion_file.exists():
+            return {"history": []}
+        state: dict[str, Any] = json.loads(self._champion_file.read_text())
+        return state
+
+    def _write_champion(self, state: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self._champion_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, self._champion_file)  # readers see the old file or the new, never half
+
+    def champion(self) -> ModelRecord | None:
+        history = self._champion_state()["history"]
+        if not history:
+            return None
+        ref = history[-1]["model"]
+        found = [r for r in self.list() if f"{r.name}/{r.version}" == ref]
+        return found[0] if found else None
+
+    def promote(self, ref: str, reason: str = "promoted by hand") -> ModelRecord:
+        rec = self.resolve(ref, use_champion=False)
+        state = self._champion_state()
+        state["history"].append(
+            {
+                "model": f"{rec.name}/{rec.version}",
+                "at": datetime.now(UTC).isoformat(),
+                "reason": reason,
+            }
+        )
+        self._write_champion(state)
+        return rec
+
+    def rollback(self) -> ModelRecord:
+        """Make the previous champion the champion again."""
+        state = self._champion_state()
+        if len(state["history"]) < 2:
+            raise NotFoundError("there is no earlier champion to roll back to")
+        state["history"].pop()
+        self._write_champion(state)
+        champion = self.champion()
+        if champion is None:
+            raise NotFoundError(
+                f"the earlier champion {state['history'][-1]['model']} no longer exists"
+            )
+        return champion
+
+    def champion_history(self) -> builtins.list[dict[str, Any]]:
+        history: list[dict[str, Any]] = self._champion_state()["history"]
+        return history
+
+    def resolve(self, name: str | None = None, use_champion: bool = True) -> ModelRecord:
+        """A name (newest version), name/version, or None: the champion, else the newest model."""
+        if name is None and use_champion:
+            champion = self.champion()
+            if champion is not None:
+                return champion
         records = self.list()
         if name and "/" in name:
             found = [r for r in records if f"{r.name}/{r.version}" == name]

@@ -52,10 +52,10 @@ def _cut(data: SiteData, test_from: datetime | None, test_days: float | None) ->
     return None
 
 
-def evaluate_split(
-    data: SiteData, settings: Settings, cut: datetime, params: dict[str, Any]
-) -> tuple[GLMRecommender, dict[str, Any], dict[str, dict[str, float]]]:
-    """Fit on events before `cut`, measure on examples at or after it."""
+def split_examples(
+    data: SiteData, settings: Settings, cut: datetime
+) -> tuple[SiteData, pl.DataFrame, pl.DataFrame]:
+    """Training data and examples before `cut`, evaluation examples at or after it."""
     train = data.until(cut)
     window = timedelta(seconds=settings.label_window_seconds)
     # Examples whose label window crosses the cut would be labelled with unseen events: drop them.
@@ -66,6 +66,14 @@ def evaluate_split(
             f"the split at {cut.isoformat()} leaves {train_ex.height} training and {test_ex.height} "
             "test examples; both must be non-empty (choose another --test-from / --test-days)"
         )
+    return train, train_ex, test_ex
+
+
+def evaluate_split(
+    data: SiteData, settings: Settings, cut: datetime, params: dict[str, Any]
+) -> tuple[GLMRecommender, dict[str, Any], dict[str, dict[str, float]]]:
+    """Fit on events before `cut`, measure on examples at or after it."""
+    train, train_ex, test_ex = split_examples(data, settings, cut)
     model = GLMRecommender(**params).fit(train, settings, examples=train_ex)
     model.serve_with(data)  # features of test rows read the events before each row
     p = model.predict_rows(test_ex)
