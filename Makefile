@@ -8,7 +8,8 @@ BIN    := $(VENV)/bin
 $(BIN)/feedrank: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev,api,neural]'
 	touch $(BIN)/feedrank
 
 setup: $(BIN)/feedrank

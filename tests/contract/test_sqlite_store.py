@@ -88,7 +88,9 @@ def test_file_url_opens_the_same_file_again(tmp_path: Path) -> None:
 
 
 def test_unknown_scheme_names_the_known_ones() -> None:
-    with pytest.raises(StoreError, match=r"\['sqlite'\].*'postgres://x/y'"):
+    with pytest.raises(
+        StoreError, match=r"\['elasticsearch', 'opensearch', 'sqlite'\].*'postgres://x/y'"
+    ):
         open_store("postgres://x/y")
     with pytest.raises(StoreError, match="sqlite"):
         open_store("just-a-path.db")

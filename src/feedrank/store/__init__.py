@@ -19,6 +19,8 @@ class Backend:
 
 BACKENDS: dict[str, Backend] = {
     "sqlite": Backend("feedrank.store.sqlite", "SQLiteStore"),
+    "elasticsearch": Backend("feedrank.store.search", "ElasticsearchStore", "elasticsearch"),
+    "opensearch": Backend("feedrank.store.search", "OpenSearchStore", "opensearch"),
 }
 
 

@@ -1,0 +1,86 @@
+"""The Python side of a real-time GLM request in Elasticsearch/OpenSearch, beside feedrank's
+own Python ranking, on a synthetic site.
+
+feedrank (engine path): for each user, GLMSplit.user_params(user, data=the user's own profile,
+events and touched items) -- what SearchStore.glm_recommend computes before its one search --
+plus search_ranking.evaluate over the catalogue (the NumPy twin of the painless script; in
+production the engine runs that part).
+
+Peer: GLMRecommender.score([user], catalogue) -- the factorised Python scorer serving from the
+whole site in memory, one user per request.
+
+Check: both give the same probabilities (to 1e-9). The server side (the search itself) is not
+measured here: no engine runs on this machine.
+
+    .venv/bin/python bench/bench_search_params.py [--small]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from _common import Row, check, parse_args, print_table, timed
+
+from feedrank.config import Settings
+from feedrank.data.demo import generate_site
+from feedrank.data.site import SiteData
+from feedrank.models.glm import GLMRecommender
+from feedrank.schema import validate_events, validate_items, validate_users
+from feedrank.store.search_ranking import GLMSplit, evaluate
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0])
+    n_users, n_items, days, n_requests = (300, 120, 12, 20) if args.small else (2000, 400, 28, 100)
+    site = generate_site(n_users=n_users, n_items=n_items, days=days, seed=1)
+    settings = Settings()
+    data = SiteData(
+        validate_users(site.users).good,
+        validate_items(site.items).good,
+        validate_events(site.events, settings).good.sort("timestamp"),
+    )
+    model = GLMRecommender().fit(data, settings)
+    split = GLMSplit(model)
+    fields = split.item_fields()
+    items = fields["item_id"].to_numpy()
+    users = data.users["user_id"].to_list()[:: max(1, n_users // n_requests)][:n_requests]
+    own = {}
+    for u in users:  # what the store's three lookups return (not timed: the engine's work)
+        ev = data.events.filter(pl.col("user_id") == u)
+        touched = ev["item_id"].unique().to_list()
+        own[u] = SiteData(
+            data.users.filter(pl.col("user_id") == u),
+            data.items.filter(pl.col("item_id").is_in(touched)),
+            ev,
+        )
+
+    def engine_path() -> np.ndarray:
+        return np.vstack([evaluate(split.user_params(u, data=own[u]), fields) for u in users])
+
+    def python_path() -> np.ndarray:
+        return np.vstack([model.score([u], items) for u in users])
+
+    t_engine, p_engine = timed(engine_path, warmup=True)
+    t_python, p_python = timed(python_path, warmup=True)
+    diff = float(np.abs(p_engine - p_python).max())
+    check(diff < 1e-9, f"same probabilities (max |diff| = {diff:.1e})")
+    size = f"{n_users} users x {len(items)} items, {data.events.height} events"
+    print_table(
+        "GLM per request: script params from the user's own documents vs Python scoring",
+        [
+            Row(
+                "params + twin",
+                size,
+                t_engine,
+                "GLMRecommender.score",
+                t_python,
+                len(users),
+                "requests/s",
+            )
+        ],
+    )
+    print(f"params per request: {t_engine / len(users) * 1e3:.1f} ms (incl. the NumPy twin)")
+
+
+if __name__ == "__main__":
+    main()

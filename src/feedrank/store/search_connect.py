@@ -1,0 +1,157 @@
+"""Connecting to Elasticsearch or OpenSearch: the store URL, its options, the official client
+for each engine (imported only when used, so either extra alone is enough), and the error a
+partly rejected bulk write raises.
+
+    elasticsearch+http(s)://[user:password@]host[:port][/?prefix=feedrank_&replicas=0&...]
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from feedrank.exceptions import MissingExtraError, RowError, StoreError
+from feedrank.store.search_layout import Flavor, Names
+
+CLIENTS = {"elasticsearch": "elasticsearch", "opensearch": "opensearchpy"}
+_TRUE = ("1", "true", "yes", "on")
+
+
+class BulkWriteError(StoreError):
+    """Some documents of a bulk write were rejected; the others were written. Carries one
+    RowError per rejected document (line = its 1-based position in the written frame)."""
+
+    def __init__(self, errors: list[RowError], written: int) -> None:
+        self.errors, self.written = errors, written
+        shown = "; ".join(str(e) for e in errors[:5])
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        super().__init__(f"{len(errors)} document(s) rejected, {written} written: {shown}{more}")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    flavor: Flavor
+    host_url: str  # http(s)://host:port
+    prefix: str = "feedrank_"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    api_key: str | None = field(default=None, repr=False)
+    refresh: bool = True
+    shards: int = 1
+    replicas: int = 1
+    retention_months: int | None = None
+    verify_certs: bool = True
+    ca_certs: str | None = None
+    timeout: float = 30.0
+
+
+def parse_url(url: str) -> SearchConfig:
+    """`elasticsearch+https://user:pw@host:9200/?prefix=x_&replicas=0` -> SearchConfig."""
+    scheme, _, _ = url.partition("://")
+    flavor, _, transport = scheme.lower().partition("+")
+    if flavor not in CLIENTS or transport not in ("http", "https"):
+        raise StoreError(
+            "search store URL must start with one of ['elasticsearch+http', "
+            f"'elasticsearch+https', 'opensearch+http', 'opensearch+https']; got '{url}'"
+        )
+    parts = urlsplit(url.replace(scheme, transport, 1))
+    if not parts.hostname:
+        raise StoreError(f"search store URL must name a host; got '{url}'")
+    if parts.path not in ("", "/"):
+        raise StoreError(f"search store URL must have no path (use ?prefix=); got '{parts.path}'")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # IPv6
+    q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    known = {
+        "prefix",
+        "refresh",
+        "shards",
+        "replicas",
+        "retention_months",
+        "verify_certs",
+        "ca_certs",
+        "api_key",
+        "timeout",
+    }
+    unknown = sorted(set(q) - known)
+    if unknown:
+        raise StoreError(f"search store URL options must be among {sorted(known)}; got {unknown}")
+    try:
+        Names(q.get("prefix", "feedrank_"))  # validates the prefix
+        return SearchConfig(
+            flavor=flavor,  # type: ignore[arg-type]
+            host_url=f"{transport}://{host}:{parts.port or 9200}",
+            prefix=q.get("prefix", "feedrank_"),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            api_key=q.get("api_key"),
+            refresh=q.get("refresh", "true").lower() in _TRUE,
+            shards=int(q.get("shards", 1)),
+            replicas=int(q.get("replicas", 1)),
+            retention_months=int(q["retention_months"]) if "retention_months" in q else None,
+            verify_certs=q.get("verify_certs", "true").lower() in _TRUE,
+            ca_certs=q.get("ca_certs"),
+            timeout=float(q.get("timeout", 30)),
+        )
+    except ValueError as exc:
+        raise StoreError(f"search store URL option is not valid: {exc} (url '{url}')") from exc
+
+
+def client_module(flavor: Flavor) -> ModuleType:
+    """The engine's client package, or MissingExtraError naming the extra that installs it."""
+    try:
+        return importlib.import_module(CLIENTS[flavor])
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"the {flavor} store needs its client: pip install 'feedrank[{flavor}]' ({exc})"
+        ) from exc
+
+
+def as_json(resp: Any) -> Any:
+    """A response as plain JSON: elasticsearch-py wraps bodies, opensearch-py does not."""
+    return getattr(resp, "body", resp)
+
+
+def connect(c: SearchConfig, mod: ModuleType) -> Any:
+    """The official client for the config (retries timeouts; 3 attempts per request)."""
+    if c.flavor == "elasticsearch":
+        kw: dict[str, Any] = {
+            "request_timeout": c.timeout,
+            "max_retries": 3,
+            "retry_on_timeout": True,
+            "verify_certs": c.verify_certs,
+        }
+        if c.username:
+            kw["basic_auth"] = (c.username, c.password or "")
+        if c.api_key:
+            kw["api_key"] = c.api_key
+        if c.ca_certs:
+            kw["ca_certs"] = c.ca_certs
+        return mod.Elasticsearch(c.host_url, **kw)
+    kw = {
+        "timeout": c.timeout,
+        "max_retries": 3,
+        "retry_on_timeout": True,
+        "verify_certs": c.verify_certs,
+        "use_ssl": c.host_url.startswith("https"),
+    }
+    if c.username:
+        kw["http_auth"] = (c.username, c.password or "")
+    if c.api_key:
+        kw["headers"] = {"Authorization": f"ApiKey {c.api_key}"}
+    if c.ca_certs:
+        kw["ca_certs"] = c.ca_certs
+    return mod.OpenSearch([c.host_url], **kw)
+
+
+__all__ = [
+    "CLIENTS",
+    "BulkWriteError",
+    "SearchConfig",
+    "as_json",
+    "client_module",
+    "connect",
+    "parse_url",
+]

@@ -1,0 +1,181 @@
+"""The Elasticsearch/OpenSearch store against the Store contract, plus what only a search
+engine does: monthly event indices with retention, the generation alias, bulk error reports,
+kNN, and the GLM evaluated inside the engine (same order as Python, probabilities within 1e-6).
+
+These tests need a real server and are skipped without one (nothing here is faked):
+
+    FEEDRANK_TEST_ES_URL=elasticsearch+http://localhost:9200
+    FEEDRANK_TEST_OPENSEARCH_URL=opensearch+http://localhost:9201
+
+Each test works under its own random index prefix and deletes it afterwards; see
+docs/elasticsearch.md for container commands."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+
+from feedrank.config import Settings
+from feedrank.data.demo import generate_site
+from feedrank.data.io import import_frame
+from feedrank.exceptions import NotFoundError
+from feedrank.models.glm import GLMRecommender
+from feedrank.store import open_store
+from feedrank.store.base import Store
+from feedrank.store.search import BulkWriteError, SearchStore
+from feedrank.store.search_ranking import GLMSplit
+
+from .store_contract import T0, StoreContract, ev, events_frame, recs_frame
+
+SERVERS = {"elasticsearch": "FEEDRANK_TEST_ES_URL", "opensearch": "FEEDRANK_TEST_OPENSEARCH_URL"}
+
+
+def _server(flavor: str) -> Any:
+    var = SERVERS[flavor]
+    url = os.environ.get(var)
+    reason = f"no {flavor} server: set {var} (e.g. {flavor}+http://localhost:9200) to run"
+    return pytest.param(
+        url, id=flavor, marks=[pytest.mark.integration, pytest.mark.skipif(not url, reason=reason)]
+    )
+
+
+def _with_prefix(url: str, prefix: str) -> str:
+    base = url.rstrip("/")
+    sep = "&" if "?" in base else "/?"
+    return f"{base}{sep}prefix={prefix}&replicas=0"
+
+
+@pytest.fixture(params=[_server(f) for f in SERVERS])
+def search_store(request: pytest.FixtureRequest) -> Iterator[SearchStore]:
+    store = open_store(_with_prefix(request.param, f"frt{uuid.uuid4().hex[:12]}_"))
+    assert isinstance(store, SearchStore)
+    yield store
+    store.drop()
+    store.close()
+
+
+class TestSearchStore(StoreContract):
+    @pytest.fixture
+    def store(self, search_store: SearchStore) -> Iterator[Store]:
+        yield search_store
+
+    def reader_for(self, store: Store) -> Store:
+        # Another client on the same indices, as another process has.
+        assert isinstance(store, SearchStore)
+        return SearchStore(store.config)
+
+
+def test_events_live_in_monthly_indices_behind_one_alias(search_store: SearchStore) -> None:
+    s, n = search_store, search_store.names
+    jan, mar = datetime(2024, 1, 20, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC)
+    s.add_events(events_frame([ev("u1", "a", "click", jan), ev("u1", "b", "click", mar)]))
+    assert s._indices(n.events_pattern) == [n.events_index("2024.01"), n.events_index("2024.03")]
+    aliased = s.client.indices.get_alias(name=n.events_alias)
+    assert sorted(getattr(aliased, "body", aliased)) == s._indices(n.events_pattern)
+    # an event id seen in January is the same event when it comes back dated March
+    s.add_events(events_frame([ev("u2", "c", "like", jan, event_id="x")]))
+    assert s.add_events(events_frame([ev("u2", "c", "like", mar, event_id="x")])) == 0
+    assert s.events(user_ids=["u2"])["timestamp"].to_list() == [jan]
+
+
+def test_retention_drops_whole_old_months(search_store: SearchStore) -> None:
+    s = search_store
+    jan, mar = datetime(2024, 1, 20, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC)
+    s.add_events(events_frame([ev("u1", "a", "click", jan), ev("u1", "b", "click", mar)]))
+    keeping = SearchStore(dataclasses.replace(s.config, retention_months=2))
+    dropped = keeping.apply_retention(now=datetime(2024, 3, 15, tzinfo=UTC))
+    assert dropped == [s.names.events_index("2024.01")]
+    assert s.events()["item_id"].to_list() == ["b"]
+    keeping.close()
+
+
+def test_generations_are_indices_behind_one_alias(search_store: SearchStore) -> None:
+    s, n = search_store, search_store.names
+    ids = [s.write_generation(recs_frame([("u1", 1, f"g{g}", 1.0)]), f"m{g}") for g in range(4)]
+    target = s.client.indices.get_alias(name=n.recs_alias)
+    assert list(getattr(target, "body", target)) == [n.recs_index(ids[-1])]
+    # the served one and the one before it (rollback) are kept; older ones are dropped
+    assert s._indices(n.recs_pattern) == [n.recs_index(i) for i in ids[-2:]]
+    s.activate_generation(ids[-2])
+    assert s.recommendations("u1")["item_id"].to_list() == ["g2"]
+    # ids are never reused after pruning
+    assert s.write_generation(recs_frame([("u1", 1, "new", 1.0)]), "m") > ids[-1]
+
+
+def test_rejected_documents_are_reported_and_the_rest_written(search_store: SearchStore) -> None:
+    s = search_store
+    s.upsert_items(pl.DataFrame({"item_id": ["a"], "created_at": [T0], "price": [9.5]}))
+    bad = pl.DataFrame({"item_id": ["b", "c"], "created_at": [T0, T0], "price": ["3", "cheap"]})
+    with pytest.raises(BulkWriteError) as caught:
+        s.upsert_items(bad)
+    (err,) = caught.value.errors
+    assert err.line == 2 and err.field == "_id" and "'c'" in err.message
+    assert caught.value.written == 1
+    s.client.indices.refresh(index=s.names.items)
+    assert sorted(s.items()["item_id"].to_list()) == ["a", "b"]
+
+
+def test_similar_items_by_knn(search_store: SearchStore) -> None:
+    s = search_store
+    vectors = {
+        "a": [1.0, 0.0, 0.0],
+        "b": [0.9, 0.1, 0.0],
+        "c": [0.0, 0.2, 1.0],
+        "d": [0.0, 1.0, 0.0],
+    }
+    s.upsert_items(
+        pl.DataFrame(
+            {"item_id": list(vectors), "created_at": [T0] * 4, "embedding": list(vectors.values())}
+        )
+    )
+    got = s.similar_items("a", k=2)
+    assert got["item_id"].to_list()[0] == "b"
+    a, b = np.array(vectors["a"]), np.array(vectors["b"])
+    assert got["score"][0] == pytest.approx(a @ b / np.linalg.norm(a) / np.linalg.norm(b), abs=1e-3)
+    assert "a" not in got["item_id"].to_list()
+    with pytest.raises(NotFoundError):
+        s.similar_items("nope")
+    # an item upserted again without its vector loses it (the store replaces attributes)
+    s.upsert_items(pl.DataFrame({"item_id": ["d"], "created_at": [T0]}))
+    with pytest.raises(NotFoundError, match="no 'embedding'"):
+        s.similar_items("d")
+
+
+def test_glm_in_the_engine_ranks_as_python_does(search_store: SearchStore) -> None:
+    s, settings = search_store, Settings()
+    site = generate_site(n_users=120, n_items=60, days=8, seed=3)
+    for kind, frame in (
+        ("users", site.users),
+        ("items", site.items),
+        ("interactions", site.events),
+    ):
+        assert import_frame(s, kind, frame, settings).bad == 0  # type: ignore[arg-type]
+    model = GLMRecommender().fit(s.load(), settings)
+    split = GLMSplit(model)
+    assert s.publish_item_features(split) == len(split.item_fields())
+    users = model.data_.users["user_id"].to_list()[::12]
+    for u in users:
+        want = model.recommend([u], k=10, exclude_seen=True)
+        got = s.glm_recommend(split, u, k=10, window=1_000, from_store=False)
+        assert got["item_id"].to_list() == want["item_id"].to_list(), u
+        np.testing.assert_allclose(got["score"].to_numpy(), want["score"].to_numpy(), atol=1e-6)
+        assert (got["score"] > 0).all()
+        # params computed from the user's own documents in the store give the same answer
+        mine = s.glm_recommend(split, u, k=10, window=1_000)
+        assert mine["item_id"].to_list() == want["item_id"].to_list(), u
+        np.testing.assert_allclose(mine["score"].to_numpy(), want["score"].to_numpy(), atol=1e-6)
+    # a later request: item ages move in the script, from created_at_us and now_us
+    later = copy.copy(model).serve_with(model.data_, model.at_ + timedelta(days=5))
+    u = users[0]
+    got = s.glm_recommend(GLMSplit(later), u, k=10, params=GLMSplit(later).user_params(u))
+    want = later.recommend([u], k=10)
+    assert got["item_id"].to_list() == want["item_id"].to_list()
