@@ -11,6 +11,7 @@ Canonical frames:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,24 +50,45 @@ _TS_FORMATS = (
 )
 
 
-def parse_timestamp(expr: pl.Expr) -> pl.Expr:
-    """ISO 8601 (with or without zone; naive means UTC) or epoch seconds -> datetime UTC, null
-    where unparseable. Vectorised: each format is tried on the whole column."""
-    s = expr.cast(pl.String).str.strip_chars()
-    parsed = []
-    for fmt in _TS_FORMATS:
-        e = s.str.to_datetime(fmt, strict=False, time_unit="us")
-        parsed.append(
-            e.dt.convert_time_zone("UTC") if "z" in fmt else e.dt.replace_time_zone("UTC")
-        )
-    epoch = s.cast(pl.Float64, strict=False)
+def _epoch(text: pl.Series) -> pl.Series:
     # Seconds only: non-finite values and magnitudes of milliseconds (>= 1e11 s, year 5138) are
     # rejected rather than guessed at.
-    epoch = pl.when(epoch.is_finite() & (epoch.abs() < MAX_EPOCH_SECONDS)).then(epoch)
-    parsed.append(
-        (epoch * 1e6).round().cast(pl.Int64).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-    )
-    return pl.coalesce(parsed)
+    x = text.cast(pl.Float64, strict=False)
+    x = pl.select(pl.when(x.is_finite() & (x.abs() < MAX_EPOCH_SECONDS)).then(x)).to_series()
+    return (x * 1e6).round().cast(pl.Int64).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+
+
+def _format(fmt: str) -> Callable[[pl.Series], pl.Series]:
+    def parse(text: pl.Series) -> pl.Series:
+        got = text.str.to_datetime(fmt, strict=False, time_unit="us")
+        return got.dt.convert_time_zone("UTC") if "z" in fmt else got.dt.replace_time_zone("UTC")
+
+    return parse
+
+
+_PARSERS = (_epoch, *(_format(f) for f in _TS_FORMATS))
+
+
+def parse_timestamps(values: pl.Series) -> pl.Series:
+    """ISO 8601 (with or without zone; naive means UTC) or epoch seconds -> datetime UTC, null
+    where unparseable. Vectorised: each parser runs on the whole column once, and each later one
+    only on the rows the earlier ones could not read."""
+    text = values.cast(pl.String).str.strip_chars()
+    out = pl.Series(values.name, [None] * len(text), dtype=TS)
+    todo = text.is_not_null()
+    for parser in _PARSERS:
+        idx = todo.arg_true()
+        if idx.is_empty():
+            break
+        got = parser(text.gather(idx))
+        ok = got.is_not_null()
+        out = out.scatter(idx.filter(ok), got.filter(ok))
+        todo = todo.scatter(idx.filter(ok), False)
+    return out
+
+
+def parse_timestamp(expr: pl.Expr) -> pl.Expr:
+    return expr.map_batches(parse_timestamps, return_dtype=TS)
 
 
 def to_timestamp(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:

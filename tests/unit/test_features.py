@@ -127,3 +127,15 @@ def test_age_bands() -> None:
     ages = pl.Series([None, 10, 18, 24, 25, 64, 65, 90], dtype=pl.Float64)
     got = pl.select(age_band_expr(pl.lit(ages), [18, 25, 35, 45, 55, 65])).to_series().to_list()
     assert got == [None, "<18", "18-24", "18-24", "25-34", "55-64", "65+", "65+"]
+
+
+def test_age_band_from_age_else_a_stored_band() -> None:
+    from feedrank.features.groups import user_age_band
+
+    users = pl.DataFrame(
+        {"user_id": ["a", "b", "c"], "age": [30.0, None, None], "age_band": [None, "65+", None]}
+    )
+    band = user_age_band(users, [18, 25, 35, 45, 55, 65])
+    assert band is not None
+    assert users.select(band).to_series().to_list() == ["25-34", "65+", None]
+    assert user_age_band(users.select("user_id"), [18]) is None

@@ -8,7 +8,7 @@ import polars as pl
 
 from feedrank.config import Settings
 from feedrank.data.site import SiteData
-from feedrank.features.groups import age_band_expr
+from feedrank.features.groups import user_age_band
 from feedrank.features.history import History
 
 
@@ -16,12 +16,9 @@ def _engagements(data: SiteData, settings: Settings) -> pl.DataFrame:
     ev = History(data, settings, []).events.filter(pl.col("engaged"))
     users = data.users
     ucols = [pl.col("user_id")]
-    if "age" in users.columns:
-        ucols.append(
-            age_band_expr(
-                pl.col("age").cast(pl.Float64, strict=False), list(settings.age_bands)
-            ).alias("age_band")
-        )
+    band = user_age_band(users, settings.age_bands)
+    if band is not None:
+        ucols.append(band)
     ucols += [pl.col(c).cast(pl.String) for c in ("gender", "country") if c in users.columns]
     icols = [pl.col("item_id")] + [
         pl.col(c).cast(pl.String)

@@ -142,26 +142,39 @@ class Encoder:
             start += c.width
         return out
 
+    def _block(self, col: Column, frame: pl.DataFrame) -> sp.csr_matrix:
+        n = frame.height
+        if col.levels is None:
+            x = (col.numeric_values(col.raw(frame)) - col.mean) / col.std
+            x = np.where(np.isfinite(x), x, 0.0)  # missing -> the training mean
+            return sp.csr_matrix(x.reshape(-1, 1))
+        codes = col.codes(col.raw(frame))
+        ok = codes >= 0
+        rows = np.flatnonzero(ok)
+        return sp.csr_matrix((np.ones(rows.size), (rows, codes[ok])), shape=(n, col.width))
+
     def transform(self, frame: pl.DataFrame, only: list[str] | None = None) -> sp.csr_matrix:
         """Design matrix over all features (columns not in `only` stay zero)."""
         n = frame.height
-        blocks = []
-        for col in self.columns_:
-            if only is not None and col.name not in only:
-                blocks.append(sp.csr_matrix((n, col.width)))
-                continue
-            if col.levels is None:
-                x = (col.numeric_values(col.raw(frame)) - col.mean) / col.std
-                x = np.where(np.isfinite(x), x, 0.0)  # missing -> the training mean
-                blocks.append(sp.csr_matrix(x.reshape(-1, 1)))
-            else:
-                codes = col.codes(col.raw(frame))
-                ok = codes >= 0
-                rows = np.flatnonzero(ok)
-                blocks.append(
-                    sp.csr_matrix((np.ones(rows.size), (rows, codes[ok])), shape=(n, col.width))
-                )
+        blocks = [
+            self._block(col, frame)
+            if only is None or col.name in only
+            else sp.csr_matrix((n, col.width))
+            for col in self.columns_
+        ]
         return sp.hstack(blocks, format="csr") if blocks else sp.csr_matrix((n, 0))
+
+    def partial_logit(
+        self, frame: pl.DataFrame, columns: list[str], coef: np.ndarray
+    ) -> np.ndarray:
+        """The named columns' share of the linear predictor, X[:, those] @ coef[those], encoding
+        only those columns (serving calls this per scope, on frames of up to millions of rows)."""
+        slices = self.column_slices()
+        out = np.zeros(frame.height)
+        for col in self.columns_:
+            if col.name in columns:
+                out += np.asarray(self._block(col, frame) @ coef[slices[col.name]]).ravel()
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -8,6 +8,7 @@ pair (user_id + item_id), context (timestamp, position, device)."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -46,6 +47,17 @@ def age_band_expr(age: pl.Expr, edges: list[int]) -> pl.Expr:
     for edge, label in zip(edges, labels[:-1], strict=True):
         expr = expr.when(age < edge).then(pl.lit(label))
     return expr.otherwise(pl.lit(labels[-1]))
+
+
+def user_age_band(users: pl.DataFrame, edges: Sequence[int]) -> pl.Expr | None:
+    """The users' age band: from `age` where known, else an `age_band` already stored (the API
+    keeps only the band); None when the users have neither."""
+    parts = []
+    if "age" in users.columns:
+        parts.append(age_band_expr(pl.col("age").cast(pl.Float64, strict=False), list(edges)))
+    if "age_band" in users.columns:
+        parts.append(pl.col("age_band").cast(pl.String))
+    return pl.coalesce(parts).alias("age_band") if parts else None
 
 
 @dataclass
@@ -111,9 +123,9 @@ class FeatureGroups:
         users = self.data.users
         cols = [pl.col("user_id")]
         for c in self.spec.user_categoricals:
-            if c == "age_band" and "age" in users.columns:
-                age = pl.col("age").cast(pl.Float64, strict=False)
-                cols.append(age_band_expr(age, self.spec.age_bands).alias("age_band"))
+            band = user_age_band(users, self.spec.age_bands) if c == "age_band" else None
+            if band is not None:
+                cols.append(band)
             elif c in users.columns:
                 cols.append(pl.col(c).cast(pl.String))
             else:

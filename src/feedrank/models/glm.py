@@ -14,6 +14,7 @@ from typing import Any, Self
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
+import tabmat
 from glum import GeneralizedLinearRegressor
 from scipy import stats
 
@@ -55,8 +56,12 @@ def fit_logistic(
     intercept = float(model.intercept_)
     p = sigmoid(X @ coef + intercept)
     w = p * (1 - p) * (sample_weight if sample_weight is not None else 1.0)
-    X1 = sp.hstack([np.ones((X.shape[0], 1)), X], format="csr")
-    H = (X1.T @ sp.diags(w) @ X1).toarray()
+    # The Hessian of the log-likelihood with the intercept as a border: [[sum w, (X'w)'], [X'w, X'WX]];
+    # tabmat's sandwich computes X'WX without materialising W.
+    xtw = np.asarray(X.T @ w).ravel()
+    H = np.empty((X.shape[1] + 1, X.shape[1] + 1))
+    H[0, 0], H[0, 1:], H[1:, 0] = w.sum(), xtw, xtw
+    H[1:, 1:] = tabmat.SparseMatrix(sp.csc_matrix(X)).sandwich(w)
     n = float(np.sum(sample_weight)) if sample_weight is not None else float(X.shape[0])
     penalty = n * alpha * (1.0 - l1_ratio) * np.ones(H.shape[0])
     penalty[0] = 0.0

@@ -57,7 +57,7 @@ class LinearScorer:
     def partial(self, frame: pl.DataFrame, columns: Sequence[str]) -> np.ndarray:
         if not columns or frame.is_empty():
             return np.zeros(frame.height)
-        return np.asarray(self.encoder.transform(frame, only=list(columns)) @ self.coef).ravel()
+        return self.encoder.partial_logit(frame, list(columns), self.coef)
 
     def _keys(self, col: str, ids: Sequence[str] | np.ndarray) -> pl.DataFrame:
         return pl.DataFrame({col: list(ids)}, schema={col: pl.String}).with_columns(

@@ -13,7 +13,7 @@ import polars as pl
 
 from feedrank.config import Settings
 from feedrank.data.site import SiteData
-from feedrank.features.groups import age_band_expr
+from feedrank.features.groups import user_age_band
 from feedrank.features.history import History, T
 from feedrank.models.base import Recommender
 
@@ -27,10 +27,9 @@ def user_segments(
     """user_id and a segment key built from the named attributes (age_band derived from age)."""
     parts = []
     for c in segment_by:
-        if c == "age_band" and "age" in users.columns:
-            parts.append(
-                age_band_expr(pl.col("age").cast(pl.Float64, strict=False), list(age_bands))
-            )
+        band = user_age_band(users, age_bands) if c == "age_band" else None
+        if band is not None:
+            parts.append(band)
         elif c in users.columns:
             parts.append(pl.col(c).cast(pl.String))
     if not parts:
