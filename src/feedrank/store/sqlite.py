@@ -167,7 +167,10 @@ class SQLiteStore(Store):
             "position",
             "device",
             "context",
-        )
+        ).sort("user_id", "item_id", "type", "timestamp")
+        # Sorted by the unique key: index pages are filled in order instead of at random, which
+        # makes large imports several times faster. (Rows with the same timestamp are read
+        # back in this order too.)
         with self._tx() as c:
             before = c.total_changes
             c.executemany(
