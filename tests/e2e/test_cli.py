@@ -190,3 +190,34 @@ def test_column_mapping(tmp_path: Path) -> None:
 def test_train_on_an_empty_store_says_what_to_do(tmp_path: Path) -> None:
     out = run(tmp_path / "empty.db", "train", code=2)
     assert "feedrank import" in out
+
+
+def test_evaluate_compares_with_popularity_by_segment(trained_db: Path) -> None:
+    out = json.loads(
+        run(
+            trained_db,
+            "evaluate",
+            "--model",
+            "glm",
+            "--split",
+            "last",
+            "--segment-by",
+            "tenure,gender",
+            "--json",
+        )
+    )
+    assert out["split"].startswith("per-user leave-last-1")
+    assert [m["model"] for m in out["models"]] == ["glm", "popularity"]
+    assert {
+        "HR@10",
+        "NDCG@10",
+        "MAP@10",
+        "MRR",
+        "coverage",
+        "novelty",
+        "intra_list_diversity",
+        "personalisation",
+    } <= set(out["models"][0])
+    assert {s["segment"] for s in out["segments"]} == {"tenure", "gender"}
+    bad = run(trained_db, "evaluate", "--split", "sideways", code=2)
+    assert "--split must be one of" in bad

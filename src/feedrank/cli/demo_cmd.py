@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 import typer
 
+from feedrank.cli import clickstream_cmd
 from feedrank.cli.common import console, ctx_obj, handle_errors, print_frame, progress_bar
 from feedrank.cli.model_cmds import show_training
 from feedrank.data.demo import generate_site
@@ -17,7 +18,13 @@ from feedrank.pipeline.train import train_glm
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    # `feedrank demo` (the synthetic site) stays as it was; `feedrank demo clickstream` is seed
+    # 004's real data (cli/clickstream_cmd.py).
+    demo_app = typer.Typer(context_settings={"help_option_names": ["-h", "--help"]})
+    app.add_typer(demo_app, name="demo")
+    clickstream_cmd.register(demo_app)
+
+    @demo_app.callback(invoke_without_command=True)
     @handle_errors
     def demo(
         ctx: typer.Context,
@@ -32,7 +39,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Generate a synthetic website with a known click model, import it, train the GLM on all
         but the last days, evaluate on them beside popularity, score every user, and show
-        recommendations with reasons."""
+        recommendations with reasons. `feedrank demo clickstream`: seed 004's real data."""
+        if ctx.invoked_subcommand is not None:
+            return
         c = ctx_obj(ctx)
         t0 = time.perf_counter()
         site = generate_site(n_users=users, n_items=items, days=days, seed=seed)

@@ -10,9 +10,12 @@ from feedrank import __version__
 from feedrank.cli import (
     data_cmds,
     demo_cmd,
+    evaluate_cmd,
     experiment_cmds,
     model_cmds,
     registry_cmds,
+    serve_cmd,
+    similar_cmd,
 )
 from feedrank.cli.common import Context
 from feedrank.config import Settings
@@ -65,9 +68,12 @@ def main(
 app.add_typer(data_cmds.import_app, name="import")
 data_cmds.register(app)
 model_cmds.register(app)
+similar_cmd.register(app)
 demo_cmd.register(app)
 experiment_cmds.register(app)
 registry_cmds.register(app)
+evaluate_cmd.register(app)
+serve_cmd.register(app)
 
 if __name__ == "__main__":
     app()

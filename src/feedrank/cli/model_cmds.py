@@ -26,7 +26,6 @@ from feedrank.data.io import read_table
 from feedrank.exceptions import FeedrankError, RowError, ValidationError
 from feedrank.models import MODELS
 from feedrank.models.base import Recommender
-from feedrank.models.glm import GLMRecommender
 from feedrank.pipeline.recommend import RecommendationService, reason_text
 from feedrank.pipeline.train import TrainResult, train_glm
 from feedrank.schema import to_timestamp
@@ -248,10 +247,12 @@ def register(app: typer.Typer) -> None:
             ).alias("device"),
         )
         m, _ = load_serving(c, model)
-        if not isinstance(m, GLMRecommender):
-            raise FeedrankError(f"predict needs a model with probabilities (glm); got '{m.kind}'")
+        if not callable(getattr(m, "predict_rows", None)):
+            raise FeedrankError(
+                f"predict needs a model with probabilities (glm, bilinear, twotower); got '{m.kind}'"
+            )
         result = rows.select("user_id", "item_id", "timestamp").with_columns(
-            probability=pl.Series(m.predict_rows(rows))
+            probability=pl.Series(m.predict_rows(rows))  # type: ignore[attr-defined]
         )
         unknown = rows.filter(~pl.col("item_id").is_in(m.data_.items["item_id"].implode())).height
         if unknown:

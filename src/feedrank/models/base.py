@@ -17,7 +17,7 @@ import polars as pl
 
 from feedrank.config import Settings
 from feedrank.data.site import SiteData
-from feedrank.exceptions import NotFittedError, NotFoundError
+from feedrank.exceptions import FeedrankError, NotFittedError, NotFoundError
 
 FORMAT_VERSION = 1
 
@@ -123,6 +123,14 @@ class Recommender(ABC):
     def explain(self, user_id: str, item_id: str, top: int = 5) -> list[dict[str, Any]]:
         """The largest contributions to a score; models without a decomposition give none."""
         return []
+
+    def similar_items(self, item_ids: Sequence[str], k: int = 10) -> pl.DataFrame:
+        """Item-to-item: the k most similar items of each (columns item_id, rank,
+        similar_item_id, score), for models with an item similarity."""
+        raise FeedrankError(
+            f"similar items need a model with item similarity (itemknn, als, bpr, ease, content); "
+            f"got '{self.kind}'"
+        )
 
     # -- persistence -------------------------------------------------------------------------------
     @abstractmethod

@@ -1,0 +1,241 @@
+"""The write side of the service layer: events, impressions, users and items from JSON, through
+the same validation as file import (feedrank.schema), PII-reduced, written by one writer.
+
+Request-level defects (not JSON, wrong shape, too many items) reject the whole request and
+store nothing. Item-level defects give per-item errors (index, field, reason); the good items are
+stored unless `strict`, in which case any bad item stores nothing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+
+from feedrank.api.pii import reduce_mapping, reduce_users
+from feedrank.api.settings import ApiSettings
+from feedrank.exceptions import FeedrankError, RowError
+from feedrank.schema import EVENT_CORE, validate_events, validate_items, validate_users
+from feedrank.store import Store
+
+SCALARS = (str, int, float)
+
+
+class BadRequest(FeedrankError):
+    """The request as a whole is unusable; nothing was stored."""
+
+
+@dataclass
+class ItemError:
+    index: int
+    field: str
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "field": self.field, "reason": self.reason}
+
+
+@dataclass
+class IngestResult:
+    received: int
+    stored: int = 0
+    duplicates: int = 0
+    errors: list[ItemError] = field(default_factory=list)
+    user_ids: list[str] = field(default_factory=list)  # users with new engagements
+
+    @property
+    def rejected(self) -> int:
+        return len(self.errors)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "stored": self.stored,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "errors": [e.as_dict() for e in self.errors],
+        }
+
+
+def parse_json(body: bytes) -> Any:
+    if not body.strip():
+        raise BadRequest("the request body must be JSON; got an empty body")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the request body must be valid JSON; got a parse error: {exc}") from exc
+
+
+def _kind(v: Any) -> str:
+    return {dict: "object", list: "array", bool: "boolean"}.get(type(v), type(v).__name__)
+
+
+def event_items(payload: Any, max_batch: int) -> list[Any]:
+    """One event object, an array of them, or {"events": [...]}."""
+    if isinstance(payload, dict) and isinstance(payload.get("events"), list):
+        items: list[Any] = payload["events"]
+    elif isinstance(payload, dict):
+        items = [payload]
+    elif isinstance(payload, list):
+        items = payload
+    else:
+        raise BadRequest(
+            'the body must be an event object, an array of events or {"events": [...]}; '
+            f"got {_kind(payload)}"
+        )
+    if not items:
+        raise BadRequest("the batch must hold at least one event; got an empty array")
+    if len(items) > max_batch:
+        raise BadRequest(f"a batch must hold at most {max_batch} events; got {len(items)}")
+    return items
+
+
+class Ingesting:
+    def __init__(self, store: Store, settings: ApiSettings) -> None:
+        self.store, self.settings = store, settings
+
+    # -- events ------------------------------------------------------------------------------------
+    def _normalise(
+        self, items: list[Any]
+    ) -> tuple[list[dict[str, Any]], list[ItemError], list[int]]:
+        """JSON objects -> flat rows of strings (the schema validator parses them), with type
+        errors that JSON allows but the schema does not. A loop over the request's objects, not
+        over stored events: json.loads already made each of them a Python dict."""
+        rows, errors, index = [], [], []
+        now = datetime.now(UTC).isoformat()
+        drop = self.settings.pii
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                errors.append(
+                    ItemError(i, "event", f"an event must be an object; got {_kind(item)}")
+                )
+                continue
+            bad = next(
+                (
+                    k
+                    for k in EVENT_CORE
+                    if item.get(k) is not None
+                    and (not isinstance(item[k], SCALARS) or isinstance(item[k], bool))
+                ),
+                None,
+            )
+            if bad is not None:
+                errors.append(
+                    ItemError(i, bad, f"{bad} must be a string or a number; got {_kind(item[bad])}")
+                )
+                continue
+            ctx = item.get("context")
+            if ctx is not None and not isinstance(ctx, dict):
+                errors.append(
+                    ItemError(i, "context", f"context must be an object; got {_kind(ctx)}")
+                )
+                continue
+            extra = {k: v for k, v in item.items() if k not in EVENT_CORE and k != "context"}
+            context = reduce_mapping({**extra, **(ctx or {})}, drop)
+            row = {k: (None if item.get(k) is None else str(item[k])) for k in EVENT_CORE}
+            row["timestamp"] = row["timestamp"] or now  # a live event without a time is now
+            row["context"] = json.dumps(context) if context else None
+            rows.append(row)
+            index.append(i)
+        return rows, errors, index
+
+    def events(self, items: list[Any], strict: bool = False) -> tuple[IngestResult, pl.DataFrame]:
+        """Validated good events (not yet written) and the per-item report."""
+        result = IngestResult(len(items))
+        rows, errors, index = self._normalise(items)
+        good = pl.DataFrame(schema={c: pl.String for c in (*EVENT_CORE, "context")})
+        if rows:
+            frame = pl.DataFrame(rows, schema={c: pl.String for c in (*EVENT_CORE, "context")})
+            v = validate_events(frame, self.settings.data, None, 0, max_errors=len(rows))
+            errors += [ItemError(index[e.line or 0], e.field, e.message) for e in v.errors]
+            good = v.good
+        result.errors = sorted(errors, key=lambda e: e.index)
+        if strict and result.errors:
+            return result, good.clear()
+        return result, good
+
+    def write_events(self, result: IngestResult, good: pl.DataFrame) -> IngestResult:
+        if good.is_empty():
+            return result
+        result.stored = self.store.add_events(good)
+        result.duplicates = good.height - result.stored
+        # Engagements re-score their users at once; impressions and views (every served page
+        # logs some) wait for the user's next engagement or the next generation.
+        engaged = good.filter(pl.col("type").is_in(self.settings.data.engagement_types))
+        result.user_ids = engaged["user_id"].unique().to_list()
+        return result
+
+    def impressions(self, payload: Any) -> list[dict[str, Any]]:
+        """{user_id, items: [id | {item_id, position}], timestamp?, device?, request_id?,
+        context?} -> impression events at positions 1.. (or the given ones)."""
+        if not isinstance(payload, dict):
+            raise BadRequest(f"an impression must be an object; got {_kind(payload)}")
+        shown = payload.get("items")
+        if not isinstance(shown, list) or not shown:
+            raise BadRequest(
+                "impression 'items' must be a non-empty array of item ids or "
+                f"{{item_id, position}} objects; got {_kind(shown)}"
+            )
+        if len(shown) > self.settings.max_batch:
+            raise BadRequest(
+                f"'items' must hold at most {self.settings.max_batch}; got {len(shown)}"
+            )
+        base = {k: payload.get(k) for k in ("user_id", "timestamp", "device", "context")}
+        request_id = payload.get("request_id")
+        out: list[dict[str, Any]] = []
+        for n, it in enumerate(shown, start=1):
+            one = it if isinstance(it, dict) else {"item_id": it, "position": n}
+            event = {**base, "type": "impression", **one}
+            event.setdefault("position", n)
+            if request_id is not None and isinstance(request_id, SCALARS):
+                event["event_id"] = f"{request_id}:{event.get('position')}:{event.get('item_id')}"
+            out.append(event)
+        return out
+
+    # -- users and items ---------------------------------------------------------------------------
+    def _one(self, id_col: str, id_value: str, attributes: Any) -> pl.DataFrame:
+        if not isinstance(attributes, dict):
+            raise BadRequest(f"the body must be an object of attributes; got {_kind(attributes)}")
+        bad = next((k for k, v in attributes.items() if isinstance(v, dict | list)), None)
+        if bad is not None:
+            raise BadRequest(
+                f"attribute '{bad}' must be a string, number, boolean or null; "
+                f"got {_kind(attributes[bad])}"
+            )
+        row = {**{k: v for k, v in attributes.items() if k != id_col}, id_col: id_value}
+        return pl.DataFrame([row])
+
+    def user(self, user_id: str, attributes: Any) -> dict[str, Any]:
+        frame = self._one("user_id", user_id, attributes)
+        v = validate_users(frame, None, 0, 1)
+        _raise_first(v.errors)
+        users = reduce_users(v.good, self.settings.pii, self.settings.data.age_bands)
+        self.store.upsert_users(users)
+        return _jsonable_row(users.to_dicts()[0])
+
+    def item(self, item_id: str, attributes: Any) -> dict[str, Any]:
+        frame = self._one("item_id", item_id, attributes)
+        if "created_at" not in frame.columns or frame["created_at"][0] is None:
+            frame = frame.with_columns(created_at=pl.lit(datetime.now(UTC).isoformat()))
+        v = validate_items(frame.with_columns(pl.col("created_at").cast(pl.String)), None, 0, 1)
+        _raise_first(v.errors)
+        self.store.upsert_items(v.good)
+        return _jsonable_row(v.good.to_dicts()[0])
+
+
+def _raise_first(errors: list[RowError]) -> None:
+    if errors:
+        e = errors[0]
+        raise FieldError(e.field, e.message)
+
+
+class FieldError(FeedrankError):
+    def __init__(self, field: str, reason: str) -> None:
+        self.field, self.reason = field, reason
+        super().__init__(reason)
+
+
+def _jsonable_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}

@@ -1,0 +1,163 @@
+"""Request bodies as JSON Schema for the OpenAPI document (and the fuzzer), and response models.
+Event bodies are parsed by the ingestion layer itself, so a batch's bad items get per-item
+errors instead of one 422 for the whole request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+_SCALAR: dict[str, Any] = {"anyOf": [{"type": "string"}, {"type": "number"}]}
+
+EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["user_id", "type"],
+    "properties": {
+        "event_id": {"type": "string", "description": "idempotence key: stored once"},
+        "user_id": {"type": "string"},
+        "item_id": {"type": "string", "description": "empty only for login/logout/visit"},
+        "type": {
+            "type": "string",
+            "description": "a configured interaction type",
+            "example": "click",
+        },
+        "timestamp": {**_SCALAR, "description": "ISO 8601 or epoch seconds; default now"},
+        "value": {"type": "number"},
+        "position": {"type": "integer", "minimum": 0},
+        "device": {"type": "string"},
+        "context": {"type": "object", "description": "kept as context (precise location dropped)"},
+    },
+    "additionalProperties": True,
+}
+
+EVENTS_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        EVENT,
+                        {"type": "array", "items": EVENT},
+                        {
+                            "type": "object",
+                            "required": ["events"],
+                            "properties": {"events": {"type": "array", "items": EVENT}},
+                        },
+                    ]
+                }
+            }
+        },
+    }
+}
+
+IMPRESSIONS_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["user_id", "items"],
+                    "properties": {
+                        "user_id": {"type": "string"},
+                        "items": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {
+                                "anyOf": [
+                                    {"type": "string"},
+                                    {
+                                        "type": "object",
+                                        "required": ["item_id"],
+                                        "properties": {
+                                            "item_id": {"type": "string"},
+                                            "position": {"type": "integer", "minimum": 0},
+                                        },
+                                    },
+                                ]
+                            },
+                        },
+                        "timestamp": _SCALAR,
+                        "device": {"type": "string"},
+                        "request_id": {"type": "string", "description": "idempotence key"},
+                        "context": {"type": "object"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+ATTRIBUTES_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "anyOf": [
+                            {"type": "string"},
+                            {"type": "number"},
+                            {"type": "boolean"},
+                            {"type": "null"},
+                        ]
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+class ItemErrorOut(BaseModel):
+    index: int
+    field: str
+    reason: str
+
+
+class IngestOut(BaseModel):
+    received: int
+    stored: int = Field(description="new events written")
+    duplicates: int = Field(description="events already stored (same event_id)")
+    rejected: int
+    errors: list[ItemErrorOut]
+
+
+class Reason(BaseModel):
+    feature: str
+    value: Any = None
+    contribution: float
+
+
+class RecItem(BaseModel):
+    rank: int
+    item_id: str
+    score: float
+    source: str = Field(description="model, popular_in_segment or popular_overall (cold start)")
+    reasons: list[Reason] | None = None
+
+
+class RecommendationsOut(BaseModel):
+    user_id: str
+    model: str
+    generation: int | None = Field(description="the generation served from, if any")
+    served_from: str = Field(description="generation (precomputed) or live")
+    cold_start: bool
+    items: list[RecItem]
+
+
+class ErrorOut(BaseModel):
+    detail: Any
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "unusable request"},
+    401: {"model": ErrorOut, "description": "no valid API key"},
+    403: {"model": ErrorOut, "description": "the key lacks the scope"},
+    404: {"model": ErrorOut, "description": "unknown user, item or model"},
+    413: {"model": ErrorOut, "description": "body too large"},
+    422: {"model": ErrorOut, "description": "invalid input"},
+}

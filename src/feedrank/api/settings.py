@@ -1,0 +1,104 @@
+"""The HTTP service's settings, read once at start-up (environment, then CLI flags) and handed to
+routes as a dependency. Data settings (types, weights) stay in feedrank.config.Settings."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from feedrank.config import Settings
+from feedrank.exceptions import ConfigError
+
+# Precise location is reduced at ingestion: these keys are dropped from user attributes and
+# event context; coarse ones (country, region) are kept.
+DEFAULT_PRECISE_LOCATION = (
+    "latitude",
+    "longitude",
+    "lat",
+    "lon",
+    "lng",
+    "geo",
+    "location",
+    "address",
+    "street",
+    "city",
+    "postal_code",
+    "postcode",
+    "zip",
+    "zip_code",
+    "ip",
+    "ip_address",
+)
+
+
+@dataclass(frozen=True)
+class PiiPolicy:
+    """What ingestion keeps of personal data: age becomes an age band (the edges of
+    Settings.age_bands), precise location keys are dropped (country and region stay)."""
+
+    age_to_band: bool = True
+    drop_keys: tuple[str, ...] = DEFAULT_PRECISE_LOCATION
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    store_url: str = "sqlite:///./feedrank.db"
+    models_dir: str | None = None
+    model: str | None = None  # registry name served by default (None: the newest)
+    data: Settings = field(default_factory=Settings)
+    keys_spec: str | None = None  # "k1=read,ingest;k2=admin"
+    keys_file: Path | None = None
+    insecure: bool = False
+    max_body_bytes: int = 2 * 1024 * 1024
+    max_batch: int = 10_000
+    reload_seconds: float = 5.0  # how often a new model / generation is looked for
+    pii: PiiPolicy = field(default_factory=PiiPolicy)
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes < 1024:
+            raise ConfigError(f"max_body_bytes must be >= 1024; got {self.max_body_bytes}")
+        if self.reload_seconds <= 0:
+            raise ConfigError(f"reload_seconds must be > 0; got {self.reload_seconds}")
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> ApiSettings:
+        """FEEDRANK_STORE, FEEDRANK_MODELS, FEEDRANK_MODEL, FEEDRANK_SETTINGS, FEEDRANK_API_KEYS,
+        FEEDRANK_API_KEYS_FILE, FEEDRANK_MAX_BODY_BYTES, FEEDRANK_RELOAD_SECONDS,
+        FEEDRANK_PII_DROP (comma-separated keys), FEEDRANK_PII_AGE_BANDS (0/1); explicit
+        overrides (CLI flags) win where not None."""
+        env = os.environ
+        values: dict[str, object] = {}
+        if env.get("FEEDRANK_STORE"):
+            values["store_url"] = env["FEEDRANK_STORE"]
+        if env.get("FEEDRANK_MODELS"):
+            values["models_dir"] = env["FEEDRANK_MODELS"]
+        if env.get("FEEDRANK_MODEL"):
+            values["model"] = env["FEEDRANK_MODEL"]
+        if env.get("FEEDRANK_SETTINGS"):
+            values["data"] = Settings.from_file(env["FEEDRANK_SETTINGS"])
+        if env.get("FEEDRANK_API_KEYS"):
+            values["keys_spec"] = env["FEEDRANK_API_KEYS"]
+        if env.get("FEEDRANK_API_KEYS_FILE"):
+            values["keys_file"] = Path(env["FEEDRANK_API_KEYS_FILE"])
+        for name, key in (
+            ("max_body_bytes", "FEEDRANK_MAX_BODY_BYTES"),
+            ("reload_seconds", "FEEDRANK_RELOAD_SECONDS"),
+        ):
+            if env.get(key):
+                try:
+                    values[name] = float(env[key]) if name == "reload_seconds" else int(env[key])
+                except ValueError as exc:
+                    raise ConfigError(f"{key} must be a number; got '{env[key]}'") from exc
+        if env.get("FEEDRANK_PII_DROP") is not None or env.get("FEEDRANK_PII_AGE_BANDS"):
+            drop = env.get("FEEDRANK_PII_DROP")
+            values["pii"] = PiiPolicy(
+                age_to_band=env.get("FEEDRANK_PII_AGE_BANDS", "1") not in ("0", "false", "no"),
+                drop_keys=(
+                    tuple(k.strip() for k in drop.split(",") if k.strip())
+                    if drop is not None
+                    else DEFAULT_PRECISE_LOCATION
+                ),
+            )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,67 @@
+"""evaluate: models side by side on a printed split, with popularity, by segment."""
+
+from __future__ import annotations
+
+import typer
+
+from feedrank.cli.common import console, ctx_obj, handle_errors, print_frame, print_json
+from feedrank.evaluation.offline import SPLITS, evaluate_models, make_split, user_segments
+from feedrank.exceptions import FeedrankError
+from feedrank.models import MODELS
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @handle_errors
+    def evaluate(
+        ctx: typer.Context,
+        model: list[str] = typer.Option(
+            ["glm"], "--model", help=f"Model kinds to compare (repeatable): {sorted(MODELS)}."
+        ),
+        split: str = typer.Option("temporal", "--split", help=f"One of {list(SPLITS)}."),
+        test_days: float = typer.Option(
+            7.0, "--test-days", help="temporal: the held-out last days."
+        ),
+        n: int = typer.Option(1, "--n", help="last: items hidden per user."),
+        seed: int = typer.Option(0, "--seed", help="loo: the hold-out's seed."),
+        k: int = typer.Option(10, "--k", min=1, help="Cut-off of the ranking metrics."),
+        segment_by: str | None = typer.Option(
+            None, "--segment-by", help="Comma list: tenure, activity, or user/item attributes."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """Fit each model on the split's training part, rank the full catalogue for every
+        evaluated user, and report ranking and beyond-accuracy metrics beside popularity."""
+        c = ctx_obj(ctx)
+        unknown = [m for m in model if m not in MODELS]
+        if unknown:
+            raise FeedrankError(f"--model must be among {sorted(MODELS)}; got {unknown}")
+        names = list(dict.fromkeys([*model, "popularity"]))  # popularity always beside
+        data = c.store.load()
+        if data.events.is_empty():
+            raise FeedrankError(
+                f"the store {c.store_url} has no interactions: run `feedrank import` first"
+            )
+        s = make_split(data, c.settings, split, test_days, n, seed)
+        with console.status(f"fitting and ranking: {', '.join(names)}"):
+            result = evaluate_models({m: MODELS[m]() for m in names}, s, c.settings, k)
+        segs = (
+            user_segments(s, c.settings, [x.strip() for x in segment_by.split(",")])
+            if segment_by
+            else None
+        )
+        by_segment = result.by_segment(segs) if segs is not None else None
+        if as_json:
+            print_json(
+                {
+                    "split": s.description,
+                    "k": k,
+                    "models": result.table().to_dicts(),
+                    "segments": by_segment.to_dicts() if by_segment is not None else None,
+                }
+            )
+            return
+        console.print(f"[bold]split[/bold]: {s.description}")
+        print_frame(result.table(), f"ranking @{k} (mean over users) and beyond accuracy")
+        if by_segment is not None:
+            print_frame(by_segment, "by segment", max_rows=200)

@@ -1,0 +1,34 @@
+"""What served recommendations earned: impressions shown vs clicked per model and position
+(seed 002's click rate normalised by what was shown), and the average engagement value per
+recommendation where events carry one (watch or listening time)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from feedrank.config import Settings
+from feedrank.features.examples import labelled_impressions
+
+
+def served_ctr(events: pl.DataFrame, settings: Settings, tag: str = "model") -> pl.DataFrame:
+    """Per model (the impression context's `tag`, e.g. "model" or "variant") and position:
+    impressions, clicks, CTR, and the mean value of the engagements that followed."""
+    imps = labelled_impressions(events, settings).with_columns(
+        model=pl.col("context").str.json_path_match(f"$.{tag}").fill_null("(untagged)")
+    )
+    eng = (
+        events.filter(pl.col("type").is_in(settings.engagement_types))
+        .group_by("user_id", "item_id")
+        .agg(value=pl.col("value").mean())
+    )
+    imps = imps.join(eng, on=["user_id", "item_id"], how="left")
+    return (
+        imps.group_by("model", "position")
+        .agg(
+            impressions=pl.len(),
+            clicks=pl.col("label").sum(),
+            engagement_value=pl.when(pl.col("label") == 1).then(pl.col("value")).mean(),
+        )
+        .with_columns(ctr=pl.col("clicks") / pl.col("impressions"))
+        .sort("model", "position")
+    )

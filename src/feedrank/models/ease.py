@@ -1,0 +1,81 @@
+"""EASE (Steck 2019, "Embarrassingly Shallow Autoencoders"): an item-item weight matrix B with
+a zero diagonal, in closed form: P = (X'X + l2 I)^-1, B = -P / diag(P). A strong, simple
+baseline; B is dense (items x items), so the model refuses catalogues above `max_items`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Self
+
+import numpy as np
+import polars as pl
+import scipy.linalg
+
+from feedrank.data.site import SiteData
+from feedrank.exceptions import ConfigError
+from feedrank.models.matrix import Interactions, MatrixRecommender
+
+
+class EASERecommender(MatrixRecommender):
+    kind = "ease"
+
+    weights_: np.ndarray  # B, items x items, float32
+
+    def __init__(self, l2: float = 100.0, binary: bool = True, max_items: int = 10_000) -> None:
+        self.l2 = l2
+        self.binary = binary
+        self.max_items = max_items
+
+    def _validate(self) -> None:
+        if not self.l2 > 0:
+            raise ConfigError(f"l2 must be > 0; got {self.l2}")
+
+    def _x(self, m: Any) -> Any:
+        """Binary (the paper's setting) or the confidence weights themselves."""
+        if not self.binary:
+            return m
+        b = m.copy()
+        b.data = np.ones_like(b.data)
+        return b
+
+    def _fit_matrix(self, inter: Interactions, data: SiteData) -> None:
+        n = inter.matrix.shape[1]
+        if n > self.max_items:
+            raise ConfigError(
+                f"EASE keeps a dense items x items matrix: the catalogue must have at most "
+                f"max_items={self.max_items} items; got {n} (raise max_items if memory allows: "
+                f"about {8 * n * n / 1e9:.1f} GB)"
+            )
+        x = self._x(inter.matrix).astype(np.float64)
+        gram = (x.T @ x).toarray()
+        gram[np.diag_indices(n)] += self.l2
+        # G is symmetric positive definite (l2 > 0), so the inverse exists.
+        p = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
+        b = -p / np.diag(p)[None, :]
+        b[np.diag_indices(n)] = 0.0
+        self.weights_ = b.astype(np.float32)
+
+    def _score_rows(self, rows: np.ndarray) -> np.ndarray:
+        known = rows >= 0
+        out = np.zeros((len(rows), len(self.axis_)), dtype=np.float32)
+        if known.any():
+            h = self._x(self.history_.matrix[rows[known]])
+            out[known] = h @ self.weights_
+        return out
+
+    def similar_items(self, item_ids: Sequence[str], k: int = 10) -> pl.DataFrame:
+        """Row i of B: how much engaging with item i raises each other item's score."""
+        cols = self._item_cols(item_ids)
+        return self._similar_from(item_ids, self.weights_[cols], k)
+
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta, arrays = self._base_state()
+        params = {"l2": self.l2, "binary": self.binary, "max_items": self.max_items}
+        return {"params": params, **meta}, {**arrays, "weights": self.weights_}
+
+    @classmethod
+    def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
+        model = cls(**meta["params"])
+        model._load_base(meta, arrays)
+        model.weights_ = arrays["weights"]
+        return model

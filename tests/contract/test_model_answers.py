@@ -1,0 +1,328 @@
+"""The interaction matrix, known answers of the collaborative and content models (against
+implicit and the closed forms), fold-in, fresh events, and cold start."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.sparse as sp
+
+from feedrank.config import AttributeWeights, Settings
+from feedrank.data.site import SiteData
+from feedrank.exceptions import ConfigError, NotFoundError
+from feedrank.models.base import Recommender
+from feedrank.models.content import ContentRecommender
+from feedrank.models.ease import EASERecommender
+from feedrank.models.factorization import ALSRecommender, BPRRecommender
+from feedrank.models.knn import ItemKNNRecommender, UserKNNRecommender, Weighting, pruned_similarity
+from feedrank.models.matrix import IdMap, interactions, sparse_top_k
+from feedrank.models.popularity import IN_SEGMENT
+from feedrank.pipeline.recommend import MODEL, RecommendationService
+from feedrank.schema import EVENT_COLUMNS
+
+from .recommender_contract import T0, assert_same_recs, checkerboard, held_out
+
+implicit_nn = pytest.importorskip("implicit.nearest_neighbours")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:OpenBLAS is configured"),
+    pytest.mark.filterwarnings("ignore:Method expects CSR input"),
+]
+
+
+def events(rows: list[tuple[str, str, str, datetime, float]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        [
+            {
+                "event_id": None,
+                "user_id": u,
+                "item_id": i,
+                "type": t,
+                "timestamp": ts,
+                "value": v,
+                "position": None,
+                "device": None,
+                "context": None,
+            }
+            for u, i, t, ts, v in rows
+        ],
+        schema=EVENT_COLUMNS,
+    ).sort("timestamp")
+
+
+def random_site(
+    n_users: int = 60, n_items: int = 25, seed: int = 0
+) -> tuple[SiteData, sp.csr_matrix]:
+    """A site whose confidence matrix is a known random CSR (ids sort like their indices)."""
+    rng = np.random.default_rng(seed)
+    x = sp.random(n_users, n_items, density=0.25, format="coo", random_state=rng)
+    x.data = np.round(1 + 4 * x.data).astype(np.float32)
+    ev = events(
+        [
+            (f"u{r:03d}", f"i{c:03d}", "click", T0 + timedelta(minutes=k), float(v))
+            for k, (r, c, v) in enumerate(zip(x.row, x.col, x.data, strict=True))
+        ]
+    )
+    items = pl.DataFrame(
+        {"item_id": [f"i{c:03d}" for c in range(n_items)], "created_at": [T0] * n_items}
+    ).with_columns(pl.col("created_at").cast(pl.Datetime("us", "UTC")))
+    users = pl.DataFrame({"user_id": [f"u{r:03d}" for r in range(n_users)]})
+    return SiteData(users, items, ev), x.tocsr()
+
+
+# -- the matrix and ids ------------------------------------------------------------------------------
+def test_matrix_weights_are_type_times_attribute_times_value_before_at() -> None:
+    at = T0 + timedelta(days=1)
+    ev = events(
+        [
+            ("0042", "f1", "click", T0, 1.0),
+            ("0042", "f1", "like", T0 + timedelta(hours=1), 1.0),  # like weight 2
+            ("0042", "f2", "click", T0, 3.0),  # value 3, pricing x3
+            ("0042", "f2", "impression", T0, 1.0),  # weight 0: not an interaction
+            ("7", "f1", "click", at, 1.0),  # at the serving time: not before it
+        ]
+    )
+    items = pl.DataFrame(
+        {"item_id": ["f1", "f2"], "created_at": [T0, T0], "asset": ["guide", "pricing"]}
+    ).with_columns(pl.col("created_at").cast(pl.Datetime("us", "UTC")))
+    settings = Settings(attribute_weights=AttributeWeights("asset", {"pricing": 3.0}))
+    inter = interactions(SiteData(pl.DataFrame({"user_id": ["0042"]}), items, ev), settings, at)
+    assert list(inter.users.ids) == ["0042"] and list(inter.items.ids) == ["f1", "f2"]
+    np.testing.assert_allclose(inter.matrix.toarray(), [[3.0, 9.0]])
+
+
+def test_id_map_never_leaks_indices() -> None:
+    m = IdMap(["b", "0042", "a", "b"])
+    assert list(m.ids) == ["0042", "a", "b"]
+    assert m.index(["a", "zzz", "0042"]).tolist() == [1, -1, 0]
+    kept = IdMap(["b", "a", "b"], keep_order=True)
+    assert list(kept.ids) == ["b", "a"] and kept.index(["a"]).tolist() == [1]
+    assert IdMap(m.to_array()) == m
+
+
+# -- known answers against implicit and closed forms ----------------------------------------------
+@pytest.mark.parametrize(
+    ("weighting", "peer"),
+    [
+        ("none", lambda: implicit_nn.CosineRecommender(K=6)),
+        ("tfidf", lambda: implicit_nn.TFIDFRecommender(K=6)),
+        ("bm25", lambda: implicit_nn.BM25Recommender(K=6, K1=1.2, B=0.75)),
+    ],
+)
+def test_item_similarity_equals_implicits(weighting: str, peer) -> None:  # type: ignore[no-untyped-def]
+    data, x = random_site()
+    model = ItemKNNRecommender(k_neighbours=6, weighting=weighting).fit(data, Settings())
+    ref = peer()
+    ref.fit(x, show_progress=False)
+    np.testing.assert_allclose(
+        model.similarity_.toarray(), ref.similarity.toarray(), rtol=1e-5, atol=1e-6
+    )
+    # and scoring is the user's row times the similarity, as implicit's scorer does
+    ids, scores = ref.recommend(3, x[3], N=5)
+    recs = model.recommend(["u003"], k=5)
+    positive = scores > 0
+    assert recs["item_id"].to_list()[: positive.sum()] == [f"i{i:03d}" for i in ids[positive]]
+
+
+def test_full_neighbourhood_is_plain_cosine() -> None:
+    x = sp.random(40, 15, density=0.3, format="csr", random_state=1)
+    w = Weighting.fit(x.T.tocsr(), "none", 1.2, 0.75).transform(x.T.tocsr())
+    dense = x.toarray()
+    unit = dense / np.linalg.norm(dense, axis=0, keepdims=True).clip(1e-12)
+    np.testing.assert_allclose(
+        pruned_similarity(w, 15, block=4).toarray(), unit.T @ unit, atol=1e-12
+    )
+
+
+def test_als_equals_implicit_on_the_same_matrix() -> None:
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    data, x = random_site(seed=2)
+    model = ALSRecommender(factors=6, regularization=0.1, alpha=2.0, iterations=4, random_state=7)
+    model.fit(data, Settings())
+    ref = AlternatingLeastSquares(
+        factors=6, regularization=0.1, alpha=2.0, iterations=4, random_state=7
+    )
+    ref.fit(x, show_progress=False)
+    np.testing.assert_allclose(model.item_factors_, ref.item_factors, rtol=1e-4, atol=1e-5)
+    users = [f"u{r:03d}" for r in range(10)]
+    ids, _ = ref.recommend(np.arange(10), x[:10], N=5)
+    recs = model.recommend(users, k=5)
+    assert recs["item_id"].to_list() == [f"i{i:03d}" for i in ids.ravel()]
+
+
+def test_ease_is_the_closed_form() -> None:
+    data, x = random_site(seed=3)
+    model = EASERecommender(l2=5.0).fit(data, Settings())
+    b = (x > 0).astype(np.float64).toarray()
+    p = np.linalg.inv(b.T @ b + 5.0 * np.eye(b.shape[1]))
+    expected = -p / np.diag(p)
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(model.weights_, expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        model.score(["u005"], model.item_ids_)[0], b[5] @ expected, rtol=1e-4, atol=1e-6
+    )
+
+
+def test_ease_refuses_a_catalogue_above_max_items() -> None:
+    data, _ = random_site()
+    with pytest.raises(ConfigError, match=r"at most max_items=10 items; got 25"):
+        EASERecommender(max_items=10).fit(data, Settings())
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (ItemKNNRecommender(weighting="cosine"), "weighting must be one of"),
+        (UserKNNRecommender(k_neighbours=0), "k_neighbours must be >= 1; got 0"),
+        (ALSRecommender(factors=0), "factors must be > 0; got 0"),
+        (BPRRecommender(learning_rate=-1), "learning_rate must be > 0"),
+        (ContentRecommender(metadata_weight=2), r"metadata_weight must be in \[0, 1\]; got 2"),
+        (ContentRecommender(text_columns=["nope"]), "text_columns must be item columns"),
+    ],
+)
+def test_bad_parameters_are_named(model, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match=message):
+        model.fit(checkerboard(), Settings())
+
+
+# -- serving: fresh events, users unknown at fit -----------------------------------------------------
+def test_fresh_engagement_moves_recommendations_without_refit() -> None:
+    data = checkerboard()
+    model = ItemKNNRecommender(k_neighbours=20).fit(data, Settings())
+    user, item = "ua00", held_out("ua00")
+    assert model.recommend([user], k=1)["item_id"].to_list() == [item]
+    later = T0 + timedelta(days=60)
+    fresh = SiteData(
+        data.users,
+        data.items,
+        pl.concat([data.events, events([(user, item, "click", later, 1.0)])]),
+    )
+    model.serve_with(fresh)
+    assert item not in model.recommend([user], k=20)["item_id"].to_list()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ALSRecommender(factors=8, regularization=0.05, iterations=10, random_state=1),
+        lambda: BPRRecommender(factors=8, learning_rate=0.05, iterations=200, random_state=1),
+        lambda: UserKNNRecommender(k_neighbours=10),
+    ],
+)
+def test_users_unknown_at_fit_are_folded_in(make) -> None:  # type: ignore[no-untyped-def]
+    data = checkerboard()
+    newcomers = ["ua00", "ub03"]
+    train = SiteData(
+        data.users, data.items, data.events.filter(~pl.col("user_id").is_in(newcomers))
+    )
+    model = make().fit(train, Settings()).serve_with(data)
+    recs = model.recommend(newcomers, k=1)
+    assert dict(recs.select("user_id", "item_id").iter_rows()) == {
+        u: held_out(u) for u in newcomers
+    }
+
+
+def test_similar_items_stay_in_the_block() -> None:
+    data = checkerboard()
+    for model in (
+        ItemKNNRecommender(k_neighbours=20),
+        EASERecommender(l2=5.0),
+        ContentRecommender(),
+        ALSRecommender(factors=8, regularization=0.05, iterations=10, random_state=1),
+    ):
+        sim = model.fit(data, Settings()).similar_items(["ia1", "ib2"], k=5)
+        assert sim.height == 10, model.kind
+        for item, other in sim.select("item_id", "similar_item_id").iter_rows():
+            assert item[1] == other[1] and item != other, model.kind
+    with pytest.raises(NotFoundError, match="no-such-item"):
+        ItemKNNRecommender().fit(data, Settings()).similar_items(["no-such-item"])
+
+
+# -- cold start ----------------------------------------------------------------------------------
+def test_a_new_item_reaches_users_through_content_similarity() -> None:
+    data = checkerboard()
+    fit_at = data.time_span[1]
+    model = ContentRecommender().fit(data, Settings())
+    # After the fit, a new gardening post nobody has touched yet.
+    new = pl.DataFrame(
+        {
+            "item_id": ["ia-new"],
+            "created_at": [fit_at + timedelta(hours=1)],  # type: ignore[operator]
+            "content_type": ["garden"],
+            "lang": ["en"],
+            "title": ["pruning roses and tulips in spring"],
+        }
+    ).with_columns(pl.col("created_at").cast(pl.Datetime("us", "UTC")))
+    later = SiteData(data.users, pl.concat([data.items, new]), data.events)
+    model.serve_with(later, fit_at + timedelta(hours=2))  # type: ignore[operator]
+    garden = [u for u in later.users["user_id"] if u.startswith("ua")]
+    kitchen = [u for u in later.users["user_id"] if u.startswith("ub")]
+    recs = model.recommend(garden + kitchen, k=2)
+    for u in garden:  # the held-out item (same text and type) and the new one lead
+        assert set(recs.filter(pl.col("user_id") == u)["item_id"]) == {held_out(u), "ia-new"}
+    # kitchen readers share nothing with it (one language only: no metadata level in common)
+    assert (model.score(kitchen, ["ia-new"]) == 0.0).all()
+    assert (model.score(garden, ["ia-new"]) > 0.5).all()
+    # a model of interactions alone has no signal for it: score 0, never a leading item
+    als = ALSRecommender(factors=8, iterations=5).fit(data, Settings()).serve_with(later)
+    assert als.score(garden[:1], ["ia-new"])[0, 0] == 0.0
+
+
+def test_a_new_user_gets_segment_popularity_from_the_service() -> None:
+    data = checkerboard()
+    newcomer = pl.DataFrame({"user_id": ["newbie"], "age": [31], "gender": ["female"]})
+    data = SiteData(pl.concat([data.users, newcomer]), data.items, data.events)
+    model = ItemKNNRecommender(k_neighbours=20).fit(data, Settings())
+    service = RecommendationService(model)
+    service.fallback.min_segment_weight = 1.0
+    service.fallback.serve_with(data, model.at_)
+    recs = service.recommend(["ua01", "newbie"], k=3)
+    assert set(recs.filter(pl.col("user_id") == "ua01")["source"]) == {MODEL}
+    assert set(recs.filter(pl.col("user_id") == "newbie")["source"]) == {IN_SEGMENT}
+    assert recs.filter(pl.col("user_id") == "newbie").height == 3
+
+
+def test_serving_time_is_respected() -> None:
+    data = checkerboard()
+    early = datetime(2025, 6, 1, 5, tzinfo=UTC)  # only the first few clicks happened
+    model = EASERecommender(l2=5.0).fit(data, Settings()).serve_with(data, early)
+    assert model.history_.matrix.sum() == pytest.approx(5.0)
+
+
+def test_weighted_views_are_signal_but_not_seen() -> None:
+    # A view has a weight (1) but is not an engagement: it feeds the matrix, yet the viewed
+    # item stays recommendable; the fast path and the generic one agree on it.
+    data = checkerboard()
+    user, item = "ua00", held_out("ua00")
+    view = events([(user, item, "view", T0 + timedelta(days=20), 1.0)])
+    data = SiteData(data.users, data.items, pl.concat([data.events, view]).sort("timestamp"))
+    model = ItemKNNRecommender(k_neighbours=20).fit(data, Settings())
+    assert not model.history_.engaged_only
+    assert model.history_.matrix[model.history_.users.index([user])[0]].nnz == 8
+    fast = model.recommend([user, "ua01"], k=3)
+    generic = Recommender.recommend(model, [user, "ua01"], k=3)
+    assert_same_recs(fast, generic)
+    assert fast.filter(pl.col("user_id") == user)["item_id"][0] == item
+
+
+def test_sparse_top_k_keeps_each_rows_largest_stored_entries() -> None:
+    m = sp.random(40, 30, density=0.3, format="csr", random_state=4)
+    m.data -= 0.5  # negatives too: the order comes from the float's bits
+    top = sparse_top_k(m, 4)
+    dense = m.toarray()
+    for r in range(40):
+        stored = dense[r][dense[r] != 0]
+        expected = np.sort(stored)[::-1][:4]
+        got = top.data[top.indptr[r] : top.indptr[r + 1]]
+        np.testing.assert_allclose(got, expected)  # best first
+        cols = top.indices[top.indptr[r] : top.indptr[r + 1]]
+        np.testing.assert_allclose(dense[r, cols], got)
+
+
+def test_sparse_top_k_of_empty_matrices() -> None:
+    for shape in ((0, 5), (3, 5)):
+        top = sparse_top_k(sp.csr_matrix(shape, dtype=np.float32), 2)
+        assert top.shape == shape and top.nnz == 0

@@ -1,0 +1,159 @@
+"""Offline evaluation: splits, beyond-accuracy metrics by hand, segments, served CTR."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pytest
+
+from feedrank.config import Settings
+from feedrank.data.site import SiteData
+from feedrank.evaluation.offline import (
+    beyond_accuracy,
+    evaluate_models,
+    last_n_split,
+    make_split,
+    temporal_split,
+    user_segments,
+)
+from feedrank.evaluation.online import served_ctr
+from feedrank.exceptions import FeedrankError
+from feedrank.models.glm import GLMRecommender
+from feedrank.models.popularity import PopularityRecommender
+from feedrank.schema import EVENT_COLUMNS
+
+T0 = datetime(2026, 2, 1, tzinfo=UTC)
+
+
+def _events(
+    rows: list[tuple[str, str, str, datetime]], context: list[str | None] | None = None
+) -> pl.DataFrame:
+    ev = pl.DataFrame(
+        rows, schema=["user_id", "item_id", "type", "timestamp"], orient="row"
+    ).with_columns(
+        event_id=pl.lit(None, pl.String),
+        value=pl.lit(1.0),
+        position=pl.lit(1, pl.Int32),
+        device=pl.lit(None, pl.String),
+        context=pl.Series(context or [None] * len(rows), dtype=pl.String),
+    )
+    return ev.select([pl.col(c).cast(t) for c, t in EVENT_COLUMNS.items()]).sort("timestamp")
+
+
+def _site(events: pl.DataFrame, items: dict[str, str]) -> SiteData:
+    it = pl.DataFrame(
+        {
+            "item_id": list(items),
+            "created_at": [T0 - timedelta(days=30)] * len(items),
+            "content_type": list(items.values()),
+        }
+    )
+    users = pl.DataFrame({"user_id": events["user_id"].unique().sort(), "gender": "f"})
+    return SiteData(users, it, events)
+
+
+def test_beyond_accuracy_by_hand() -> None:
+    items = {"a": "video", "b": "video", "c": "article", "d": "image"}
+    ev = _events(
+        [
+            ("u1", "a", "click", T0),
+            ("u2", "a", "click", T0),
+            ("u2", "b", "click", T0),
+            ("u3", "c", "click", T0),
+        ]
+    )
+    data = _site(ev, items)
+    recs = pl.DataFrame(
+        {"user_id": ["u1", "u1", "u2", "u2"], "rank": [1, 2, 1, 2], "item_id": ["a", "c", "a", "b"]}
+    )
+    got = beyond_accuracy(recs, data, Settings(), k=2)
+    assert got["coverage"] == pytest.approx(3 / 4)  # a, b, c of four items
+    # self-information: a 2 of 4 engagements -> 1 bit; c and b 1 of 4 -> 2 bits; mean of a, c, a, b
+    assert got["novelty"] == pytest.approx((1 + 2 + 1 + 2) / 4)
+    # u1: a (video) vs c (article) -> distance 1; u2: a, b both video -> 0
+    assert got["intra_list_diversity"] == pytest.approx(0.5)
+    # the only pair of lists {a, c} vs {a, b}: Jaccard 1/3
+    assert got["personalisation"] == pytest.approx(1 - 1 / 3)
+
+
+def test_temporal_split_never_tests_on_what_was_seen(small_data: SiteData) -> None:
+    s = Settings()
+    last = small_data.time_span[1]
+    assert last is not None
+    cut = last - timedelta(days=3)
+    split = temporal_split(small_data, s, cut)
+    assert split.train.events["timestamp"].max() < cut  # type: ignore[operator]
+    seen = split.train.engaged_pairs(s.engagement_types)
+    assert split.test.join(seen, on=["user_id", "item_id"]).is_empty()
+    assert "temporal" in split.description and cut.isoformat() in split.description
+
+
+def test_last_n_hides_each_users_latest_items(small_data: SiteData) -> None:
+    s = Settings()
+    split = last_n_split(small_data, s, n=2)
+    assert (split.test.group_by("user_id").len()["len"] == 2).all()
+    assert split.train.events.join(split.test, on=["user_id", "item_id"]).is_empty()
+    first = (
+        small_data.events.filter(pl.col("type").is_in(s.engagement_types))
+        .group_by("user_id", "item_id")
+        .agg(t=pl.col("timestamp").min())
+    )
+    kept = (
+        first.join(split.test, on=["user_id", "item_id"], how="anti")
+        .group_by("user_id")
+        .agg(kept=pl.col("t").max())
+    )
+    hidden = (
+        first.join(split.test, on=["user_id", "item_id"])
+        .group_by("user_id")
+        .agg(hidden=pl.col("t").min())
+    )
+    both = kept.join(hidden, on="user_id")
+    assert (both["hidden"] >= both["kept"]).all()
+
+
+def test_glm_beats_popularity_where_taste_matters(small_data: SiteData) -> None:
+    split = make_split(small_data, Settings(), "temporal", test_days=3)
+    result = evaluate_models(
+        {"glm": GLMRecommender(), "popularity": PopularityRecommender()}, split, Settings(), k=10
+    )
+    table = {r["model"]: r for r in result.table().to_dicts()}
+    assert table["glm"]["NDCG@10"] > table["popularity"]["NDCG@10"]
+    assert table["glm"]["personalisation"] > table["popularity"]["personalisation"]
+    segs = user_segments(split, Settings(), ["tenure", "activity", "gender", "content_type"])
+    by_seg = result.by_segment(segs)
+    assert set(by_seg["segment"].unique()) == {"tenure", "activity", "gender", "content_type"}
+    # each segment partitions the evaluated users
+    users = result.per_user["glm"].height
+    per = by_seg.filter(pl.col("model") == "glm").group_by("segment").agg(pl.col("users").sum())
+    assert (per["users"] == users).all()
+
+
+def test_unknown_segment_is_named(small_data: SiteData) -> None:
+    split = make_split(small_data, Settings(), "last")
+    with pytest.raises(FeedrankError, match="--segment-by must be"):
+        user_segments(split, Settings(), ["shoe_size"])
+
+
+def test_served_ctr_by_model_and_position() -> None:
+    ctx_a, ctx_b = json.dumps({"model": "glm"}), json.dumps({"model": "popularity"})
+    m = timedelta(minutes=1)
+    ev = _events(
+        [
+            ("u1", "a", "impression", T0),
+            ("u1", "a", "click", T0 + m),
+            ("u2", "b", "impression", T0),
+            ("u3", "a", "impression", T0),
+            ("u3", "c", "impression", T0),
+        ],
+        [ctx_a, None, ctx_a, ctx_b, ctx_b],
+    )
+    got = served_ctr(ev, Settings()).to_dicts()
+    assert [(r["model"], r["impressions"], r["clicks"]) for r in got] == [
+        ("glm", 2, 1),
+        ("popularity", 2, 0),
+    ]
+    assert got[0]["ctr"] == 0.5 and got[0]["engagement_value"] == 1.0
+    assert got[1]["engagement_value"] is None  # no engagement followed
