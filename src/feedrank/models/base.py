@@ -20,6 +20,8 @@ from feedrank.data.site import SiteData
 from feedrank.exceptions import FeedrankError, NotFittedError, NotFoundError
 
 FORMAT_VERSION = 1
+# What recommend() returns: one row per (user, rank).
+RECS_SCHEMA = {"user_id": pl.String, "rank": pl.Int32, "item_id": pl.String, "score": pl.Float64}
 
 
 def default_serving_time(data: SiteData) -> datetime:
@@ -110,14 +112,7 @@ class Recommender(ABC):
                 scores[self.seen_mask(users, items)] = -np.inf
             frames.append(top_k(users, items, scores, k))
         if not frames:
-            return pl.DataFrame(
-                schema={
-                    "user_id": pl.String,
-                    "rank": pl.Int32,
-                    "item_id": pl.String,
-                    "score": pl.Float64,
-                }
-            )
+            return pl.DataFrame(schema=RECS_SCHEMA)
         return pl.concat(frames)
 
     def explain(self, user_id: str, item_id: str, top: int = 5) -> list[dict[str, Any]]:
@@ -169,14 +164,7 @@ def top_k(users: Sequence[str], items: np.ndarray, scores: np.ndarray, k: int) -
     """Best k items per row of `scores` (argpartition, then a sort of the k), dropping -inf."""
     k = min(k, scores.shape[1])
     if k <= 0:
-        return pl.DataFrame(
-            schema={
-                "user_id": pl.String,
-                "rank": pl.Int32,
-                "item_id": pl.String,
-                "score": pl.Float64,
-            }
-        )
+        return pl.DataFrame(schema=RECS_SCHEMA)
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     part_scores = np.take_along_axis(scores, part, axis=1)
     order = np.argsort(-part_scores, axis=1, kind="stable")
@@ -189,6 +177,6 @@ def top_k(users: Sequence[str], items: np.ndarray, scores: np.ndarray, k: int) -
             "item_id": items[idx.ravel()],
             "score": sc.ravel(),
         },
-        schema={"user_id": pl.String, "rank": pl.Int32, "item_id": pl.String, "score": pl.Float64},
+        schema=RECS_SCHEMA,
     )
     return out.filter(pl.col("score").is_finite())

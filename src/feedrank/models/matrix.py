@@ -29,14 +29,13 @@ from feedrank.config import Settings
 from feedrank.data.site import SiteData
 from feedrank.exceptions import NotFoundError
 from feedrank.features.history import History, T
-from feedrank.models.base import Recommender, default_serving_time, top_k
+from feedrank.models.base import RECS_SCHEMA, Recommender, default_serving_time, top_k
 
 # Dense score blocks are kept under this many cells (float32: 80 MB) whatever the batch size.
 MAX_BLOCK_CELLS = 20_000_000
 MAX_WORKERS = 4
 T_ = TypeVar("T_")
 
-RECS_SCHEMA = {"user_id": pl.String, "rank": pl.Int32, "item_id": pl.String, "score": pl.Float64}
 SIMILAR_SCHEMA = {
     "item_id": pl.String,
     "rank": pl.Int32,

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from feedrank.models.base import Recommender
+from feedrank.models.base import RECS_SCHEMA, Recommender
 from feedrank.models.popularity import PopularityRecommender
 
 MODEL = "model"
@@ -65,15 +65,7 @@ class RecommendationService:
             if progress:
                 progress(len(cold))
         if not parts:
-            return pl.DataFrame(
-                schema={
-                    "user_id": pl.String,
-                    "rank": pl.Int32,
-                    "item_id": pl.String,
-                    "score": pl.Float64,
-                    "source": pl.String,
-                }
-            )
+            return pl.DataFrame(schema={**RECS_SCHEMA, "source": pl.String})
         out = pl.concat(parts)
         order = pl.DataFrame(
             {"user_id": list(user_ids), "__o": np.arange(len(user_ids))},
