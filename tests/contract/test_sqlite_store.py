@@ -118,3 +118,12 @@ def test_the_previously_served_generation_survives_for_rollback() -> None:
     s.activate_generation(new)
     s.activate_generation(served)
     assert s.recommendations("u1")["item_id"].to_list() == ["served"]
+
+
+def test_durable_writes_sets_a_full_fsync_on_this_threads_connection(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = SQLiteStore(str(tmp_path / "d.db"))
+    with store._read() as c:
+        assert c.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    store.durable_writes()
+    with store._read() as c:
+        assert c.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL

@@ -43,9 +43,7 @@ R = TypeVar("R")
 def _durable_writer(store: Store) -> None:
     """Runs once in the writer thread: its SQLite connection commits with a full fsync (the
     store's default, synchronous=NORMAL, survives a killed process but not a power cut)."""
-    conn = getattr(store, "_conn", None)  # SQLiteStore's per-thread connection
-    if callable(conn):
-        conn().execute("PRAGMA synchronous=FULL")
+    store.durable_writes()
 
 
 @dataclass

@@ -109,6 +109,10 @@ class Store(ABC):
     def stats(self) -> dict[str, Any]:
         """Counts of users, items, events per type, and the events' time span."""
 
+    def durable_writes(self) -> None:  # noqa: B027 - backends that always fsync need nothing
+        """From now on, this thread's writes are on disk when they return (a full fsync per
+        commit), not only safe against a killed process."""
+
     def close(self) -> None:  # noqa: B027 - optional for backends without resources
         pass
 
