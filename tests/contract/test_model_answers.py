@@ -326,3 +326,28 @@ def test_sparse_top_k_of_empty_matrices() -> None:
     for shape in ((0, 5), (3, 5)):
         top = sparse_top_k(sp.csr_matrix(shape, dtype=np.float32), 2)
         assert top.shape == shape and top.nnz == 0
+
+
+def test_item_knn_similarity_equals_the_scipy_pruned_product() -> None:
+    """The fit uses implicit's all_pairs_knn; it must equal the plain pruned SciPy product."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from feedrank.models.knn import Weighting, pruned_similarity
+
+    rng = np.random.default_rng(1)
+    m = sp.csr_matrix(
+        (rng.random(4000) + 0.5, (rng.integers(0, 600, 4000), rng.integers(0, 150, 4000))),
+        shape=(600, 150),
+    )
+    m.sum_duplicates()
+    docs = m.T.tocsr()
+    for scheme in ("none", "bm25", "tfidf"):
+        weighted = Weighting.fit(docs, scheme, 1.2, 0.75).transform(docs)
+        ours = pruned_similarity(weighted, 20).toarray()
+        from implicit.nearest_neighbours import all_pairs_knn
+
+        theirs = all_pairs_knn(weighted.T.tocsr(), 20, num_threads=0, show_progress=False).toarray()
+        np.testing.assert_allclose(
+            np.sort(ours, axis=1)[:, -20:], np.sort(theirs, axis=1)[:, -20:], rtol=1e-6
+        )
