@@ -221,3 +221,19 @@ def test_evaluate_compares_with_popularity_by_segment(trained_db: Path) -> None:
     assert {s["segment"] for s in out["segments"]} == {"tenure", "gender"}
     bad = run(trained_db, "evaluate", "--split", "sideways", code=2)
     assert "--split must be one of" in bad
+
+
+def test_report_renders_every_plot(trained_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    run(trained_db, "report", "--out", str(out), "--test-days", "3")
+    page = out.read_text()
+    for alt in (
+        "model comparison",
+        "hit-rate distribution",
+        "calibration curve",
+        "GLM coefficients",
+        "CTR by position",
+    ):
+        assert f'alt="{alt}"' in page
+    assert page.count('src="data:image/png;base64,') >= 5
+    assert "By segment" in page and "temporal: fitted on events before" in page

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -157,3 +158,35 @@ def test_served_ctr_by_model_and_position() -> None:
     ]
     assert got[0]["ctr"] == 0.5 and got[0]["engagement_value"] == 1.0
     assert got[1]["engagement_value"] is None  # no engagement followed
+
+
+class _Oracle(PopularityRecommender):
+    """Scores each user's held-out items highest: a known answer for the sampled protocol."""
+
+    def __init__(self, favourite: dict[str, set[str]]) -> None:
+        super().__init__()
+        self.favourite = favourite
+
+    def score(self, user_ids, item_ids):  # type: ignore[no-untyped-def]
+        return np.array(
+            [
+                [1.0 if i in self.favourite.get(u, set()) else 0.0 for i in item_ids]
+                for u in user_ids
+            ]
+        )
+
+
+def test_sampled_protocol_known_answers(small_data: SiteData) -> None:
+    from feedrank.evaluation.offline import sampled_metrics
+
+    s = Settings()
+    split = make_split(small_data, s, "last")
+    held: dict[str, set[str]] = {}
+    for u, i in split.test.iter_rows():
+        held.setdefault(u, set()).add(i)
+    oracle = _Oracle(held).fit(split.train, s)
+    got = sampled_metrics(oracle, split, s, n_negatives=50, k=10)
+    assert got["sampled HR@10"] == 1.0 and got["sampled MRR"] == 1.0
+    flat = _Oracle({}).fit(split.train, s)  # every score ties: ties count against the held-out item
+    worst = sampled_metrics(flat, split, s, n_negatives=50, k=10)
+    assert worst["sampled HR@10"] == 0.0 and worst["sampled MRR"] == pytest.approx(1 / 51)

@@ -14,6 +14,7 @@ from feedrank.cli import (
     experiment_cmds,
     model_cmds,
     registry_cmds,
+    report_cmd,
     serve_cmd,
     similar_cmd,
 )
@@ -73,6 +74,7 @@ demo_cmd.register(app)
 experiment_cmds.register(app)
 registry_cmds.register(app)
 evaluate_cmd.register(app)
+report_cmd.register(app)
 serve_cmd.register(app)
 
 if __name__ == "__main__":

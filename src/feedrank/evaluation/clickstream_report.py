@@ -12,9 +12,7 @@ Images are embedded as base64 data URIs, so the file stands alone."""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -25,24 +23,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
-from matplotlib.figure import Figure
 
 from feedrank.config import Settings
 from feedrank.data.site import SiteData
 from feedrank.evaluation.clickstream_eval import Comparison, hr_plus_bu
+from feedrank.evaluation.html import CSS, png, table_html
 from feedrank.evaluation.loo import ModelResult, item_units
 from feedrank.features.history import History
 from feedrank.models.hybrid import HybridRecommender
 
 NEIGHBOURS = 10
-
-
-def png(fig: Figure) -> str:
-    """A figure as a base64 PNG data URI (the figure is closed)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def item_similarity(
@@ -142,27 +132,6 @@ def hit_rate_3d(result: ModelResult, data: SiteData, settings: Settings) -> str:
     return png(fig)
 
 
-def _table_html(df: pl.DataFrame) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
-    rows = []
-    for row in df.iter_rows():
-        cells = []
-        for v in row:
-            text = f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))
-            cells.append(f"<td>{html.escape(text)}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-
-
-CSS = (
-    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-    "table{border-collapse:collapse;font-size:13px;margin:1em 0}"
-    "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-    "th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}"
-    "img{max-width:100%;display:block;margin:1em 0}.note{color:#555;font-size:13px}"
-)
-
-
 def render_report(
     comp: Comparison, settings: Settings, summary: dict[str, object] | None = None
 ) -> str:
@@ -184,7 +153,7 @@ def render_report(
     if summary:
         parts.append(
             "<h2>Data</h2>"
-            + _table_html(
+            + table_html(
                 pl.DataFrame({"": list(summary), "value": [str(v) for v in summary.values()]})
             )
         )
@@ -198,7 +167,7 @@ def render_report(
         "rate: share of the top 10 whose unit meets the units of the cookie's strongest forms "
         "(maximal asset weight x submissions, whole history). Forms without a unit never match.</p>",
         "<h2>Model comparison</h2>",
-        _table_html(comp.table()),
+        table_html(comp.table()),
     ]
     if comp.skipped:
         parts.append("<p class='note'>Skipped: " + html.escape(str(comp.skipped)) + "</p>")
@@ -218,9 +187,9 @@ def render_report(
             f"<h2>How much each source counts ({html.escape(r.name)})</h2>",
             "<p class='note'>Coefficients per standard deviation of each feature, learned on an "
             "inner hold-out of the training data.</p>",
-            _table_html(model.coef_table()),
+            table_html(model.coef_table()),
         ]
     for name, table in comp.validation.items():
-        parts += [f"<h3>Validation: {html.escape(name)}</h3>", _table_html(table)]
+        parts += [f"<h3>Validation: {html.escape(name)}</h3>", table_html(table)]
     parts.append("</body></html>")
     return "\n".join(parts)

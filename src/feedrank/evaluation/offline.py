@@ -300,12 +300,52 @@ def user_segments(split: Split, settings: Settings, segment_by: Sequence[str]) -
     return out
 
 
+def sampled_metrics(
+    model: Recommender, split: Split, settings: Settings, n_negatives: int, k: int, seed: int = 0
+) -> dict[str, float]:
+    """The sampled-negatives protocol, only on request: each held-out (user, item) is ranked
+    among `n_negatives` items drawn at random (seeded) from those the user never engaged with.
+    Much easier than full ranking, so its numbers are higher and not comparable to it."""
+    rng = np.random.default_rng(seed)
+    items = split.train.items["item_id"].to_numpy()
+    engaged = pl.concat([split.train.engaged_pairs(settings.engagement_types), split.test]).unique()
+    pairs = split.test.with_row_index("pair")
+    draws = rng.integers(0, len(items), (pairs.height, n_negatives * 2))  # spare draws for rejects
+    neg = (
+        pl.DataFrame(
+            {
+                "pair": np.repeat(pairs["pair"].to_numpy(), draws.shape[1]),
+                "item_id": items[draws.ravel()],
+            },
+            schema={"pair": pl.UInt32, "item_id": pl.String},
+        )
+        .join(pairs.select("pair", "user_id"), on="pair")
+        .join(engaged, on=["user_id", "item_id"], how="anti", maintain_order="left")
+        .group_by("pair", maintain_order=True)
+        .head(n_negatives)
+    )
+    ranks = np.zeros(pairs.height, dtype=np.int64)
+    for (user,), group in pairs.group_by("user_id", maintain_order=True):  # one score() per user
+        mine = neg.filter(pl.col("pair").is_in(group["pair"].implode()))
+        cand = np.unique(np.concatenate([group["item_id"].to_numpy(), mine["item_id"].to_numpy()]))
+        score = dict(zip(cand, model.score([str(user)], cand)[0], strict=True))
+        for pair, pos in group.select("pair", "item_id").iter_rows():
+            negs = mine.filter(pl.col("pair") == pair)["item_id"].to_numpy()
+            ranks[pair] = int(sum(score[x] >= score[pos] for x in negs))  # ties count against
+    return {
+        f"sampled HR@{k}": float(np.mean(ranks < k)),
+        f"sampled NDCG@{k}": float(np.mean(np.where(ranks < k, 1 / np.log2(ranks + 2), 0.0))),
+        "sampled MRR": float(np.mean(1 / (ranks + 1))),
+    }
+
+
 @dataclass
 class Evaluation:
     split: Split
     k: int
     per_user: dict[str, pl.DataFrame]  # model -> per-user ranking metrics
     beyond: dict[str, dict[str, float]]  # model -> beyond-accuracy metrics
+    sampled: dict[str, dict[str, float]] | None = None  # model -> sampled-negatives metrics
 
     def table(self) -> pl.DataFrame:
         rows = []
@@ -336,14 +376,20 @@ class Evaluation:
 
 
 def evaluate_models(
-    models: dict[str, Recommender], split: Split, settings: Settings, k: int = 10
+    models: dict[str, Recommender],
+    split: Split,
+    settings: Settings,
+    k: int = 10,
+    sampled: int | None = None,
 ) -> Evaluation:
     """Fit every model on the split's training data and rank the full catalogue for its users."""
     users = split.test["user_id"].unique(maintain_order=True).to_list()
-    per_user, beyond = {}, {}
+    per_user, beyond, samp = {}, {}, {}
     for name, model in models.items():
         model.fit(split.train, settings)
         recs = model.recommend(users, k=k, exclude_seen=True)
         per_user[name] = ranking_metrics(recs, split, k)
         beyond[name] = beyond_accuracy(recs, split.train, settings, k)
-    return Evaluation(split, k, per_user, beyond)
+        if sampled:
+            samp[name] = sampled_metrics(model, split, settings, sampled, k)
+    return Evaluation(split, k, per_user, beyond, samp or None)
