@@ -53,6 +53,8 @@ class Settings:
     negative_ratio: int = 4
     age_bands: tuple[int, ...] = DEFAULT_AGE_BANDS
     seed: int = 0
+    # Online experiments: name -> {variant: share}; a variant is a registry model name.
+    experiments: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.engagement_types if t not in self.type_weights]

@@ -235,14 +235,17 @@ def validate_items(
 
 
 def _unpack_context(df: pl.DataFrame) -> pl.DataFrame:
-    """A JSON `context` column (e.g. events exported from a store) is unpacked so its keys are
-    extra columns again; one that is not JSON objects stays an ordinary extra column."""
+    """A `context` column of objects or JSON text (e.g. events exported from a store) is unpacked
+    so its keys are extra columns again; one that is not objects stays an ordinary extra column."""
     if df["context"].null_count() == df.height:
         return df.drop("context")
-    try:
-        ctx = df["context"].cast(pl.String).str.json_decode(infer_schema_length=None)
-    except pl.exceptions.PolarsError:
-        return df.rename({"context": "context_text"})
+    if isinstance(df.schema["context"], pl.Struct):  # objects (the HTTP API, JSON Lines)
+        ctx = df["context"]
+    else:
+        try:
+            ctx = df["context"].cast(pl.String).str.json_decode(infer_schema_length=None)
+        except pl.exceptions.PolarsError:
+            return df.rename({"context": "context_text"})
     if not isinstance(ctx.dtype, pl.Struct):
         return df.rename({"context": "context_text"})
     keys = [f.name for f in ctx.dtype.fields if f.name not in df.columns]

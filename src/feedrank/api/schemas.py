@@ -147,6 +147,10 @@ class RecommendationsOut(BaseModel):
     served_from: str = Field(description="generation (precomputed) or live")
     cold_start: bool
     items: list[RecItem]
+    experiment: str | None = Field(None, description="the experiment asked for, if any")
+    variant: str | None = Field(
+        None, description="the user's variant in it (the model that served)"
+    )
 
 
 class ErrorOut(BaseModel):

@@ -13,6 +13,9 @@ from feedrank.api.auth import require
 from feedrank.api.recommending import RecRequest
 from feedrank.api.routers import runtime
 from feedrank.api.schemas import ERRORS, RecommendationsOut
+from feedrank.config import Settings
+from feedrank.exceptions import NotFoundError
+from feedrank.experiments.ab import Experiment
 
 router = APIRouter(tags=["recommendations"], dependencies=[Depends(require("read"))])
 
@@ -29,11 +32,21 @@ async def recommendations(
     exclude_seen: bool = Query(True, description="leave out items the user engaged with"),
     explain: bool = Query(False, description="each item's largest feature contributions"),
     model: str | None = Query(None, description="a registry model name (default: the served one)"),
+    experiment: str | None = Query(
+        None,
+        max_length=256,
+        description="an experiment configured in settings: the user's variant (a model) serves, "
+        "and the response says which; send it back in the impressions' context",
+    ),
     rt: Runtime = Depends(runtime),
 ) -> Any:
     """Top-k items with scores. Users without history get the cold-start fallback, marked by
     `source` and `cold_start`. Fresh events count at once."""
     state = rt.state  # one consistent model + generation for the whole request
+    variant = None
+    if experiment is not None:
+        variant = assign_variant(rt.settings.data, experiment, user_id)
+        model = variant
     req = RecRequest(user_id, k, exclude_seen, explain, model or None)
     service = rt.recommending
     # The fast path (about a millisecond) runs on the event loop; live scoring (tens of ms)
@@ -42,7 +55,21 @@ async def recommendations(
     if out is None:
         out = await run_in_threadpool(service.live, state, rt.fresh, req)
     rt.metrics.recommendations.labels(out.served_from).inc()
-    return JSONResponse(out.__dict__)  # already the documented shape: skip re-validating it
+    body = (
+        out.__dict__
+        if variant is None
+        else {**out.__dict__, "experiment": experiment, "variant": variant}
+    )
+    return JSONResponse(body)  # already the documented shape: skip re-validating it
+
+
+def assign_variant(settings: Settings, experiment: str, user_id: str) -> str:
+    shares = settings.experiments.get(experiment)
+    if shares is None:
+        raise NotFoundError(
+            f"experiment must be one of {sorted(settings.experiments)}; got '{experiment}'"
+        )
+    return Experiment(experiment, shares).assign([user_id])[0]
 
 
 @router.get("/items/{item_id}/similar", responses=ERRORS)
