@@ -40,6 +40,11 @@ def _weights(target_prob: np.ndarray, logging_prob: np.ndarray) -> np.ndarray:
     return np.asarray(target_prob, dtype=float) / logging_prob
 
 
+def _effective_n(w: np.ndarray) -> float:
+    """(sum w)^2 / sum w^2: how many impressions the weighted estimate is really worth."""
+    return float(w.sum() ** 2 / (w**2).sum())
+
+
 def _bootstrap(stat: Any, n: int, seed: int, level: float, n_boot: int) -> tuple[float, float]:
     rng = np.random.default_rng(seed)
     draws = np.array([stat(rng.integers(0, n, n)) for _ in range(n_boot)])
@@ -57,10 +62,10 @@ def ips(
     n_boot: int = BOOTSTRAP,
 ) -> Estimate:
     r = np.asarray(rewards, dtype=float)
-    wr = _weights(target_prob, logging_prob) * r
     w = _weights(target_prob, logging_prob)
+    wr = w * r
     lo, hi = _bootstrap(lambda i: wr[i].mean(), len(r), seed, level, n_boot)
-    return Estimate("ips", float(wr.mean()), lo, hi, len(r), float(w.sum() ** 2 / (w**2).sum()))
+    return Estimate("ips", float(wr.mean()), lo, hi, len(r), _effective_n(w))
 
 
 def snips(
@@ -74,9 +79,7 @@ def snips(
     r = np.asarray(rewards, dtype=float)
     w = _weights(target_prob, logging_prob)
     lo, hi = _bootstrap(lambda i: (w[i] * r[i]).sum() / w[i].sum(), len(r), seed, level, n_boot)
-    return Estimate(
-        "snips", float((w * r).sum() / w.sum()), lo, hi, len(r), float(w.sum() ** 2 / (w**2).sum())
-    )
+    return Estimate("snips", float((w * r).sum() / w.sum()), lo, hi, len(r), _effective_n(w))
 
 
 def observed_rate(clicks: np.ndarray, level: float = 0.95) -> Estimate:
