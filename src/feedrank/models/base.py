@@ -67,25 +67,35 @@ class Recommender(ABC):
         items = self.data_.items.filter(pl.col("created_at") <= self.at_)
         return items["item_id"].to_numpy()
 
-    def seen_mask(self, user_ids: Sequence[str], item_ids: np.ndarray) -> np.ndarray:
-        """True where the user already engaged with the item (before the serving time)."""
+    def _engaged_before(self) -> pl.DataFrame:
+        """Distinct (user_id, item_id) engaged before the serving time: computed once per
+        serving state, not once per batch of users."""
+        cached = getattr(self, "_engaged_cache", None)
+        if cached is not None and cached[0] is self.data_ and cached[1] == self.at_:
+            return cached[2]  # type: ignore[no-any-return]
         eng = (
             self.data_.events.filter(
                 pl.col("type").is_in(self.settings_.engagement_types)
                 & (pl.col("timestamp") < self.at_)
-                & pl.col("user_id").is_in(list(user_ids))
+                & (pl.col("item_id") != "")
             )
             .select("user_id", "item_id")
             .unique()
         )
+        self._engaged_cache = (self.data_, self.at_, eng)
+        return eng
+
+    def seen_mask(self, user_ids: Sequence[str], item_ids: np.ndarray) -> np.ndarray:
+        """True where the user already engaged with the item (before the serving time)."""
         mask = np.zeros((len(user_ids), len(item_ids)), dtype=bool)
-        if eng.is_empty():
-            return mask
-        uidx = {u: i for i, u in enumerate(user_ids)}
-        iidx = pl.DataFrame({"item_id": item_ids, "__i": np.arange(len(item_ids))})
-        hit = eng.join(iidx, on="item_id")
-        rows = np.array([uidx[u] for u in hit["user_id"].to_list()], dtype=np.int64)
-        mask[rows, hit["__i"].to_numpy()] = True
+        users = pl.DataFrame({"user_id": list(user_ids)}, schema={"user_id": pl.String})
+        items = pl.DataFrame({"item_id": item_ids}, schema={"item_id": pl.String})
+        hit = (
+            self._engaged_before()
+            .join(users.with_row_index("__u"), on="user_id")
+            .join(items.with_row_index("__i"), on="item_id")
+        )
+        mask[hit["__u"].to_numpy(), hit["__i"].to_numpy()] = True
         return mask
 
     # -- scoring -----------------------------------------------------------------------------------

@@ -245,11 +245,14 @@ def engagement_matrix(
     agg = ev.group_by("user_id", "item_id").agg(pl.col("weight").sum())
     users = sorted(set(agg["user_id"].to_list()))
     items = data.items["item_id"].to_list()
-    u_idx = {u: i for i, u in enumerate(users)}
-    i_idx = {v: i for i, v in enumerate(items)}
-    keep = agg.filter(pl.col("item_id").is_in(items))
-    rows = np.array([u_idx[u] for u in keep["user_id"].to_list()], dtype=np.int64)
-    cols = np.array([i_idx[i] for i in keep["item_id"].to_list()], dtype=np.int64)
+    keep = agg.join(
+        pl.DataFrame({"user_id": users}, schema={"user_id": pl.String}).with_row_index("__u"),
+        on="user_id",
+    ).join(
+        pl.DataFrame({"item_id": items}, schema={"item_id": pl.String}).with_row_index("__i"),
+        on="item_id",
+    )
+    rows, cols = keep["__u"].to_numpy(), keep["__i"].to_numpy()
     vals = np.log1p(keep["weight"].to_numpy())
     return users, items, sp.csr_matrix((vals, (rows, cols)), shape=(len(users), len(items)))
 
