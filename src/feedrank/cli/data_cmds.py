@@ -68,43 +68,33 @@ def _import(
         raise typer.Exit(1)
 
 
-@import_app.command("users")
-@handle_errors
-def import_users(
-    ctx: typer.Context,
-    path: Path = FILE,
-    fmt: str | None = FORMAT,
-    mapping: list[str] = MAP,
-    strict: bool = STRICT,
-) -> None:
-    """Users: user_id plus any attributes (age, gender, country, ...)."""
-    _import(ctx, "users", path, fmt, mapping, strict)
+_DESCRIPTIONS: dict[Kind, str] = {
+    "users": "Users: user_id plus any attributes (age, gender, country, ...).",
+    "items": "Items: item_id, created_at plus any attributes (content_type, lang, author, title, ...).",
+    "interactions": "Interactions: user_id, item_id, type, timestamp [, event_id, value, position, "
+    "device, ...].",
+}
 
 
-@import_app.command("items")
-@handle_errors
-def import_items(
-    ctx: typer.Context,
-    path: Path = FILE,
-    fmt: str | None = FORMAT,
-    mapping: list[str] = MAP,
-    strict: bool = STRICT,
-) -> None:
-    """Items: item_id, created_at plus any attributes (content_type, lang, author, title, ...)."""
-    _import(ctx, "items", path, fmt, mapping, strict)
+def _import_command(kind: Kind) -> None:
+    """One `feedrank import KIND FILE` command; the three kinds differ only in what they read."""
+
+    @handle_errors
+    def command(
+        ctx: typer.Context,
+        path: Path = FILE,
+        fmt: str | None = FORMAT,
+        mapping: list[str] = MAP,
+        strict: bool = STRICT,
+    ) -> None:
+        _import(ctx, kind, path, fmt, mapping, strict)
+
+    command.__doc__ = _DESCRIPTIONS[kind]
+    import_app.command(kind)(command)
 
 
-@import_app.command("interactions")
-@handle_errors
-def import_interactions(
-    ctx: typer.Context,
-    path: Path = FILE,
-    fmt: str | None = FORMAT,
-    mapping: list[str] = MAP,
-    strict: bool = STRICT,
-) -> None:
-    """Interactions: user_id, item_id, type, timestamp [, event_id, value, position, device, ...]."""
-    _import(ctx, "interactions", path, fmt, mapping, strict)
+for _kind in _DESCRIPTIONS:
+    _import_command(_kind)
 
 
 def register(app: typer.Typer) -> None:

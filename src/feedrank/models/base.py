@@ -138,13 +138,20 @@ class Recommender(ABC):
         )
 
     # -- persistence -------------------------------------------------------------------------------
-    @abstractmethod
+    def _params(self) -> dict[str, Any]:
+        """The constructor's parameters, JSON-able."""
+        raise NotImplementedError(f"{type(self).__name__} must define _params or _state")
+
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """JSON-able metadata and named arrays that fully describe the fitted model."""
+        """JSON-able metadata and named arrays that fully describe the fitted model. By default
+        the parameters and settings: models whose state is rebuilt from data at serving."""
+        return {"params": self._params(), "settings": self.settings_.to_dict()}, {}
 
     @classmethod
-    @abstractmethod
-    def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self: ...
+    def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
+        model = cls(**meta["params"])
+        model.settings_ = Settings.from_dict(meta["settings"])
+        return model
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
         path = Path(path)

@@ -50,14 +50,5 @@ class FreshnessRecommender(Recommender):
         fresh = 0.5 ** (np.maximum(created, 0.0) / self.half_life_days)
         return np.tile(fresh, (len(user_ids), 1))
 
-    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return {
-            "params": {"half_life_days": self.half_life_days},
-            "settings": self.settings_.to_dict(),
-        }, {}
-
-    @classmethod
-    def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
-        model = cls(**meta["params"])
-        model.settings_ = Settings.from_dict(meta["settings"])
-        return model
+    def _params(self) -> dict[str, Any]:
+        return {"half_life_days": self.half_life_days}

@@ -116,18 +116,9 @@ class PopularityRecommender(Recommender):
                 out[rows] = self._vector(self.by_segment_.filter(pl.col("segment") == s), items)
         return out
 
-    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def _params(self) -> dict[str, Any]:
         return {
-            "params": {
-                "segment_by": list(self.segment_by),
-                "half_life_days": self.half_life_days,
-                "min_segment_weight": self.min_segment_weight,
-            },
-            "settings": self.settings_.to_dict(),
-        }, {}
-
-    @classmethod
-    def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
-        model = cls(**meta["params"])
-        model.settings_ = Settings.from_dict(meta["settings"])
-        return model
+            "segment_by": list(self.segment_by),
+            "half_life_days": self.half_life_days,
+            "min_segment_weight": self.min_segment_weight,
+        }
