@@ -4,15 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import typer
 
-from feedrank.cli.common import console, ctx_obj, handle_errors, print_frame, print_json
-from feedrank.data.open_bandit import CAMPAIGNS, default_root, item_count, load_log
-from feedrank.evaluation.offpolicy import compare, ips, observed_rate, snips
-from feedrank.exceptions import ConfigError
+from feedrank.cli.common import (
+    console,
+    ctx_obj,
+    err_console,
+    handle_errors,
+    print_frame,
+    print_json,
+)
+from feedrank.data.open_bandit import default_root
+from feedrank.evaluation.offpolicy_check import uniform_policy_check
+from feedrank.evaluation.offpolicy_models import default_cut, estimate_models
+from feedrank.exceptions import ConfigError, FeedrankError
 from feedrank.experiments.ab import Experiment, report
+from feedrank.models import MODELS
 
 ab_app = typer.Typer(
     help="Online A/B tests: assign users to variants, report CTR and return rates.",
@@ -72,69 +80,105 @@ def ab_report(
     print_frame(rep.returns, "return rate of exposed users (share back within N days)")
 
 
+offpolicy_app = typer.Typer(
+    help="Off-policy estimates: what a model would have earned, from logged impressions.",
+    no_args_is_help=True,
+)
+
+
+@offpolicy_app.command("estimate")
+@handle_errors
+def offpolicy_estimate(
+    ctx: typer.Context,
+    model: list[str] = typer.Option(
+        ["glm"], "--model", help=f"Model kinds to estimate (repeatable): {sorted(MODELS)}."
+    ),
+    test_days: float = typer.Option(
+        7.0, "--test-days", help="Estimate on the impressions of the last days; fit before."
+    ),
+    temperature: float | None = typer.Option(
+        None,
+        "--temperature",
+        help="Serve as softmax (Plackett-Luce) exploration at this temperature, in units of the "
+        "user's score spread; default: greedy top-k.",
+    ),
+    n_sim: int = typer.Option(2000, "--n-sim", min=100, help="Softmax: rankings drawn per user."),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap and sampling seed."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Estimate each model's CTR (IPS, SNIPS, 95% bootstrap intervals) from the logged
+    impressions whose context carries the logging policy's `propensity`, with popularity
+    beside and the logging policy's own CTR for reference."""
+    c = ctx_obj(ctx)
+    unknown = [m for m in model if m not in MODELS]
+    if unknown:
+        raise FeedrankError(f"--model must be among {sorted(MODELS)}; got {unknown}")
+    names = list(dict.fromkeys([*model, "popularity"]))  # popularity always beside
+    data = c.store.load()
+    cut = default_cut(data, test_days)
+    with console.status(f"fitting and estimating: {', '.join(names)}"):
+        rep = estimate_models(
+            {m: MODELS[m]() for m in names}, data, c.settings, cut, temperature, n_sim, seed
+        )
+    if as_json:
+        print_json(rep.to_dict())
+        return
+    console.print(f"[bold]split[/bold]: {rep.description}")
+    console.print(
+        f"logging policy's own CTR: {rep.logged.value:.4g} "
+        f"[{rep.logged.ci_low:.4g}, {rep.logged.ci_high:.4g}]"
+    )
+    print_frame(rep.table(), "estimated CTR had each model served (95% bootstrap intervals)")
+    for p in rep.policies:
+        for w in p.weights.warnings:
+            err_console.print(f"[yellow]warning[/yellow] {p.model}: {w}", highlight=False)
+
+
+@offpolicy_app.command("open-bandit")
+@handle_errors
+def offpolicy_open_bandit(
+    data: Path = typer.Option(
+        None, "--data", help="Open Bandit directory (default: ../shared/data/open-bandit)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap and cross-fitting seed."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Check the estimators against reality on the Open Bandit Dataset: the uniform-random
+    policy's CTR estimated (IPS, SNIPS, DR) from the Thompson-sampling log, beside the CTR the
+    random policy actually got in its own log, per campaign."""
+    rows = uniform_policy_check(data or default_root(), seed=seed)
+    if as_json:
+        print_json(rows)
+        return
+    table = pl.DataFrame(rows)
+    observed = table.unique("campaign", keep="first", maintain_order=True)
+    for r in observed.iter_rows(named=True):
+        console.print(
+            f"random log, {r['campaign']}: CTR {r['random_log_ctr']:.4g} "
+            f"[{r['random_ci_low']:.4g}, {r['random_ci_high']:.4g}] (Wilson 95%)"
+        )
+    print_frame(
+        table.select("campaign", "method", "estimate", "ci_low", "ci_high", "effective_n"),
+        "uniform-random policy estimated from the Thompson-sampling log (95% bootstrap)",
+    )
+    print_frame(
+        table.select(
+            "campaign",
+            "method",
+            pl.col("estimate_in_observed_ci").alias("in_random_ci"),
+            pl.col("observed_in_estimate_ci").alias("covers_random"),
+            pl.col("difference_p_value").alias("p_value"),
+            "pass_probability",
+        ),
+        "agreement; pass_probability: the chance that an exactly unbiased estimator with this "
+        "interval lands in the random log's",
+    )
+    for r in rows:
+        if r["method"] == "ips":
+            for w in r["warnings"]:
+                err_console.print(f"[yellow]warning[/yellow] {r['campaign']}: {w}", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(ab_app, name="ab")
-
-    @app.command()
-    @handle_errors
-    def offpolicy(
-        data: Path = typer.Option(
-            None, "--data", help="Open Bandit directory (default: ../shared/data/open-bandit)."
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-    ) -> None:
-        """Check the off-policy estimators on the Open Bandit Dataset: the uniform-random
-        policy's CTR estimated (IPS, SNIPS) from the Thompson-sampling log, beside the CTR the
-        random policy actually got in its own log, per campaign."""
-        root = data or default_root()
-        rows = []
-        for campaign in CAMPAIGNS:
-            bts, rand = load_log("bts", campaign, root), load_log("random", campaign, root)
-            target = np.full(bts.height, 1 / item_count(campaign, root))
-            observed = observed_rate(rand["click"].to_numpy())
-            for est in (
-                ips(bts["click"].to_numpy(), target, bts["propensity_score"].to_numpy()),
-                snips(bts["click"].to_numpy(), target, bts["propensity_score"].to_numpy()),
-            ):
-                rows.append(
-                    {
-                        "campaign": campaign,
-                        "method": est.method,
-                        "estimate": est.value,
-                        "ci_low": est.ci_low,
-                        "ci_high": est.ci_high,
-                        "effective_n": est.effective_n,
-                        "random_log_ctr": observed.value,
-                        "random_ci_low": observed.ci_low,
-                        "random_ci_high": observed.ci_high,
-                        **compare(est, observed),
-                    }
-                )
-        table = pl.DataFrame(rows)
-        if as_json:
-            print_json(table.to_dicts())
-            return
-        print_frame(
-            table.select(
-                "campaign",
-                "method",
-                "estimate",
-                "ci_low",
-                "ci_high",
-                "effective_n",
-                "random_log_ctr",
-                "random_ci_low",
-                "random_ci_high",
-            ),
-            "uniform-random policy: estimated from the Thompson-sampling log vs observed (95% intervals)",
-        )
-        print_frame(
-            table.select(
-                "campaign",
-                "method",
-                "estimate_in_observed_ci",
-                "observed_in_estimate_ci",
-                "difference_p_value",
-            ),
-            "agreement",
-        )
+    app.add_typer(offpolicy_app, name="offpolicy")

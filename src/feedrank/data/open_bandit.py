@@ -35,6 +35,12 @@ def load_log(policy: str, campaign: str, root: str | Path | None = None) -> pl.D
     )
 
 
-def item_count(campaign: str, root: str | Path | None = None) -> int:
-    """Items the campaign's random policy chose among (its propensity is 1 / this)."""
-    return load_log("random", campaign, root)["item_id"].n_unique()
+def item_count(campaign: str, root: str | Path | None = None, policy: str = "bts") -> int:
+    """Items of the campaign, from the policy's own item_context.csv: the uniform-random policy
+    chooses among them (propensity 1 / this). Read beside the log being reweighted, so an
+    estimate from the Thompson-sampling log takes nothing from the random log it is checked
+    against."""
+    path = Path(root or default_root()) / policy / campaign / "item_context.csv"
+    if not path.exists():
+        raise NotFoundError(f"the Open Bandit item context must exist at {path}")
+    return pl.read_csv(path)["item_id"].n_unique()

@@ -3,7 +3,15 @@ the logging policy's propensities — what a policy would have earned, before it
 
 - IPS: mean of r * pi_new(a|x) / pi_log(a|x); unbiased when propensities are right.
 - SNIPS: the same weights normalised to sum to one; a little bias, much less variance.
-Confidence intervals are seeded bootstrap percentiles over impressions."""
+- DR (doubly robust): a reward model's prediction under the new policy plus the IPS-weighted
+  residual of the logged reward; unbiased when either the propensities or the reward model are
+  right, and less variable than IPS when the reward model explains some of the clicks.
+Confidence intervals are seeded bootstrap percentiles over impressions.
+
+`weight_diagnostics` says whether the weights can be trusted at all: their mean must be near 1
+(E[w] = 1 under correct propensities; far from it, the log's propensities or the new policy's
+support are off), and the effective sample size says how many impressions the estimate is
+really worth."""
 
 from __future__ import annotations
 
@@ -42,7 +50,7 @@ def _weights(target_prob: np.ndarray, logging_prob: np.ndarray) -> np.ndarray:
 
 def _effective_n(w: np.ndarray) -> float:
     """(sum w)^2 / sum w^2: how many impressions the weighted estimate is really worth."""
-    return float(w.sum() ** 2 / (w**2).sum())
+    return float(w.sum() ** 2 / (w**2).sum()) if w.any() else 0.0
 
 
 def _bootstrap(stat: Any, n: int, seed: int, level: float, n_boot: int) -> tuple[float, float]:
@@ -78,8 +86,77 @@ def snips(
 ) -> Estimate:
     r = np.asarray(rewards, dtype=float)
     w = _weights(target_prob, logging_prob)
-    lo, hi = _bootstrap(lambda i: (w[i] * r[i]).sum() / w[i].sum(), len(r), seed, level, n_boot)
+    if w.sum() == 0:  # the new policy shows nothing that was logged: no estimate
+        return Estimate("snips", float("nan"), float("nan"), float("nan"), len(r), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a resample may hold no weight
+        lo, hi = _bootstrap(lambda i: (w[i] * r[i]).sum() / w[i].sum(), len(r), seed, level, n_boot)
     return Estimate("snips", float((w * r).sum() / w.sum()), lo, hi, len(r), _effective_n(w))
+
+
+def dr(
+    rewards: np.ndarray,
+    target_prob: np.ndarray,
+    logging_prob: np.ndarray,
+    predicted_logged: np.ndarray,
+    predicted_target: np.ndarray,
+    seed: int = 0,
+    level: float = 0.95,
+    n_boot: int = BOOTSTRAP,
+) -> Estimate:
+    """`predicted_logged`: the reward model's click probability of each logged impression;
+    `predicted_target`: its expected click probability under the new policy in the same context
+    (the sum over items of pi_new(a|x) q(x, a)). Fit the reward model out of fold
+    (cross-fitting), or its own fitting errors leak into the correction term."""
+    r = np.asarray(rewards, dtype=float)
+    w = _weights(target_prob, logging_prob)
+    terms = np.asarray(predicted_target, float) + w * (r - np.asarray(predicted_logged, float))
+    lo, hi = _bootstrap(lambda i: terms[i].mean(), len(r), seed, level, n_boot)
+    return Estimate("dr", float(terms.mean()), lo, hi, len(r), _effective_n(w))
+
+
+@dataclass(frozen=True)
+class WeightDiagnostics:
+    mean_weight: float
+    mean_weight_ci_low: float
+    mean_weight_ci_high: float
+    effective_n: float
+    max_weight_share: float  # the largest single weight over the sum of weights
+    support: float  # share of logged impressions the new policy could have shown too
+    warnings: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def weight_diagnostics(
+    target_prob: np.ndarray,
+    logging_prob: np.ndarray,
+    seed: int = 0,
+    level: float = 0.95,
+    n_boot: int = BOOTSTRAP,
+    min_effective_n: float = 100.0,
+) -> WeightDiagnostics:
+    w = _weights(target_prob, logging_prob)
+    lo, hi = _bootstrap(lambda i: w[i].mean(), len(w), seed, level, n_boot)
+    total, ess = w.sum(), _effective_n(w)
+    share = float(w.max() / total) if total > 0 else 1.0
+    support = float((np.asarray(target_prob) > 0).mean())
+    warnings = []
+    if support == 0:
+        warnings.append("the new policy would have shown none of the logged items where they were")
+    if not lo <= 1.0 <= hi:
+        warnings.append(
+            f"the mean importance weight must be near 1; got {w.mean():.3g} "
+            f"[{lo:.3g}, {hi:.3g}]: the logged propensities or the new policy's support are off"
+        )
+    if ess < min_effective_n:
+        warnings.append(
+            f"the effective sample size must be at least {min_effective_n:g} for a usable "
+            f"estimate; got {ess:.1f} of {len(w)} impressions"
+        )
+    if share > 0.1:
+        warnings.append(f"one impression carries {share:.0%} of the total weight")
+    return WeightDiagnostics(float(w.mean()), lo, hi, ess, share, support, tuple(warnings))
 
 
 def observed_rate(clicks: np.ndarray, level: float = 0.95) -> Estimate:
@@ -93,13 +170,21 @@ def observed_rate(clicks: np.ndarray, level: float = 0.95) -> Estimate:
 
 
 def compare(estimate: Estimate, observed: Estimate) -> dict[str, Any]:
-    """Three honest readings of "does the estimate agree with what the policy really earned"."""
+    """Honest readings of "does the estimate agree with what the policy really earned".
+
+    `pass_probability`: how often an exactly unbiased estimator with this estimate's standard
+    error would land inside the observed interval (both errors taken as normal) — the chance
+    that the first reading holds when nothing is wrong, to read a miss against."""
     se_e = (estimate.ci_high - estimate.ci_low) / (2 * 1.96)
     se_o = (observed.ci_high - observed.ci_low) / (2 * 1.96)
-    z = (estimate.value - observed.value) / np.hypot(se_e, se_o)
+    spread = np.hypot(se_e, se_o)
+    half = (observed.ci_high - observed.ci_low) / 2
     return {
         "estimate_in_observed_ci": observed.contains(estimate.value),
         "observed_in_estimate_ci": estimate.contains(observed.value),
         "difference": estimate.value - observed.value,
-        "difference_p_value": float(2 * stats.norm.sf(abs(z))),
+        "difference_p_value": float(
+            2 * stats.norm.sf(abs(estimate.value - observed.value) / spread)
+        ),
+        "pass_probability": float(1 - 2 * stats.norm.sf(half / spread)),
     }
