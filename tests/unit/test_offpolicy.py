@@ -83,7 +83,7 @@ def test_dr_is_unbiased_with_a_wrong_reward_model_and_tighter_with_a_good_one() 
 
 
 def test_weight_diagnostics_flag_wrong_propensities_and_tiny_samples() -> None:
-    clicks, target, logging, _ = _simulated_log(0)
+    _, target, logging, _ = _simulated_log(0)
     fine = weight_diagnostics(target, logging, n_boot=300)
     assert fine.warnings == () and fine.mean_weight == pytest.approx(1.0, abs=0.05)
     assert fine.support == 1.0
