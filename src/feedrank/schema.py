@@ -253,6 +253,14 @@ def _unpack_context(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(ctx.struct.field(k) for k in keys) if keys else df
 
 
+def _number_or_null(col: str, dtype: pl.DataType) -> pl.Expr:
+    """A column read as a number, null where it is not one (text like 'abc', booleans, nested
+    values): the check then rejects every non-null input that parsed to null."""
+    if dtype.is_numeric() or dtype == pl.String:
+        return pl.col(col).cast(pl.Float64, strict=False)
+    return pl.lit(None, pl.Float64)
+
+
 def validate_events(
     df: pl.DataFrame,
     settings: Settings,
@@ -260,7 +268,9 @@ def validate_events(
     first_line: int = 2,
     max_errors: int = 50,
 ) -> Validated:
-    """Validate interactions; every column beyond the core ones is kept as JSON `context`."""
+    """Validate interactions; every column beyond the core ones is kept as JSON `context`. A
+    `propensity` (the logging policy's probability of showing that item at that position, for
+    off-policy estimates) must be a number in (0, 1] and is kept in context as a number."""
     _missing_columns(df, ["user_id", "type", "timestamp"], source)
     if "item_id" not in df.columns:
         df = df.with_columns(item_id=pl.lit(""))
@@ -281,6 +291,8 @@ def validate_events(
             else pl.lit(None, pl.Float64)
         ),
     }
+    if "propensity" in df.columns:  # the logging policy's P(this item at this position)
+        parsed["__propensity"] = _number_or_null("propensity", df.schema["propensity"])
     df = df.with_columns(
         _id("user_id"),
         _id("item_id").fill_null(""),
@@ -332,8 +344,22 @@ def validate_events(
                 pl.format("position must be a whole number >= 0; got '{}'", _quoted("position")),
             )
         )
+    if "propensity" in df.columns:
+        p, dtype = pl.col("__propensity"), df.schema["propensity"]
+        scalar = dtype.is_numeric() or dtype in (pl.String, pl.Boolean)
+        quoted = _quoted("propensity") if scalar else pl.lit(str(dtype))  # nested: its type
+        checks.append(
+            Check(
+                "propensity",
+                pl.col("propensity").is_not_null()
+                & (p.is_null() | ~p.is_finite() | (p <= 0) | (p > 1)),
+                pl.format("propensity must be a number in (0, 1]; got '{}'", quoted),
+            )
+        )
     out = _apply_checks(df, checks, source, max_errors)
     good = out.good
+    if "propensity" in good.columns:  # kept in context as a number, whatever it arrived as
+        good = good.with_columns(propensity=pl.col("__propensity"))
     context = pl.struct(extra).struct.json_encode() if extra else pl.lit(None, pl.String)
     good = good.select(
         (

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from feedrank.config import DEFAULT_TYPE_WEIGHTS, Settings
+from feedrank.data.io import import_frame
 from feedrank.exceptions import RowError, ValidationError
 from feedrank.schema import (
     EVENT_COLUMNS,
@@ -18,6 +19,7 @@ from feedrank.schema import (
     validate_items,
     validate_users,
 )
+from feedrank.store.sqlite import SQLiteStore
 
 NOON = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 NOON_EPOCH = 1709294400  # 2024-03-01T12:00:00Z
@@ -371,6 +373,52 @@ def test_ids_are_opaque_strings(settings: Settings) -> None:
 def test_event_id_is_kept(settings: Settings) -> None:
     v = validate_events(events(event_id=["e1", None]), settings)
     assert v.good["event_id"].to_list() == ["e1", None]
+
+
+# -- propensity: the logging policy's P(this item at this position) ----------------------------
+def test_propensity_must_be_in_0_1_and_is_kept_as_a_number(settings: Settings) -> None:
+    df = events(type=["impression"] * 7, propensity=["0.25", "1", None, "0", "1.5", "abc", "nan"])
+    v = validate_events(df, settings, source="log.csv")
+    assert [json.loads(c)["propensity"] for c in v.good["context"]] == [0.25, 1.0, None]
+    assert [(e.line, e.field) for e in v.errors] == [
+        (5, "propensity"),
+        (6, "propensity"),
+        (7, "propensity"),
+        (8, "propensity"),
+    ]
+    assert v.errors[1].message == "propensity must be a number in (0, 1]; got '1.5'"
+    assert "got '0'" in v.errors[0].message and "got 'abc'" in v.errors[2].message
+    assert str(v.errors[1]).endswith("(line 6 of log.csv)")
+
+
+def test_propensity_inside_a_context_object_is_checked(settings: Settings) -> None:
+    ctx = ['{"propensity": 0.5, "page": "home"}', '{"propensity": "2"}', '{"propensity": true}']
+    v = validate_events(events(type=["impression"] * 3, context=ctx), settings)
+    assert [json.loads(c) for c in v.good["context"]] == [{"propensity": 0.5, "page": "home"}]
+    assert [(e.line, e.field) for e in v.errors] == [(3, "propensity"), (4, "propensity")]
+    assert "got '2'" in v.errors[0].message
+    typed = validate_events(events(propensity=[[0.5]]), settings)
+    assert "got 'List(Float64)'" in only_error(typed).message
+
+
+def test_propensity_survives_the_sqlite_store_as_a_float(mem_store: SQLiteStore) -> None:
+    third = 1 / 3
+    df = events(type=["impression"] * 2, item_id=["i1", "i2"], propensity=["0.25", str(third)])
+    assert import_frame(mem_store, "interactions", df, strict=True).written == 2
+    loaded = mem_store.load().events.sort("item_id")
+    assert [json.loads(c) for c in loaded["context"]] == [
+        {"propensity": 0.25},
+        {"propensity": third},
+    ]
+
+
+def test_strict_import_of_a_bad_propensity_writes_nothing(mem_store: SQLiteStore) -> None:
+    df = events(type=["impression"] * 3, propensity=["0.5", "0.5", "1.5"])
+    with pytest.raises(ValidationError) as info:
+        import_frame(mem_store, "interactions", df, source="log.csv", strict=True)
+    assert [(e.line, e.field) for e in info.value.errors] == [(3, "propensity")]  # rows from 1
+    assert "(0, 1]" in str(info.value) and "'1.5'" in str(info.value)
+    assert mem_store.stats()["events"] == 0
 
 
 # -- users -----------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -58,6 +59,7 @@ class Runtime:
     fresh: Freshness = field(default_factory=Freshness)
     reload_requested: asyncio.Event = field(default_factory=asyncio.Event)
     writer: ThreadPoolExecutor | None = None
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)  # exploration draws
 
     @property
     def recommending(self) -> Recommending:

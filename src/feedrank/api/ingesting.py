@@ -168,10 +168,25 @@ class Ingesting:
         return result
 
     def impressions(self, payload: Any) -> list[dict[str, Any]]:
-        """{user_id, items: [id | {item_id, position}], timestamp?, device?, request_id?,
-        context?} -> impression events at positions 1.. (or the given ones)."""
+        """{user_id, items: [id | {item_id, position?, propensity?}], timestamp?, device?,
+        request_id?, context?} -> impression events at positions 1.. (or the given ones).
+
+        `propensity` is the logging policy's probability of having shown that item at that
+        position (the off-policy estimators' denominator). It belongs to each item, so it is
+        given only inside an item object; it is stored in the event's context as a number and
+        checked like any imported one (0 < p <= 1, else a per-item error on field
+        `propensity`). A request-level `propensity`, `propensities` or context `propensity` is
+        refused: one value for a whole slate would silently stand for every item."""
         if not isinstance(payload, dict):
             raise BadRequest(f"an impression must be an object; got {_kind(payload)}")
+        ctx = payload.get("context")
+        misplaced = [k for k in ("propensity", "propensities") if k in payload]
+        misplaced += ["context.propensity"] if isinstance(ctx, dict) and "propensity" in ctx else []
+        if misplaced:
+            raise BadRequest(
+                "a propensity must be given per item, as items: [{item_id, position, "
+                f"propensity}}, ...]; got {misplaced[0]!r} at the request level"
+            )
         shown = payload.get("items")
         if not isinstance(shown, list) or not shown:
             raise BadRequest(

@@ -74,6 +74,14 @@ IMPRESSIONS_BODY: dict[str, Any] = {
                                         "properties": {
                                             "item_id": {"type": "string"},
                                             "position": {"type": "integer", "minimum": 0},
+                                            "propensity": {
+                                                "type": "number",
+                                                "exclusiveMinimum": 0,
+                                                "maximum": 1,
+                                                "description": "the logging policy's "
+                                                "probability of showing this item at this "
+                                                "position; kept in the event's context",
+                                            },
                                         },
                                     },
                                 ]
@@ -135,9 +143,15 @@ class Reason(BaseModel):
 class RecItem(BaseModel):
     rank: int
     item_id: str
-    score: float
-    source: str = Field(description="model, popular_in_segment or popular_overall (cold start)")
+    score: float | None = Field(description="the model's score; none on an explored slate")
+    source: str = Field(
+        description="model, popular_in_segment or popular_overall (cold start), or "
+        "explore_uniform (a random slate)"
+    )
     reasons: list[Reason] | None = None
+    propensity: float | None = Field(
+        None, description="with `explore`: the exact probability of this item at this rank"
+    )
 
 
 class RecommendationsOut(BaseModel):
@@ -151,6 +165,8 @@ class RecommendationsOut(BaseModel):
     variant: str | None = Field(
         None, description="the user's variant in it (the model that served)"
     )
+    explore: float | None = Field(None, description="the exploration share asked for, if any")
+    explored: bool | None = Field(None, description="whether this slate is the random one")
 
 
 class ErrorOut(BaseModel):

@@ -11,8 +11,19 @@ import typer
 from feedrank.cli import clickstream_cmd
 from feedrank.cli.common import console, ctx_obj, handle_errors, print_frame, progress_bar
 from feedrank.cli.model_cmds import show_training
-from feedrank.data.demo import generate_site
+from feedrank.config import Settings
+from feedrank.data.demo import DemoSite, generate_site
 from feedrank.data.io import Kind, import_frame
+from feedrank.data.site import SiteData
+from feedrank.evaluation.offpolicy_models import (
+    default_cut,
+    estimate_models,
+    expected_ctr,
+    logged_impressions,
+)
+from feedrank.models.base import Recommender
+from feedrank.models.glm import GLMRecommender
+from feedrank.models.popularity import PopularityRecommender
 from feedrank.pipeline.recommend import RecommendationService, reason_text
 from feedrank.pipeline.train import train_glm
 
@@ -36,6 +47,12 @@ def register(app: typer.Typer) -> None:
         show_users: int = typer.Option(
             3, "--show-users", help="Users whose recommendations are printed."
         ),
+        logging_policy: str = typer.Option(
+            "recency",
+            "--logging-policy",
+            help="How the site drew its slates: recency, or uniform (random slates with exact "
+            "propensities; then the GLM's CTR is also estimated off-policy beside the truth).",
+        ),
     ) -> None:
         """Generate a synthetic website with a known click model, import it, train the GLM on all
         but the last days, evaluate on them beside popularity, score every user, and show
@@ -44,7 +61,9 @@ def register(app: typer.Typer) -> None:
             return
         c = ctx_obj(ctx)
         t0 = time.perf_counter()
-        site = generate_site(n_users=users, n_items=items, days=days, seed=seed)
+        site = generate_site(
+            n_users=users, n_items=items, days=days, seed=seed, logging_policy=logging_policy
+        )
         console.print(
             f"[bold]1. generated[/bold] {site.users.height} users, {site.items.height} posts, "
             f"{site.events.height} events ({site.start:%Y-%m-%d} .. {site.end:%Y-%m-%d}, seed {seed})"
@@ -109,10 +128,39 @@ def register(app: typer.Typer) -> None:
                 ),
                 f"{u}",
             )
+        if logging_policy == "uniform":
+            _offpolicy_against_truth(site, data, c.settings, test_days)
         console.print(
             f"done in {time.perf_counter() - t0:.1f}s. Next: `feedrank recommend {user_ids[0]} --explain`, "
             "`feedrank insights`, `feedrank stats`."
         )
+
+
+def _offpolicy_against_truth(
+    site: DemoSite, data: SiteData, settings: Settings, test_days: float
+) -> None:
+    """What the GLM and popularity would have earned on the held-out random slates: estimated
+    off-policy from the log, beside the truth the simulator knows."""
+    console.print("[bold]5. off-policy[/bold]: each model's CTR had it served the held-out days")
+    cut = default_cut(data, test_days)
+    models: dict[str, Recommender] = {
+        "glm": GLMRecommender(),
+        "popularity": PopularityRecommender(),
+    }
+    rep = estimate_models(models, data, settings, cut)
+    log = logged_impressions(data, settings, cut)
+    truth = {name: expected_ctr(m, log, site.click_probability) for name, m in models.items()}
+    table = rep.table().with_columns(
+        true_ctr=pl.col("model").replace_strict(truth, return_dtype=pl.Float64)
+    )
+    console.print(
+        f"   {rep.description}; the random slates' own CTR: {rep.logged.value:.4f} "
+        f"[{rep.logged.ci_low:.4f}, {rep.logged.ci_high:.4f}]"
+    )
+    print_frame(
+        table.select("model", "policy", "method", "ctr", "ci_low", "ci_high", "true_ctr"),
+        "estimated (95% bootstrap) vs the simulator's true CTR of each model's top-k",
+    )
 
 
 def _compare_truth(coefs: pl.DataFrame, truth: dict[int, float]) -> None:

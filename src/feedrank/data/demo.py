@@ -59,9 +59,13 @@ How the rest is simulated
 - Sessions: Poisson per user and day (rate x weekday profile), start hour from an evening-heavy
   profile (UTC). A user's sessions start at least 40 minutes apart and every session ends before
   `end`. The device is the preferred one 85 % of the time.
-- Slate: `slate_size` distinct items created before the session, drawn without replacement with
-  weights 0.3 uniform + 0.7 recency (exp(-age / 3 days)); positions are a random permutation
-  (a randomised logging policy, so position is independent of the item).
+- Slate (the logging policy, `logging_policy`): `slate_size` distinct items created before the
+  session, drawn without replacement; positions are a random permutation (so position is
+  independent of the item). ``"recency"`` (default) draws with weights 0.3 uniform + 0.7 recency
+  (exp(-age / 3 days)); ``"uniform"`` draws uniformly, so P(item j at position p) = 1 / n for
+  the n items then in the catalogue, and each impression carries that exact propensity as
+  context ``{"propensity": 1/n}`` (for off-policy estimates). `DemoSite.click_probability`
+  gives the true click probability of any other policy's hypothetical impressions.
 - Timing: login at t, impressions at t + 1 s, a click 2 s..~10 min after its impression, `like`
   (p 0.3), `comment` (0.05), `share` (0.03) each 3 s..~20 min after the click (all within 30
   minutes of the impression), `logout` 10 s..5 min after the session's last event.
@@ -79,8 +83,11 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
+from feedrank.data.demo_truth import AGE_BAND_BREAKS as AGE_BAND_BREAKS
+from feedrank.data.demo_truth import AGE_BANDS, DemoTruth, click_probability, impression_truth
+from feedrank.data.demo_truth import age_band as age_band
 from feedrank.data.site import SiteData
 from feedrank.exceptions import ConfigError
 from feedrank.schema import EVENT_COLUMNS
@@ -92,8 +99,6 @@ def _frozen(values: list[Any]) -> NDArray[np.float64]:
     return a
 
 
-AGE_BANDS = ("<18", "18-24", "25-34", "35-44", "45-54", "55-64", "65+")
-AGE_BAND_BREAKS = (18, 25, 35, 45, 55, 65)
 GENDERS = ("female", "male", "nonbinary")
 COUNTRIES = ("US", "GB", "DE", "IN", "BR")
 CONTENT_TYPES = ("article", "video", "image", "podcast")
@@ -153,6 +158,7 @@ _HOUR_PROFILE = _frozen([1.0, 0.6, 0.4, 0.3, 0.3, 0.5, 1.0, 2.0, 3.0, 3.0, 2.8, 
 _WEEKDAY_PROFILE = _frozen([1.0, 1.0, 1.0, 1.0, 0.95, 0.8, 0.85])  # Monday..Sunday
 _RECENCY_TAU_DAYS = 3.0
 _RECENT_SHARE = 0.7
+LOGGING_POLICIES = {"recency": _RECENT_SHARE, "uniform": 0.0}  # policy -> share drawn by recency
 _CATALOGUE_LEAD = timedelta(days=14)
 
 _US = 1_000_000  # microseconds per second
@@ -179,99 +185,11 @@ _TITLE_PREFIX = ("", "[Video] ", "[Infographic] ", "[Podcast] ")
 
 
 @dataclass(frozen=True)
-class DemoTruth:
-    """Every coefficient of the true click model (see the module docstring for the formula).
-
-    intercept: log-odds of a click when every other term is 0.
-    gender_content: (gender, content_type) -> effect; every cell present.
-    ageband_lang: (age band label, lang) -> effect; every cell present.
-    taste_coef: multiplies the user's taste share for the item's content type.
-    position_effect: slate position (1-based) -> effect; position 1 is 0.
-    freshness_coef: multiplies log1p(item age in days at the impression).
-    author_quality: author -> effect.
-    user_taste: the latent taste, one row per user: user_id, then one Float64 column per content
-        type (``article``, ``video``, ...) summing to 1.
-    """
-
-    intercept: float
-    gender_content: dict[tuple[str, str], float]
-    ageband_lang: dict[tuple[str, str], float]
-    taste_coef: float
-    position_effect: dict[int, float]
-    freshness_coef: float
-    author_quality: dict[str, float]
-    user_taste: pl.DataFrame
-
-    def logit(
-        self,
-        *,
-        gender: ArrayLike | pl.Series,
-        content_type: ArrayLike | pl.Series,
-        age_band: ArrayLike | pl.Series,
-        lang: ArrayLike | pl.Series,
-        taste: ArrayLike | pl.Series,
-        position: ArrayLike | pl.Series,
-        item_age_days: ArrayLike | pl.Series,
-        author: ArrayLike | pl.Series,
-    ) -> NDArray[np.float64]:
-        """z of the true model, element-wise over equally long arrays, lists or Polars Series
-        (scalars broadcast). `taste` is the user's share for the item's content type. Unknown
-        categories raise."""
-        cols: dict[str, Any] = {
-            "gender": gender,
-            "content_type": content_type,
-            "age_band": age_band,
-            "lang": lang,
-            "taste": taste,
-            "position": position,
-            "item_age_days": item_age_days,
-            "author": author,
-        }
-        series = {
-            k: v if isinstance(v, pl.Series) else pl.Series(np.atleast_1d(np.asarray(v)))
-            for k, v in cols.items()
-        }
-        allowed: dict[str, set[Any]] = {
-            "gender": {g for g, _ in self.gender_content},
-            "content_type": {c for _, c in self.gender_content},
-            "age_band": {b for b, _ in self.ageband_lang},
-            "lang": {lg for _, lg in self.ageband_lang},
-            "position": set(self.position_effect),
-            "author": set(self.author_quality),
-        }
-        for name, values in allowed.items():
-            unknown = set(series[name].unique().to_list()) - values
-            if unknown:
-                raise ValueError(f"{name} must be one of {sorted(values)}; got {sorted(unknown)}")
-        n = max(len(v) for v in series.values())
-        df = pl.DataFrame(
-            {k: v.new_from_index(0, n) if len(v) == 1 else v for k, v in series.items()}
-        )
-        gc = {f"{g}|{c}": v for (g, c), v in self.gender_content.items()}
-        al = {f"{b}|{lg}": v for (b, lg), v in self.ageband_lang.items()}
-        z = df.select(
-            self.intercept
-            + pl.concat_str("gender", "content_type", separator="|").replace_strict(
-                gc, return_dtype=pl.Float64
-            )
-            + pl.concat_str("age_band", "lang", separator="|").replace_strict(
-                al, return_dtype=pl.Float64
-            )
-            + self.taste_coef * pl.col("taste").cast(pl.Float64)
-            + pl.col("position")
-            .cast(pl.Int64)
-            .replace_strict(self.position_effect, return_dtype=pl.Float64)
-            + self.freshness_coef * pl.col("item_age_days").cast(pl.Float64).log1p()
-            + pl.col("author").replace_strict(self.author_quality, return_dtype=pl.Float64)
-        ).to_series()
-        return z.to_numpy().astype(np.float64)
-
-
-@dataclass(frozen=True)
 class DemoSite:
     """users: user_id, age, gender, country. items: item_id, created_at, content_type, lang,
     author, title. events: the canonical event frame (feedrank.schema.EVENT_COLUMNS), sorted by
     timestamp. truth: the click model. [start, end): the simulated window; every event is in it.
+    logging_policy: how slates were drawn ("uniform": impressions carry their propensity).
     """
 
     users: pl.DataFrame
@@ -280,6 +198,7 @@ class DemoSite:
     truth: DemoTruth
     start: datetime
     end: datetime
+    logging_policy: str = "recency"
 
     def site_data(self) -> SiteData:
         return SiteData(users=self.users, items=self.items, events=self.events)
@@ -289,67 +208,14 @@ class DemoSite:
         user_id, item_id, timestamp, position, gender, age_band, content_type, lang, author,
         taste, item_age_days, z, p_click, clicked (a click on the same user and item followed
         within 10 minutes)."""
-        taste_long = self.truth.user_taste.unpivot(
-            index="user_id", variable_name="content_type", value_name="taste"
-        )
-        imp = (
-            self.events.filter(pl.col("type") == "impression")
-            .select("event_id", "user_id", "item_id", "timestamp", "position")
-            .join(self.users.select("user_id", "gender", "age"), on="user_id", how="left")
-            .join(
-                self.items.select("item_id", "created_at", "content_type", "lang", "author"),
-                on="item_id",
-                how="left",
-            )
-            .join(taste_long, on=["user_id", "content_type"], how="left")
-            .with_columns(
-                age_band(pl.col("age")),
-                item_age_days=(pl.col("timestamp") - pl.col("created_at")).dt.total_microseconds()
-                / _DAY_US,
-            )
-        )
-        z = self.truth.logit(
-            gender=imp["gender"],
-            content_type=imp["content_type"],
-            age_band=imp["age_band"],
-            lang=imp["lang"],
-            taste=imp["taste"],
-            position=imp["position"],
-            item_age_days=imp["item_age_days"],
-            author=imp["author"],
-        )
-        clicks = (
-            self.events.filter(pl.col("type") == "click")
-            .select("user_id", "item_id", pl.col("timestamp").alias("click_ts"))
-            .sort("click_ts")
-        )
-        imp = (
-            imp.with_columns(z=pl.Series(z), p_click=pl.Series(1.0 / (1.0 + np.exp(-z))))
-            .sort("timestamp", "event_id")
-            .join_asof(
-                clicks,
-                left_on="timestamp",
-                right_on="click_ts",
-                by=["user_id", "item_id"],
-                strategy="forward",
-                tolerance=timedelta(minutes=10),
-                check_sortedness=False,
-            )
-            .with_columns(clicked=pl.col("click_ts").is_not_null())
-        )
-        return imp.select(
-            "event_id", "user_id", "item_id", "timestamp", "position", "gender", "age_band",
-            "content_type", "lang", "author", "taste", "item_age_days", "z", "p_click", "clicked",
-        )  # fmt: skip
+        return impression_truth(self.truth, self.users, self.items, self.events)
 
-
-def age_band(age: pl.Expr) -> pl.Expr:
-    """Age in years -> band label ("<18", "18-24", ..., "65+"), as String, named age_band."""
-    band: Any = pl.when(age.is_null()).then(pl.lit(None, pl.String))
-    for upper, label in zip(AGE_BAND_BREAKS, AGE_BANDS, strict=False):
-        band = band.when(age < upper).then(pl.lit(label))
-    out: pl.Expr = band.otherwise(pl.lit(AGE_BANDS[-1])).alias("age_band")
-    return out
+    def click_probability(self, impressions: pl.DataFrame) -> NDArray[np.float64]:
+        """The true click probability of any impressions, logged or hypothetical (what another
+        policy would have shown): a frame with user_id, item_id, position (one the truth knows)
+        and timestamp (at or after the item's created_at), in its row order. Unknown users,
+        items or positions raise ValueError."""
+        return click_probability(self.truth, self.users, self.items, impressions)
 
 
 def position_effect(position: int) -> float:
@@ -365,9 +231,15 @@ def generate_site(
     slate_size: int = 8,
     seed: int = 0,
     start: datetime = datetime(2026, 1, 1, tzinfo=UTC),
+    logging_policy: str = "recency",
 ) -> DemoSite:
     """Simulate a site with a known click model (see the module docstring). A naive `start`
-    means UTC."""
+    means UTC. `logging_policy` ("recency" or "uniform") is how slates are drawn."""
+    _check(
+        logging_policy in LOGGING_POLICIES,
+        f"logging_policy must be one of {sorted(LOGGING_POLICIES)}",
+        logging_policy,
+    )
     _check(n_users >= 1, "n_users must be >= 1", n_users)
     _check(days >= 1, "days must be >= 1", days)
     _check(slate_size >= 1, "slate_size must be >= 1", slate_size)
@@ -407,9 +279,9 @@ def generate_site(
     )
     events = _events(
         rng, u, it, author_quality, users["user_id"], items["item_id"], slate_size, start,
-        start_us, days,
+        start_us, days, logging_policy,
     )  # fmt: skip
-    return DemoSite(users=users, items=items, events=events, truth=truth, start=start, end=end)
+    return DemoSite(users, items, events, truth, start, end, logging_policy)
 
 
 def _check(ok: bool, rule: str, got: object) -> None:
@@ -550,10 +422,15 @@ def _sessions(
 
 
 def _slates(
-    rng: np.random.Generator, session_us: NDArray[np.int64], created_us: NDArray[np.int64], k: int
+    rng: np.random.Generator,
+    session_us: NDArray[np.int64],
+    created_us: NDArray[np.int64],
+    k: int,
+    recent_share: float,
 ) -> NDArray[np.int64]:
     """k distinct items created before each session, drawn without replacement with weights
-    0.3 uniform + 0.7 recency (exp(-age / 3 days)) over the items then in the catalogue.
+    (1 - recent_share) uniform + recent_share recency (exp(-age / 3 days)) over the items then
+    in the catalogue (recent_share 0: a uniform draw).
 
     The first k distinct values of an i.i.d. sequence drawn from w are a draw without
     replacement proportional to w (successive sampling), so rows draw i.i.d. candidates in
@@ -569,7 +446,7 @@ def _slates(
     todo = np.arange(n)
     while todo.size:
         ne = n_elig[todo]
-        draws = _draw_items(rng, ne, cum, 2 * k)
+        draws = _draw_items(rng, ne, cum, 2 * k, recent_share)
         cand = np.concatenate([out[todo], draws], axis=1)
         order = np.argsort(cand, axis=1, kind="stable")
         ranked = np.take_along_axis(cand, order, axis=1)
@@ -590,16 +467,22 @@ def _slates(
 
 
 def _draw_items(
-    rng: np.random.Generator, n_elig: NDArray[np.int64], cum: NDArray[np.float64], m: int
+    rng: np.random.Generator,
+    n_elig: NDArray[np.int64],
+    cum: NDArray[np.float64],
+    m: int,
+    recent_share: float,
 ) -> NDArray[np.int64]:
     """m i.i.d. item indices per row from the mixture over the first n_elig[row] items."""
     shape = (len(n_elig), m)
     hi = n_elig[:, None]
     uniform = rng.integers(0, hi, size=shape)
+    if recent_share == 0.0:
+        return uniform
     mass = cum[hi - 1]
     recent = np.searchsorted(cum, rng.random(shape) * mass, side="right")
     recent = np.where(mass > 0, np.minimum(recent, hi - 1), uniform)  # mass 0: underflow
-    return np.where(rng.random(shape) < _RECENT_SHARE, recent, uniform)
+    return np.where(rng.random(shape) < recent_share, recent, uniform)
 
 
 def _events(
@@ -613,6 +496,7 @@ def _events(
     start: datetime,
     start_us: int,
     days: int,
+    logging_policy: str,
 ) -> pl.DataFrame:
     s_user, s_t = _sessions(rng, users, start, start_us, days)
     n_s, k = len(s_t), slate_size
@@ -622,7 +506,7 @@ def _events(
     )
 
     # impressions and the true click model
-    slate = _slates(rng, s_t, items.created_us, k)
+    slate = _slates(rng, s_t, items.created_us, k, LOGGING_POLICIES[logging_policy])
     i_sess = np.repeat(np.arange(n_s), k)
     i_item = slate.ravel()
     i_pos = np.tile(np.arange(1, k + 1), n_s)
@@ -683,7 +567,16 @@ def _events(
             "device": pl.Series(DEVICES).gather(s_device[e_sess[order]]),
         }
     )
+    context = pl.lit(None, pl.String)
+    if logging_policy == "uniform":  # exact: every item then in the catalogue, at every position
+        n_elig = np.searchsorted(items.created_us, s_t, side="left")
+        is_imp = e_type[order] == EVENT_TYPES.index("impression")
+        propensity = np.where(is_imp, 1.0 / n_elig[e_sess[order]], np.nan)
+        events = events.with_columns(__p=pl.Series(propensity).fill_nan(None))
+        context = pl.when(pl.col("__p").is_not_null()).then(
+            pl.struct(propensity=pl.col("__p")).struct.json_encode()
+        )
     return events.with_columns(
         position=pl.when(pl.col("position") > 0).then(pl.col("position")),
-        context=pl.lit(None, pl.String),
+        context=context,
     ).select(pl.col(c).cast(t) for c, t in EVENT_COLUMNS.items())

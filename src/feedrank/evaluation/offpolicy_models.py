@@ -11,10 +11,12 @@ estimate assumes a click at one position does not depend on what the other posit
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from feedrank.config import Settings
@@ -27,7 +29,7 @@ from feedrank.evaluation.offpolicy import (
     snips,
     weight_diagnostics,
 )
-from feedrank.evaluation.policy import position_probabilities
+from feedrank.evaluation.policy import marginals, position_probabilities
 from feedrank.exceptions import FeedrankError
 from feedrank.features.examples import labelled_impressions
 from feedrank.models.base import Recommender
@@ -128,6 +130,27 @@ def estimate_models(
             PolicyEstimate(name, policy, estimates, weight_diagnostics(target, logging, seed=seed))
         )
     return OffPolicyReport(cut, log.height, observed_rate(clicks), tuple(out))
+
+
+def expected_ctr(
+    model: Recommender,
+    log: pl.DataFrame,
+    click_probability: Callable[[pl.DataFrame], np.ndarray],
+    temperature: float | None = None,
+    n_sim: int = 2000,
+    seed: int = 0,
+) -> float:
+    """The CTR the model's policy would really have had on the logged visits, given an oracle
+    of true click probabilities (a simulator's, e.g. `DemoSite.click_probability`): for every
+    logged (user, position, time), the sum over items of P(item there) x P(click)."""
+    k = int(log["position"].max())  # type: ignore[arg-type]
+    users = log["user_id"].unique().to_list()
+    shown = marginals(model, users, k, temperature, n_sim=n_sim, seed=seed)
+    hypothetical = log.select("user_id", pl.col("position").cast(pl.Int32), "timestamp").join(
+        shown, on=["user_id", "position"]
+    )
+    p_click = click_probability(hypothetical.drop("p"))
+    return float((hypothetical["p"].to_numpy() * p_click).sum() / log.height)
 
 
 def default_cut(data: SiteData, test_days: float) -> datetime:

@@ -58,6 +58,8 @@ async def post_impressions(
     request: Request, strict: bool = STRICT, rt: Runtime = Depends(runtime)
 ) -> JSONResponse:
     """What was shown to whom, at which positions (the denominator of click rates). Items are
-    ids (positions 1, 2, ... in order) or {item_id, position}; a request_id makes it idempotent."""
+    ids (positions 1, 2, ... in order) or {item_id, position, propensity}; a request_id makes it
+    idempotent. A propensity (the logging policy's P(this item at this position), 0 < p <= 1)
+    is stored in the event's context for off-policy estimates."""
     events = rt.ingesting.impressions(parse_json(await request.body()))
     return await _ingest(rt, events, strict)

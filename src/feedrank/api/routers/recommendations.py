@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from feedrank.api.app import Runtime
 from feedrank.api.auth import require
+from feedrank.api.exploring import explore as explore_slate
 from feedrank.api.recommending import RecRequest
 from feedrank.api.routers import runtime
 from feedrank.api.schemas import ERRORS, RecommendationsOut
@@ -38,6 +39,15 @@ async def recommendations(
         description="an experiment configured in settings: the user's variant (a model) serves, "
         "and the response says which; send it back in the impressions' context",
     ),
+    explore: float = Query(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="epsilon-greedy exploration: the share of requests served a uniformly random "
+        "slate (source explore_uniform). Every item then carries `propensity`, its exact "
+        "probability of being shown at that rank; send it back with the impressions so that "
+        "`feedrank offpolicy estimate` can price other models on the log",
+    ),
     rt: Runtime = Depends(runtime),
 ) -> Any:
     """Top-k items with scores. Users without history get the cold-start fallback, marked by
@@ -54,12 +64,15 @@ async def recommendations(
     out = service.from_generation(state, rt.fresh, req)
     if out is None:
         out = await run_in_threadpool(service.live, state, rt.fresh, req)
+    extra: dict[str, Any] = {}
+    if explore > 0:
+        pool = await run_in_threadpool(service.candidates, state, user_id, exclude_seen)
+        out, explored = explore_slate(out, pool, explore, rt.rng)  # on the loop: one rng user
+        extra = {"explore": explore, "explored": explored}
+    if variant is not None:
+        extra |= {"experiment": experiment, "variant": variant}
     rt.metrics.recommendations.labels(out.served_from).inc()
-    body = (
-        out.__dict__
-        if variant is None
-        else {**out.__dict__, "experiment": experiment, "variant": variant}
-    )
+    body = {**out.__dict__, **extra}
     return JSONResponse(body)  # already the documented shape: skip re-validating it
 
 

@@ -1,0 +1,73 @@
+"""Epsilon-greedy exploration at serving: exact propensities, the right share of random slates,
+seen items never drawn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from fastapi.testclient import TestClient
+from scipy import stats
+
+from feedrank.store import open_store
+
+from .conftest import READ
+from .sitebuild import DB
+
+
+def _user_and_catalogue(site: Path) -> tuple[str, set[str], set[str]]:
+    store = open_store(f"sqlite:///{site / DB}")
+    u = str(store.events(types=["like"])["user_id"][0])
+    engaged = set(store.events(user_ids=[u], types=["click", "like"])["item_id"].to_list())
+    return u, set(store.load().items["item_id"].to_list()), engaged
+
+
+def test_propensities_are_exact_and_random_slates_come_at_the_asked_rate(
+    client: TestClient, site: Path
+) -> None:
+    u, catalogue, engaged = _user_and_catalogue(site)
+    n = len(catalogue - engaged)
+    eps, k, requests = 0.3, 5, 300
+    ranked = client.get(f"/users/{u}/recommendations", params={"k": k}, headers=READ).json()
+    greedy = [r["item_id"] for r in ranked["items"]]
+    explored = 0
+    for _ in range(requests):
+        got = client.get(
+            f"/users/{u}/recommendations", params={"k": k, "explore": eps}, headers=READ
+        ).json()
+        assert got["explore"] == eps and len(got["items"]) == k
+        for r in got["items"]:
+            assert r["item_id"] not in engaged
+            on_slate = greedy[r["rank"] - 1] == r["item_id"]
+            assert r["propensity"] == (1 - eps) * on_slate + eps / n
+        if got["explored"]:
+            explored += 1
+            assert all(r["source"] == "explore_uniform" for r in got["items"])
+        else:
+            assert [r["item_id"] for r in got["items"]] == greedy
+    # a two-sided binomial test of the share of random slates at the 0.1% level
+    assert stats.binomtest(explored, requests, eps).pvalue > 0.001
+
+
+def test_random_slates_draw_every_candidate_uniformly(client: TestClient, site: Path) -> None:
+    u, catalogue, engaged = _user_and_catalogue(site)
+    candidates = sorted(catalogue - engaged)
+    counts = dict.fromkeys(candidates, 0)
+    for _ in range(200):
+        got = client.get(
+            f"/users/{u}/recommendations", params={"k": 5, "explore": 1.0}, headers=READ
+        ).json()
+        assert got["explored"]
+        for r in got["items"]:
+            counts[r["item_id"]] += 1
+    # 1,000 draws over the candidates: a chi-square goodness of fit to uniform
+    observed = np.array(list(counts.values()))
+    assert stats.chisquare(observed).pvalue > 0.001
+
+
+def test_no_exploration_leaves_the_response_as_it_was(client: TestClient, site: Path) -> None:
+    u, _, _ = _user_and_catalogue(site)
+    got = client.get(f"/users/{u}/recommendations", params={"k": 3}, headers=READ).json()
+    assert "explore" not in got and all("propensity" not in r for r in got["items"])
+    bad = client.get(f"/users/{u}/recommendations", params={"explore": 1.5}, headers=READ)
+    assert bad.status_code == 422 and "explore" in bad.text
