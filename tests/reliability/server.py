@@ -46,7 +46,9 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log()}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
+                # ours, not another test's server that took the port since free_port() let it go
+                ours = f"127.0.0.1:{self.port}" in self.log()
+                if ours and httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass  # not listening yet
