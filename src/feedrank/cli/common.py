@@ -20,6 +20,8 @@ from rich.table import Table
 
 from feedrank.config import Settings
 from feedrank.exceptions import FeedrankError, RowError, ValidationError
+from feedrank.models import MODELS
+from feedrank.models.base import Recommender
 from feedrank.pipeline.registry import Registry, models_dir
 from feedrank.store import Store, open_store
 
@@ -109,6 +111,15 @@ def print_frame(df: pl.DataFrame, title: str | None = None, max_rows: int = 50) 
     console.print(table)
     if df.height > max_rows:
         console.print(f"... {df.height - max_rows} more rows")
+
+
+def with_popularity(kinds: list[str]) -> dict[str, Recommender]:
+    """Fresh models of the named kinds, popularity always beside (the baseline every table
+    shows)."""
+    unknown = [m for m in kinds if m not in MODELS]
+    if unknown:
+        raise FeedrankError(f"--model must be among {sorted(MODELS)}; got {unknown}")
+    return {m: MODELS[m]() for m in dict.fromkeys([*kinds, "popularity"])}
 
 
 def print_json(obj: Any) -> None:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import polars as pl
 import typer
 
-from feedrank.cli.common import console, ctx_obj, handle_errors, print_frame, print_json
+from feedrank.cli.common import (
+    console,
+    ctx_obj,
+    handle_errors,
+    print_frame,
+    print_json,
+    with_popularity,
+)
 from feedrank.evaluation.offline import SPLITS, evaluate_models, make_split, user_segments
 from feedrank.exceptions import FeedrankError
 from feedrank.models import MODELS
@@ -40,18 +47,15 @@ def register(app: typer.Typer) -> None:
         """Fit each model on the split's training part, rank the full catalogue for every
         evaluated user, and report ranking and beyond-accuracy metrics beside popularity."""
         c = ctx_obj(ctx)
-        unknown = [m for m in model if m not in MODELS]
-        if unknown:
-            raise FeedrankError(f"--model must be among {sorted(MODELS)}; got {unknown}")
-        names = list(dict.fromkeys([*model, "popularity"]))  # popularity always beside
+        models = with_popularity(model)
         data = c.store.load()
         if data.events.is_empty():
             raise FeedrankError(
                 f"the store {c.store_url} has no interactions: run `feedrank import` first"
             )
         s = make_split(data, c.settings, split, test_days, n, seed)
-        with console.status(f"fitting and ranking: {', '.join(names)}"):
-            result = evaluate_models({m: MODELS[m]() for m in names}, s, c.settings, k, sampled)
+        with console.status(f"fitting and ranking: {', '.join(models)}"):
+            result = evaluate_models(models, s, c.settings, k, sampled)
         segs = (
             user_segments(s, c.settings, [x.strip() for x in segment_by.split(",")])
             if segment_by

@@ -14,11 +14,12 @@ from feedrank.cli.common import (
     handle_errors,
     print_frame,
     print_json,
+    with_popularity,
 )
 from feedrank.data.open_bandit import default_root
 from feedrank.evaluation.offpolicy_check import uniform_policy_check
 from feedrank.evaluation.offpolicy_models import default_cut, estimate_models
-from feedrank.exceptions import ConfigError, FeedrankError
+from feedrank.exceptions import ConfigError
 from feedrank.experiments.ab import Experiment, report
 from feedrank.models import MODELS
 
@@ -110,16 +111,11 @@ def offpolicy_estimate(
     impressions whose context carries the logging policy's `propensity`, with popularity
     beside and the logging policy's own CTR for reference."""
     c = ctx_obj(ctx)
-    unknown = [m for m in model if m not in MODELS]
-    if unknown:
-        raise FeedrankError(f"--model must be among {sorted(MODELS)}; got {unknown}")
-    names = list(dict.fromkeys([*model, "popularity"]))  # popularity always beside
+    models = with_popularity(model)
     data = c.store.load()
     cut = default_cut(data, test_days)
-    with console.status(f"fitting and estimating: {', '.join(names)}"):
-        rep = estimate_models(
-            {m: MODELS[m]() for m in names}, data, c.settings, cut, temperature, n_sim, seed
-        )
+    with console.status(f"fitting and estimating: {', '.join(models)}"):
+        rep = estimate_models(models, data, c.settings, cut, temperature, n_sim, seed)
     if as_json:
         print_json(rep.to_dict())
         return
