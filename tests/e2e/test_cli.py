@@ -60,6 +60,11 @@ def test_every_command_has_help() -> None:
         ["stats"],
         ["insights"],
         ["demo"],
+        ["ctr"],
+        ["evaluate"],
+        ["offpolicy"],
+        ["offpolicy", "estimate"],
+        ["offpolicy", "open-bandit"],
     ):
         result = runner.invoke(app, [*args, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, args

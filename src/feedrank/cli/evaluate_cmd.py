@@ -1,4 +1,5 @@
-"""evaluate: models side by side on a printed split, with popularity, by segment."""
+"""evaluate: models side by side on a printed split, with popularity, by segment; ctr: what
+served recommendations earned online."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from feedrank.cli.common import (
     with_popularity,
 )
 from feedrank.evaluation.offline import SPLITS, evaluate_models, make_split, user_segments
+from feedrank.evaluation.online import served_ctr
 from feedrank.exceptions import FeedrankError
 from feedrank.models import MODELS
 
@@ -86,3 +88,24 @@ def register(app: typer.Typer) -> None:
                 f"SAMPLED protocol ({sampled} random unseen negatives per held-out item): easier than "
                 "full ranking, not comparable with the table above",
             )
+
+    @app.command()
+    @handle_errors
+    def ctr(
+        ctx: typer.Context,
+        by: str = typer.Option(
+            "model",
+            "--by",
+            help="The impression context field that names what served: model, variant, ...",
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """What served recommendations earned online: impressions, clicks and CTR per served
+        model (the impressions' context field `--by`) and position, and the mean value of the
+        engagements that followed (watch or listening time) where events carry one."""
+        c = ctx_obj(ctx)
+        table = served_ctr(c.store.load().events, c.settings, tag=by)
+        if as_json:
+            print_json(table.to_dicts())
+            return
+        print_frame(table, f"click-through by {by} and position", max_rows=500)

@@ -19,7 +19,7 @@ def served_ctr(events: pl.DataFrame, settings: Settings, tag: str = "model") -> 
     eng = (
         events.filter(pl.col("type").is_in(settings.engagement_types))
         .group_by("user_id", "item_id")
-        .agg(value=pl.col("value").mean())
+        .agg(engaged_value=pl.col("value").mean())  # not `value`: impressions have their own
     )
     imps = imps.join(eng, on=["user_id", "item_id"], how="left")
     return (
@@ -27,7 +27,7 @@ def served_ctr(events: pl.DataFrame, settings: Settings, tag: str = "model") -> 
         .agg(
             impressions=pl.len(),
             clicks=pl.col("label").sum(),
-            engagement_value=pl.when(pl.col("label") == 1).then(pl.col("value")).mean(),
+            engagement_value=pl.when(pl.col("label") == 1).then(pl.col("engaged_value")).mean(),
         )
         .with_columns(ctr=pl.col("clicks") / pl.col("impressions"))
         .sort("model", "position")
