@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 
 from feedrank.data.open_bandit import default_root
+from feedrank.evaluation import offpolicy
 from feedrank.evaluation.offpolicy import (
     compare,
     dr,
     ips,
     observed_rate,
+    resampled_sums,
     snips,
     weight_diagnostics,
 )
@@ -129,3 +131,29 @@ def test_uniform_policy_estimated_from_thompson_log_agrees_with_the_random_log()
     by_campaign = {r["campaign"]: r for r in rows if r["method"] == "ips"}
     assert by_campaign["men"]["warnings"] == []  # a usable log: ESS in the hundreds
     assert any("effective sample size" in w for w in by_campaign["women"]["warnings"])
+
+
+def test_resampling_only_the_weighted_rows_is_the_ordinary_bootstrap() -> None:
+    rng = np.random.default_rng(5)
+    n, values = 400, np.zeros(400)
+    values[:25] = rng.exponential(3.0, 25)  # 25 rows carry weight, 375 are zero
+    sparse = resampled_sums(values[:25, None], n, seed=1, n_boot=20_000)[:, 0]
+    naive = np.array([values[rng.integers(0, n, n)].sum() for _ in range(20_000)])
+    # same distribution: mean, spread and tails agree within Monte Carlo error
+    assert sparse.mean() == pytest.approx(naive.mean(), rel=0.01)
+    assert sparse.std() == pytest.approx(naive.std(), rel=0.03)
+    for q in (2.5, 50, 97.5):
+        assert np.percentile(sparse, q) == pytest.approx(np.percentile(naive, q), rel=0.05)
+
+
+def test_past_the_budget_the_normal_interval_matches_the_bootstrap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clicks, target, logging, _ = _simulated_log(0, n=20_000)
+    boot = [f(clicks, target, logging, n_boot=1000) for f in (ips, snips)]
+    monkeypatch.setattr(offpolicy, "BOOTSTRAP_BUDGET", 0)
+    normal = [f(clicks, target, logging, n_boot=1000) for f in (ips, snips)]
+    for b, m in zip(boot, normal, strict=True):
+        assert (b.interval, m.interval) == ("bootstrap", "normal") and b.value == m.value
+        width = b.ci_high - b.ci_low
+        assert abs(b.ci_low - m.ci_low) < 0.1 * width and abs(b.ci_high - m.ci_high) < 0.1 * width

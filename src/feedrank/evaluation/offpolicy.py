@@ -6,7 +6,10 @@ the logging policy's propensities — what a policy would have earned, before it
 - DR (doubly robust): a reward model's prediction under the new policy plus the IPS-weighted
   residual of the logged reward; unbiased when either the propensities or the reward model are
   right, and less variable than IPS when the reward model explains some of the clicks.
-Confidence intervals are seeded bootstrap percentiles over impressions.
+Confidence intervals are seeded bootstrap percentiles over impressions, resampled only where
+rows carry weight (exact, and the cost follows those rows, not the log); past a work budget
+(rows carrying weight x resamples), the normal approximation, which such sizes make accurate —
+`Estimate.interval` says which.
 
 `weight_diagnostics` says whether the weights can be trusted at all: their mean must be near 1
 (E[w] = 1 under correct propensities; far from it, the log's propensities or the new policy's
@@ -22,6 +25,8 @@ import numpy as np
 from scipy import stats
 
 BOOTSTRAP = 2000
+BOOTSTRAP_BUDGET = 100_000_000  # resampled rows in all; beyond it, the normal interval
+_BATCH_DRAWS = 4_000_000  # resampled rows held at once
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class Estimate:
     ci_high: float
     n: int
     effective_n: float  # (sum w)^2 / sum w^2: how many impressions the estimate is really worth
+    interval: str = "bootstrap"  # or "normal"
 
     def contains(self, x: float) -> bool:
         return self.ci_low <= x <= self.ci_high
@@ -53,12 +59,49 @@ def _effective_n(w: np.ndarray) -> float:
     return float(w.sum() ** 2 / (w**2).sum()) if w.any() else 0.0
 
 
-def _bootstrap(stat: Any, n: int, seed: int, level: float, n_boot: int) -> tuple[float, float]:
+def resampled_sums(columns: np.ndarray, n: int, seed: int, n_boot: int) -> np.ndarray:
+    """Column sums over `n_boot` bootstrap resamples (n draws with replacement) of a log of `n`
+    rows of which only the given ones (rows of `columns`) are non-zero. Exact: the number of
+    draws that land on the m given rows is Binomial(n, m / n), and those draws are uniform over
+    them — so the cost follows m, not n."""
     rng = np.random.default_rng(seed)
-    draws = np.array([stat(rng.integers(0, n, n)) for _ in range(n_boot)])
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(draws, [tail, 100 - tail])
-    return float(lo), float(hi)
+    m = len(columns)
+    out = np.zeros((n_boot, columns.shape[1]))
+    if m == 0:
+        return out
+    per_batch = max(1, _BATCH_DRAWS // m)
+    for start in range(0, n_boot, per_batch):
+        b = min(per_batch, n_boot - start)
+        hits = rng.binomial(n, m / n, size=b)
+        picked = rng.integers(0, m, hits.sum())
+        replicate = np.repeat(np.arange(b), hits)
+        for j in range(columns.shape[1]):
+            out[start : start + b, j] = np.bincount(
+                replicate, weights=columns[picked, j], minlength=b
+            )
+    return out
+
+
+def _interval(
+    value: float,
+    draws: Any,
+    linear: np.ndarray,
+    n: int,
+    level: float,
+    n_boot: int,
+) -> tuple[float, float, str]:
+    """Percentiles of `draws()` (bootstrap replicates of the estimate) when `linear` — the
+    non-zero rows of the estimate's linearisation, whose mean over n rows it is — is small enough
+    to resample within the budget; else value -/+ z * sd / sqrt(n) of that linearisation."""
+    tail = (1 - level) / 2
+    if len(linear) * n_boot <= BOOTSTRAP_BUDGET:
+        reps = draws()
+        lo, hi = np.nanpercentile(reps, [100 * tail, 100 * (1 - tail)])
+        return float(lo), float(hi), "bootstrap"
+    mean = linear.sum() / n
+    sd = np.sqrt(max((np.square(linear).sum() - n * mean**2) / (n - 1), 0.0))
+    half = float(stats.norm.ppf(1 - tail) * sd / np.sqrt(n))
+    return value - half, value + half, "normal"
 
 
 def ips(
@@ -72,8 +115,17 @@ def ips(
     r = np.asarray(rewards, dtype=float)
     w = _weights(target_prob, logging_prob)
     wr = w * r
-    lo, hi = _bootstrap(lambda i: wr[i].mean(), len(r), seed, level, n_boot)
-    return Estimate("ips", float(wr.mean()), lo, hi, len(r), _effective_n(w))
+    n, value = len(r), float(wr.mean())
+    carriers = wr[wr != 0]
+    lo, hi, how = _interval(
+        value,
+        lambda: resampled_sums(carriers[:, None], n, seed, n_boot)[:, 0] / n,
+        carriers,
+        n,
+        level,
+        n_boot,
+    )
+    return Estimate("ips", value, lo, hi, n, _effective_n(w), how)
 
 
 def snips(
@@ -86,11 +138,21 @@ def snips(
 ) -> Estimate:
     r = np.asarray(rewards, dtype=float)
     w = _weights(target_prob, logging_prob)
+    n = len(r)
     if w.sum() == 0:  # the new policy shows nothing that was logged: no estimate
-        return Estimate("snips", float("nan"), float("nan"), float("nan"), len(r), 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):  # a resample may hold no weight
-        lo, hi = _bootstrap(lambda i: (w[i] * r[i]).sum() / w[i].sum(), len(r), seed, level, n_boot)
-    return Estimate("snips", float((w * r).sum() / w.sum()), lo, hi, len(r), _effective_n(w))
+        return Estimate("snips", float("nan"), float("nan"), float("nan"), n, 0.0)
+    value = float((w * r).sum() / w.sum())
+    on = w != 0
+    columns = np.column_stack([w[on] * r[on], w[on]])
+
+    def draws() -> np.ndarray:
+        sums = resampled_sums(columns, n, seed, n_boot)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a resample may hold no weight
+            return sums[:, 0] / sums[:, 1]
+
+    linear = w[on] * (r[on] - value) / w.mean()  # the delta method's influence of each row
+    lo, hi, how = _interval(value, draws, linear, n, level, n_boot)
+    return Estimate("snips", value, lo, hi, n, _effective_n(w), how)
 
 
 def dr(
@@ -110,8 +172,17 @@ def dr(
     r = np.asarray(rewards, dtype=float)
     w = _weights(target_prob, logging_prob)
     terms = np.asarray(predicted_target, float) + w * (r - np.asarray(predicted_logged, float))
-    lo, hi = _bootstrap(lambda i: terms[i].mean(), len(r), seed, level, n_boot)
-    return Estimate("dr", float(terms.mean()), lo, hi, len(r), _effective_n(w))
+    n, value = len(r), float(terms.mean())
+    carriers = terms[terms != 0]
+    lo, hi, how = _interval(
+        value,
+        lambda: resampled_sums(carriers[:, None], n, seed, n_boot)[:, 0] / n,
+        carriers,
+        n,
+        level,
+        n_boot,
+    )
+    return Estimate("dr", value, lo, hi, n, _effective_n(w), how)
 
 
 @dataclass(frozen=True)
@@ -137,7 +208,15 @@ def weight_diagnostics(
     min_effective_n: float = 100.0,
 ) -> WeightDiagnostics:
     w = _weights(target_prob, logging_prob)
-    lo, hi = _bootstrap(lambda i: w[i].mean(), len(w), seed, level, n_boot)
+    carriers = w[w != 0]
+    lo, hi, _ = _interval(
+        float(w.mean()),
+        lambda: resampled_sums(carriers[:, None], len(w), seed, n_boot)[:, 0] / len(w),
+        carriers,
+        len(w),
+        level,
+        n_boot,
+    )
     total, ess = w.sum(), _effective_n(w)
     share = float(w.max() / total) if total > 0 else 1.0
     support = float((np.asarray(target_prob) > 0).mean())
