@@ -20,7 +20,13 @@ import polars as pl
 
 from feedrank.models.base import Recommender
 
-_CELLS_PER_BLOCK = 8_000_000  # floats held at once by the sampler (~64 MB)
+_CELLS_PER_BLOCK = 8_000_000  # values held at once by the sampler (~32-64 MB)
+MARGINALS_SCHEMA = {
+    "user_id": pl.String,
+    "item_id": pl.String,
+    "position": pl.Int32,
+    "p": pl.Float64,
+}
 
 
 def position_probabilities(
@@ -58,7 +64,8 @@ def marginals(
     if temperature is not None and not temperature > 0:
         raise ValueError(f"temperature must be > 0 (or None for greedy); got {temperature}")
     if temperature is None:
-        return model.recommend(users, k=k, exclude_seen=exclude_seen).select(
+        recs = model.recommend(users, k=k, exclude_seen=exclude_seen)
+        return recs.select(
             "user_id", "item_id", pl.col("rank").cast(pl.Int32).alias("position"), p=pl.lit(1.0)
         )
     return _softmax_marginals(model, users, k, temperature, exclude_seen, n_sim, seed)
@@ -78,8 +85,8 @@ def _softmax_marginals(
     items = model.item_ids_
     n_items = len(items)
     k = min(k, n_items)
-    per_user = max(1, _CELLS_PER_BLOCK // max(n_items, 1))
-    frames = []
+    per_user = max(1, _CELLS_PER_BLOCK // max(n_items * k, 1))  # bounds the counts too
+    frames = [pl.DataFrame(schema=MARGINALS_SCHEMA)]
     for start in range(0, len(users), per_user):
         block = users[start : start + per_user]
         z = (_standardised(model, block, items, exclude_seen) / temperature).astype(np.float32)
@@ -107,12 +114,7 @@ def _softmax_marginals(
                     "position": (p + 1).astype(np.int32),
                     "p": counts[counts > 0] / n_sim,
                 },
-                schema={
-                    "user_id": pl.String,
-                    "item_id": pl.String,
-                    "position": pl.Int32,
-                    "p": pl.Float64,
-                },
+                schema=MARGINALS_SCHEMA,
             )
         )
     return pl.concat(frames)
