@@ -12,22 +12,16 @@ from feedrank.features.examples import labelled_impressions
 
 def served_ctr(events: pl.DataFrame, settings: Settings, tag: str = "model") -> pl.DataFrame:
     """Per model (the impression context's `tag`, e.g. "model" or "variant") and position:
-    impressions, clicks, CTR, and the mean value of the engagements that followed."""
+    impressions, clicks, CTR, and the mean value of the engagements credited to them."""
     imps = labelled_impressions(events, settings).with_columns(
         model=pl.col("context").str.json_path_match(f"$.{tag}").fill_null("(untagged)")
     )
-    eng = (
-        events.filter(pl.col("type").is_in(settings.engagement_types))
-        .group_by("user_id", "item_id")
-        .agg(engaged_value=pl.col("value").mean())  # not `value`: impressions have their own
-    )
-    imps = imps.join(eng, on=["user_id", "item_id"], how="left")
     return (
         imps.group_by("model", "position")
         .agg(
             impressions=pl.len(),
             clicks=pl.col("label").sum(),
-            engagement_value=pl.when(pl.col("label") == 1).then(pl.col("engaged_value")).mean(),
+            engagement_value=pl.col("engaged_value").mean(),  # of the credited engagements
         )
         .with_columns(ctr=pl.col("clicks") / pl.col("impressions"))
         .sort("model", "position")

@@ -41,12 +41,13 @@ def build_examples(
 
 def labelled_impressions(events: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     """Every impression with `label` = 1 when an engagement of the same user on the same item
-    follows within the label window (each engagement credits the latest impression before it)."""
+    follows within the label window (each engagement credits the latest impression before it),
+    and `engaged_value`, the mean value of the engagements it was credited with (else null)."""
     ev = events.filter(pl.col("item_id") != "")
     imps = ev.filter(pl.col("type") == "impression").with_row_index("__imp").sort(T)
     eng = (
         ev.filter(pl.col("type").is_in(settings.engagement_types))
-        .select("user_id", "item_id", T)
+        .select("user_id", "item_id", T, pl.col("value").alias("engaged_value"))
         .sort(T)
     )
     credited = (
@@ -57,12 +58,15 @@ def labelled_impressions(events: pl.DataFrame, settings: Settings) -> pl.DataFra
             strategy="backward",
             tolerance=timedelta(seconds=settings.label_window_seconds),
             check_sortedness=False,
-        )["__imp"]
-        .drop_nulls()
-        .unique()
+        )
+        .drop_nulls("__imp")
+        .group_by("__imp")
+        .agg(pl.col("engaged_value").mean(), label=pl.lit(1, pl.Int8))
     )
-    return imps.with_columns(label=pl.col("__imp").is_in(credited.implode()).cast(pl.Int8)).drop(
-        "__imp"
+    return (
+        imps.join(credited, on="__imp", how="left", maintain_order="left")
+        .with_columns(pl.col("label").fill_null(0))
+        .drop("__imp")
     )
 
 
