@@ -42,6 +42,10 @@ def test_demo_with_random_slates_then_offpolicy_estimate(tmp_path: Path) -> None
     # exploration spreads the weight over more of the log than the greedy top-k does
     soft_glm = next(r for r in soft["estimates"] if r["model"] == "glm")
     assert soft_glm["effective_n"] > rows[("glm", "ips")]["effective_n"]
+    page = tmp_path / "report.html"
+    run(db, "report", "--out", str(page), "--test-days", "4")
+    html = page.read_text()
+    assert "Off-policy: each model" in html and 'alt="off-policy estimates"' in html
 
 
 def test_a_store_without_propensities_gets_a_clear_error(tmp_path: Path) -> None:

@@ -25,7 +25,8 @@ def register(app: typer.Typer) -> None:
         k: int = typer.Option(10, "--k", min=1, help="Cut-off of the ranking metrics."),
     ) -> None:
         """Model comparison, segments, GLM calibration and coefficients, hit-rate distribution,
-        A/B tests and CTR by position, as one self-contained page with its plots."""
+        A/B tests, CTR by position and (with logged propensities) off-policy estimates, as one
+        self-contained page with its plots."""
         c = ctx_obj(ctx)
         with console.status("evaluating models"):
             page = build_report(c.store.load(), c.settings, model, test_days, k)

@@ -1,6 +1,7 @@
 """`feedrank report`: one self-contained HTML page of how the models do — model comparison beside
 popularity, segments, the GLM's calibration and coefficients, the distribution of per-user
-recall, A/B tests found in the impressions, and click-through per served model and position."""
+recall, A/B tests found in the impressions, click-through per served model and position, and —
+when impressions carry the logging policy's propensities — each model's off-policy CTR."""
 
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ from feedrank.data.site import SiteData
 from feedrank.evaluation.html import page, png, table_html
 from feedrank.evaluation.metrics import classification_metrics, reliability_curve
 from feedrank.evaluation.offline import Evaluation, evaluate_models, make_split, user_segments
+from feedrank.evaluation.offpolicy_models import (
+    OffPolicyReport,
+    estimate_models,
+    logged_impressions,
+)
 from feedrank.evaluation.online import served_ctr
 from feedrank.exceptions import FeedrankError
 from feedrank.experiments.ab import report as ab_report
@@ -97,6 +103,38 @@ def _ctr_plot(ctr: pl.DataFrame) -> str:
     return png(fig)
 
 
+def _offpolicy_plot(rep: OffPolicyReport) -> str:
+    table = rep.table()
+    labels = [f"{m} ({e})" for m, e in table.select("model", "method").iter_rows()]
+    ctr = table["ctr"].to_numpy()
+    err = np.vstack([ctr - table["ci_low"].to_numpy(), table["ci_high"].to_numpy() - ctr])
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(labels) + 1.5))
+    ax.errorbar(ctr, range(len(labels)), xerr=err, fmt="o", capsize=3, color="#4a7ab5")
+    ax.axvline(rep.logged.value, color="#999", linestyle="--", label="logging policy (observed)")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("estimated CTR had the model served (95% interval)")
+    ax.legend(loc="lower right")
+    return png(fig)
+
+
+def _offpolicy_section(
+    data: SiteData, settings: Settings, names: list[str], cut: datetime
+) -> list[str]:
+    """Only when the held-out impressions carry the logging policy's propensities."""
+    if logged_impressions(data, settings, cut).is_empty():
+        return []
+    rep = estimate_models({m: MODELS[m]() for m in names}, data, settings, cut)
+    warnings = [f"{p.model}: {w}" for p in rep.policies for w in p.weights.warnings]
+    return [
+        "<h2>Off-policy: each model's CTR had it served</h2>",
+        f"<p class='note'>{html.escape(rep.description)}; IPS and SNIPS, greedy top-k.</p>",
+        table_html(rep.table()),
+        f'<img src="{_offpolicy_plot(rep)}" alt="off-policy estimates">',
+        *[f"<p class='note'>warning: {html.escape(w)}</p>" for w in warnings],
+    ]
+
+
 def build_report(
     data: SiteData,
     settings: Settings,
@@ -172,5 +210,6 @@ def build_report(
             "<h2>Click-through by served model and position</h2>",
             table_html(ctr),
             f'<img src="{_ctr_plot(ctr)}" alt="CTR by position">',
+            *_offpolicy_section(data, settings, names, cut),
         ]
     return page("feedrank report", body)
