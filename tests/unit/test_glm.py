@@ -106,6 +106,26 @@ def test_explanation_adds_up_to_the_logit(fitted_glm: GLMRecommender) -> None:
     )
 
 
+def test_explanations_of_many_pairs_add_up_to_each_logit(fitted_glm: GLMRecommender) -> None:
+    m = fitted_glm
+    users = m.data_.users["user_id"].to_list()[:6]
+    items = list(m.item_ids_[:5])
+    pairs_u = [u for u in users for _ in items]
+    pairs_i = items * len(users)
+    many = m.explain_pairs(pairs_u, pairs_i, top=10_000)
+    context = float(
+        m.scorer_.partial(m.groups_.context(m.scorer_.context_row), m.scorer_.cols_context)[0]
+    )
+    scores = m.score(users, items).ravel()
+    for reasons, score in zip(many, scores, strict=True):
+        z = m.intercept_ + context + sum(c["contribution"] for c in reasons)
+        assert sigmoid(np.array([z]))[0] == pytest.approx(score, abs=1e-12)
+    alone = m.explain(pairs_u[7], pairs_i[7], top=10_000)
+    assert [c["feature"] for c in many[7]] == [c["feature"] for c in alone]
+    for a, b in zip(many[7], alone, strict=True):  # equal up to float rounding
+        assert a["contribution"] == pytest.approx(b["contribution"], abs=1e-12)
+
+
 def test_batch_recommendations_equal_per_user_and_exclude_seen(fitted_glm: GLMRecommender) -> None:
     m = fitted_glm
     users = m.data_.users["user_id"].to_list()[:25]

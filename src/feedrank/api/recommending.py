@@ -131,14 +131,16 @@ class Recommending:
         if supports_fresh_view(model):
             view = fresh_view(model, fresh.profile_frame(state, u), events)
             recs = view.recommend([u], req.k, req.exclude_seen).with_columns(source=pl.lit(MODEL))
-            why = [view.explain(u, i) for i in recs["item_id"].to_list()] if req.explain else []
+            items = recs["item_id"].to_list()
+            why = view.explain_pairs([u] * len(items), items) if req.explain else []
             return recs, why
         # Models without a per-user view: loaded features, freshly engaged items still removed.
         recs = model.recommend([u], req.k + engaged.len(), req.exclude_seen)
         if req.exclude_seen:
             recs = recs.filter(~pl.col("item_id").is_in(engaged.implode()))
         recs = _rerank(recs.head(req.k)).with_columns(source=pl.lit(MODEL))
-        why = [model.explain(u, i) for i in recs["item_id"].to_list()] if req.explain else []
+        items = recs["item_id"].to_list()
+        why = model.explain_pairs([u] * len(items), items) if req.explain else []
         return recs, why
 
     def _result(

@@ -129,6 +129,12 @@ class Recommender(ABC):
         """The largest contributions to a score; models without a decomposition give none."""
         return []
 
+    def explain_pairs(
+        self, user_ids: Sequence[str], item_ids: Sequence[str], top: int = 5
+    ) -> list[list[dict[str, Any]]]:
+        """explain() of many pairs; models that can override it with one vectorised pass."""
+        return [self.explain(u, i, top) for u, i in zip(user_ids, item_ids, strict=True)]
+
     def similar_items(self, item_ids: Sequence[str], k: int = 10) -> pl.DataFrame:
         """Item-to-item: the k most similar items of each (columns item_id, rank,
         similar_item_id, score), for models with an item similarity."""

@@ -143,14 +143,21 @@ class GLMRecommender(Recommender):
     def explain(self, user_id: str, item_id: str, top: int = 5) -> list[dict[str, Any]]:
         """Largest contributions (coefficient x encoded value, summed per raw feature) to the
         logit of this pair at the serving time, with the raw value that produced each."""
+        return self.explain_pairs([user_id], [item_id], top)[0]
+
+    def explain_pairs(
+        self, user_ids: Sequence[str], item_ids: Sequence[str], top: int = 5
+    ) -> list[list[dict[str, Any]]]:
+        """explain() of many pairs in one pass: one feature frame, one encoding."""
         self._check()
-        row = pl.DataFrame(
+        n = len(user_ids)
+        rows = pl.DataFrame(
             {
-                "user_id": [user_id],
-                "item_id": [item_id],
-                T: [self.at_],
-                "position": [1],
-                "device": [None],
+                "user_id": list(user_ids),
+                "item_id": list(item_ids),
+                T: [self.at_] * n,
+                "position": [1] * n,
+                "device": [None] * n,
             },
             schema={
                 "user_id": pl.String,
@@ -160,18 +167,26 @@ class GLMRecommender(Recommender):
                 "device": pl.String,
             },
         )
-        raw = self.groups_.rows(row)
-        x = self.encoder_.transform(raw).toarray().ravel() * self.coef_
-        out = []
+        raw = self.groups_.rows(rows)
+        weighted = self.encoder_.transform(raw).multiply(self.coef_).tocsc()
+        slices = self.encoder_.column_slices()
+        per_column = []  # (name, contribution per row, raw value per row)
         for col in self.encoder_.columns_:
-            sl = self.encoder_.column_slices()[col.name]
-            contrib = float(x[sl].sum())
-            if contrib == 0.0 or col.name in CONTEXT_COLUMNS:
+            if col.name in CONTEXT_COLUMNS:
                 continue
-            value = col.raw(raw)[0]
-            out.append({"feature": col.name, "value": value, "contribution": contrib})
-        out.sort(key=lambda d: -abs(d["contribution"]))
-        return out[:top]
+            contrib = np.asarray(weighted[:, slices[col.name]].sum(axis=1)).ravel()
+            if contrib.any():
+                per_column.append((col.name, contrib, col.raw(raw).to_list()))
+        out = []
+        for r in range(n):
+            found = [
+                {"feature": name, "value": values[r], "contribution": float(c[r])}
+                for name, c, values in per_column
+                if c[r] != 0.0
+            ]
+            found.sort(key=lambda d: -abs(d["contribution"]))
+            out.append(found[:top])
+        return out
 
     # -- interpretation ----------------------------------------------------------------------------
     def coef_table(self) -> pl.DataFrame:

@@ -75,10 +75,12 @@ class RecommendationService:
 
     def explain(self, recs: pl.DataFrame, top: int = 5) -> list[list[dict[str, Any]]]:
         """Per row of `recs`: the model's largest contributions (empty for fallback rows)."""
-        return [
-            self.model.explain(u, i, top) if src == MODEL else []
-            for u, i, src in recs.select("user_id", "item_id", "source").iter_rows()
-        ]
+        mine = recs.with_row_index("__row").filter(pl.col("source") == MODEL)
+        why = self.model.explain_pairs(mine["user_id"].to_list(), mine["item_id"].to_list(), top)
+        out: list[list[dict[str, Any]]] = [[] for _ in range(recs.height)]
+        for row, reasons in zip(mine["__row"].to_list(), why, strict=True):
+            out[row] = reasons
+        return out
 
 
 def reason_text(contributions: list[dict[str, Any]], top: int = 3) -> str:
