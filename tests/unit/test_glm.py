@@ -120,6 +120,7 @@ def test_explanations_of_many_pairs_add_up_to_each_logit(fitted_glm: GLMRecommen
     for reasons, score in zip(many, scores, strict=True):
         z = m.intercept_ + context + sum(c["contribution"] for c in reasons)
         assert sigmoid(np.array([z]))[0] == pytest.approx(score, abs=1e-12)
+    assert m.explain_pairs([], []) == []  # e.g. a cold-start user: no model rows to explain
     alone = m.explain(pairs_u[7], pairs_i[7], top=10_000)
     assert [c["feature"] for c in many[7]] == [c["feature"] for c in alone]
     for a, b in zip(many[7], alone, strict=True):  # equal up to float rounding

@@ -151,6 +151,8 @@ class GLMRecommender(Recommender):
         """explain() of many pairs in one pass: one feature frame, one encoding."""
         self._check()
         n = len(user_ids)
+        if n == 0:
+            return []
         rows = pl.DataFrame(
             {
                 "user_id": list(user_ids),
