@@ -18,6 +18,7 @@ really worth."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -84,15 +85,15 @@ def resampled_sums(columns: np.ndarray, n: int, seed: int, n_boot: int) -> np.nd
 
 def _interval(
     value: float,
-    draws: Any,
+    draws: Callable[[], np.ndarray],
     linear: np.ndarray,
     n: int,
     level: float,
     n_boot: int,
 ) -> tuple[float, float, str]:
-    """Percentiles of `draws()` (bootstrap replicates of the estimate) when `linear` — the
-    non-zero rows of the estimate's linearisation, whose mean over n rows it is — is small enough
-    to resample within the budget; else value -/+ z * sd / sqrt(n) of that linearisation."""
+    """Bootstrap percentiles of `draws()` when the rows that carry weight times the resamples
+    fit the budget; else value -/+ z * sd / sqrt(n) of the estimate's linearisation. `linear`
+    holds each weighted row's term of that linearisation (every other row's is 0)."""
     tail = (1 - level) / 2
     if len(linear) * n_boot <= BOOTSTRAP_BUDGET:
         reps = draws()
