@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -17,7 +18,7 @@ T0 = datetime(2026, 5, 1, tzinfo=UTC)
 
 
 def simulate(
-    ctr: dict[str, float], seed: int, n_users: int = 2000, per_user: int = 3
+    ctr: dict[str, float], seed: int, n_users: int = 2000, per_user: int = 3, days: int = 1
 ) -> pl.DataFrame:
     """Users split by the experiment; each sees `per_user` impressions and clicks with its
     variant's CTR a minute later."""
@@ -27,7 +28,7 @@ def simulate(
     variant = np.repeat(exp.assign(users), per_user)
     user = np.repeat(users, per_user)
     n = len(user)
-    ts = [T0 + timedelta(minutes=int(m)) for m in rng.integers(0, 60 * 24, n)]
+    ts = [T0 + timedelta(minutes=int(m)) for m in rng.integers(0, 60 * 24 * days, n)]
     p = np.array([ctr[v] for v in variant])
     clicked = rng.random(n) < p
     item = rng.integers(0, 50, n).astype(str)
@@ -88,6 +89,16 @@ def test_identical_variants_are_not_told_apart_beyond_the_nominal_rate() -> None
     fpr = np.mean([p < 0.05 for p in p_values if p is not None])
     assert 0.01 <= fpr <= 0.11  # nominal 0.05; 120 repetitions
     assert np.mean(p_values) == pytest.approx(0.5, abs=0.08)  # p-values are uniform under H0
+
+
+def test_the_report_looks_day_by_day_with_an_always_valid_p_value() -> None:
+    rep = report(simulate({"a": 0.04, "b": 0.08}, 0, per_user=6, days=7), "home", Settings())
+    assert rep.looks is not None and rep.looks.height == 7
+    looks = rep.looks.to_dict(as_series=False)
+    assert looks["difference"][-1] > 0 and looks["p_value"][-1] == rep.p_value
+    assert all(x >= y for x, y in itertools.pairwise(looks["p_always_valid"]))
+    assert rep.p_always_valid is not None and rep.p_always_valid < 0.05  # a real, large effect
+    assert rep.to_dict()["p_always_valid"] == rep.p_always_valid
 
 
 def test_ctr_counts_and_intervals_are_consistent() -> None:

@@ -64,20 +64,33 @@ def ab_report(
     experiment: str = typer.Argument(
         ..., help="Experiment name, as carried in impressions' context."
     ),
+    effect: float = typer.Option(
+        0.2,
+        "--effect",
+        min=0.0,
+        help="The relative CTR difference the always-valid p-value finds soonest (it stays "
+        "valid for any value).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """CTR per variant with 95% intervals and a two-proportion test, and 7- and 14-day return
-    rates of exposed users (churn = 1 - return)."""
+    """CTR per variant with 95% intervals, the difference's p-value (users are the unit:
+    delta method) both fixed-horizon and always valid (safe to look every day and stop), and
+    7- and 14-day return rates of exposed users (churn = 1 - return)."""
     c = ctx_obj(ctx)
-    rep = report(c.store.load().events, experiment, c.settings)
+    rep = report(c.store.load().events, experiment, c.settings, effect)
     if as_json:
         print_json(rep.to_dict())
         return
     print_frame(
-        rep.ctr, f"experiment {experiment}: click-through per variant (Wilson 95% intervals)"
+        rep.ctr,
+        f"experiment {experiment}: click-through per variant (95% intervals over users)",
     )
-    if rep.p_value is not None:
-        console.print(f"two-proportion z test (first two variants): p = {rep.p_value:.4g}")
+    if rep.looks is not None:
+        print_frame(rep.looks, "the difference day by day (second variant minus first)")
+        console.print(
+            f"p = {rep.p_value:.4g} if today's look was fixed in advance; always-valid "
+            f"p = {rep.p_always_valid:.4g} (valid however often the test was looked at)"
+        )
     print_frame(rep.returns, "return rate of exposed users (share back within N days)")
 
 

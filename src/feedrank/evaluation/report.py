@@ -200,7 +200,9 @@ def build_report(
             body += [
                 f"<h2>A/B test: {html.escape(name)}</h2>",
                 table_html(rep.ctr),
-                f"<p>Two-proportion test p = {rep.p_value:.4g}</p>"
+                f"<p>Difference of CTRs (users as the unit, delta method): p = "
+                f"{rep.p_value:.4g} at a horizon fixed in advance; always-valid p = "
+                f"{rep.p_always_valid:.4g} (valid however often the test was looked at).</p>"
                 if rep.p_value is not None
                 else "",
                 table_html(rep.returns),

@@ -3,7 +3,10 @@
 Assignment is a pure function of (experiment, user): a SHA-256 of both, read as a number in
 [0, 1), falls into a variant's share. No state to store, the same answer on every server, and
 independent across experiments. Impressions served under an experiment carry
-{"experiment": ..., "variant": ...} in their context, so the report needs nothing else."""
+{"experiment": ..., "variant": ...} in their context, so the report needs nothing else.
+
+The report's statistics treat users as the unit (they are what was randomised) and give an
+always-valid p-value beside the fixed-horizon one: see experiments/inference.py."""
 
 from __future__ import annotations
 
@@ -18,8 +21,8 @@ import polars as pl
 from scipy import stats
 
 from feedrank.config import Settings
-from feedrank.evaluation.offpolicy import observed_rate
 from feedrank.exceptions import ConfigError, NotFoundError
+from feedrank.experiments.inference import always_valid_p, difference_test, ratio_and_variance
 from feedrank.features.examples import labelled_impressions
 
 RETURN_DAYS = (7, 14)
@@ -75,33 +78,64 @@ def exposures(events: pl.DataFrame, experiment: str, settings: Settings) -> pl.D
     return out
 
 
+def _per_user(exp_imps: pl.DataFrame) -> pl.DataFrame:
+    """variant, user_id, clicks, impressions: the unit that was randomised."""
+    return exp_imps.group_by("variant", "user_id").agg(
+        clicks=pl.col("label").cast(pl.Int64).sum(), impressions=pl.len()
+    )
+
+
+def _sums(per_user: pl.DataFrame, variant: str) -> tuple[np.ndarray, np.ndarray]:
+    rows = per_user.filter(pl.col("variant") == variant)
+    return rows["clicks"].to_numpy(), rows["impressions"].to_numpy()
+
+
 def ctr_table(exp_imps: pl.DataFrame) -> pl.DataFrame:
-    """Per variant: impressions, clicks, CTR with a Wilson 95% interval."""
+    """Per variant: users, impressions, clicks, CTR with a 95% interval from per-user sums (the
+    delta method: users, not impressions, are what was randomised)."""
+    per_user = _per_user(exp_imps)
+    z = stats.norm.ppf(0.975)
     rows = []
-    for variant, group in exp_imps.group_by("variant", maintain_order=True):
-        est = observed_rate(group["label"].to_numpy())
+    for variant in sorted(per_user["variant"].unique().to_list()):
+        clicks, impressions = _sums(per_user, variant)
+        ctr, var = ratio_and_variance(clicks, impressions)
+        half = z * float(np.sqrt(var)) if var == var else float("nan")
         rows.append(
             {
-                "variant": variant[0],
-                "users": group["user_id"].n_unique(),
-                "impressions": group.height,
-                "clicks": int(group["label"].sum()),
-                "ctr": est.value,
-                "ctr_low": est.ci_low,
-                "ctr_high": est.ci_high,
+                "variant": variant,
+                "users": len(clicks),
+                "impressions": int(impressions.sum()),
+                "clicks": int(clicks.sum()),
+                "ctr": ctr,
+                "ctr_low": max(ctr - half, 0.0),
+                "ctr_high": min(ctr + half, 1.0),
             }
         )
-    return pl.DataFrame(rows).sort("variant")
+    return pl.DataFrame(rows)
 
 
-def two_proportion_test(clicks_a: int, n_a: int, clicks_b: int, n_b: int) -> float:
-    """Two-sided p-value of H0: equal CTRs (pooled z test)."""
-    p = (clicks_a + clicks_b) / (n_a + n_b)
-    se = np.sqrt(p * (1 - p) * (1 / n_a + 1 / n_b))
-    if se == 0:
-        return 1.0
-    z = (clicks_a / n_a - clicks_b / n_b) / se
-    return float(2 * stats.norm.sf(abs(z)))
+def sequential_p_values(
+    exp_imps: pl.DataFrame, variants: tuple[str, str], effect: float
+) -> pl.DataFrame:
+    """One row per day of the experiment (a look at the data so far): the difference of CTRs
+    (second minus first variant), its standard error, the fixed-horizon p-value — valid only if
+    this day had been chosen beforehand — and the always-valid p-value, valid whenever one looks.
+    `effect`: the relative difference the always-valid p-value is tuned to find soonest."""
+    daily = exp_imps.with_columns(day=pl.col("timestamp").dt.truncate("1d"))
+    days = daily["day"].unique().sort().to_list()
+    pooled = float(exp_imps["label"].mean())  # type: ignore[arg-type]
+    rows = []
+    for day in days:
+        per_user = _per_user(daily.filter(pl.col("day") <= day))
+        diff, se, p = difference_test(_sums(per_user, variants[0]), _sums(per_user, variants[1]))
+        rows.append({"day": day, "difference": diff, "std_error": se, "p_value": p})
+    looks = pl.DataFrame(rows)
+    valid = always_valid_p(
+        looks["difference"].to_numpy(),
+        looks["std_error"].fill_nan(None).fill_null(0.0).to_numpy() ** 2,
+        tau=effect * pooled,
+    )
+    return looks.with_columns(p_always_valid=pl.Series(valid))
 
 
 def return_rates(
@@ -140,6 +174,11 @@ class ABReport:
     ctr: pl.DataFrame
     returns: pl.DataFrame
     p_value: float | None  # the two first variants' CTR difference; None with one variant
+    looks: pl.DataFrame | None  # per day: difference, fixed and always-valid p-values
+
+    @property
+    def p_always_valid(self) -> float | None:
+        return None if self.looks is None else float(self.looks["p_always_valid"][-1])
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -147,14 +186,20 @@ class ABReport:
             "ctr": self.ctr.to_dicts(),
             "returns": self.returns.to_dicts(),
             "p_value": self.p_value,
+            "p_always_valid": self.p_always_valid,
+            "looks": self.looks.to_dicts() if self.looks is not None else None,
         }
 
 
-def report(events: pl.DataFrame, experiment: str, settings: Settings) -> ABReport:
+def report(
+    events: pl.DataFrame, experiment: str, settings: Settings, effect: float = 0.2
+) -> ABReport:
     imps = exposures(events, experiment, settings)
     ctr = ctr_table(imps)
-    p = None
+    p, looks = None, None
     if ctr.height >= 2:
-        a, b = ctr.row(0, named=True), ctr.row(1, named=True)
-        p = two_proportion_test(a["clicks"], a["impressions"], b["clicks"], b["impressions"])
-    return ABReport(experiment, ctr, return_rates(events, imps), p)
+        a, b = ctr["variant"][0], ctr["variant"][1]
+        per_user = _per_user(imps)
+        p = difference_test(_sums(per_user, a), _sums(per_user, b))[2]
+        looks = sequential_p_values(imps, (a, b), effect)
+    return ABReport(experiment, ctr, return_rates(events, imps), p, looks)
