@@ -31,7 +31,7 @@ def test_demo_with_random_slates_then_offpolicy_estimate(tmp_path: Path) -> None
     )
     assert "frozen" in got["split"] and got["logged_policy"]["method"] == "observed"
     rows = {(r["model"], r["method"]): r for r in got["estimates"]}
-    assert set(rows) == {(m, e) for m in ("glm", "popularity") for e in ("ips", "snips")}
+    assert set(rows) == {(m, e) for m in ("glm", "popularity") for e in ("ips", "snips", "dr")}
     for r in rows.values():
         assert r["ci_low"] <= r["ctr"] <= r["ci_high"] and r["policy"] == "greedy"
         assert r["support"] > 0 and r["effective_n"] > 10

@@ -156,4 +156,29 @@ def test_past_the_budget_the_normal_interval_matches_the_bootstrap(
     for b, m in zip(boot, normal, strict=True):
         assert (b.interval, m.interval) == ("bootstrap", "normal") and b.value == m.value
         width = b.ci_high - b.ci_low
-        assert abs(b.ci_low - m.ci_low) < 0.1 * width and abs(b.ci_high - m.ci_high) < 0.1 * width
+        assert abs(b.ci_low - m.ci_low) < 0.05 * width and abs(b.ci_high - m.ci_high) < 0.05 * width
+
+
+def _clustered_log(seed: int) -> tuple[np.ndarray, ...]:
+    """300 users with 30 impressions each; each user clicks at their own rate (mean 0.1, very
+    uneven); uniform logging over 10 arms; the target shows arm 0 half the time. Clicks do not
+    depend on the arm, so the truth is the mean rate, 0.1."""
+    rng = np.random.default_rng(seed)
+    users = np.repeat(np.arange(300), 30)
+    rate = rng.beta(0.5, 4.5, 300)[users]
+    arms = rng.integers(0, 10, len(users))
+    clicks = (rng.random(len(users)) < rate).astype(float)
+    target = np.where(arms == 0, 0.5, 0.5 / 9)
+    return clicks, target, np.full(len(users), 0.1), users, 0.1
+
+
+def test_resampling_users_keeps_the_interval_honest_when_users_differ() -> None:
+    by_row, by_user = 0, 0
+    for seed in range(100):
+        clicks, target, logging, users, truth = _clustered_log(seed)
+        by_row += snips(clicks, target, logging, seed=seed, n_boot=400).contains(truth)
+        by_user += snips(clicks, target, logging, seed=seed, n_boot=400, clusters=users).contains(
+            truth
+        )
+    assert by_row < 85  # impressions as independent: intervals too narrow
+    assert by_user >= 90  # nominal 95 of 100

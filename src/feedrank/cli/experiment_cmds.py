@@ -120,9 +120,9 @@ def offpolicy_estimate(
     seed: int = typer.Option(0, "--seed", help="Bootstrap and sampling seed."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Estimate each model's CTR (IPS, SNIPS, 95% bootstrap intervals) from the logged
-    impressions whose context carries the logging policy's `propensity`, with popularity
-    beside and the logging policy's own CTR for reference."""
+    """Estimate each model's CTR (IPS, SNIPS, DR; 95% intervals resampling users) from the
+    logged impressions whose context carries the logging policy's `propensity`, with
+    popularity beside and the logging policy's own CTR for reference."""
     c = ctx_obj(ctx)
     models = with_popularity(model)
     data = c.store.load()
@@ -137,7 +137,7 @@ def offpolicy_estimate(
         f"logging policy's own CTR: {rep.logged.value:.4g} "
         f"[{rep.logged.ci_low:.4g}, {rep.logged.ci_high:.4g}]"
     )
-    print_frame(rep.table(), "estimated CTR had each model served (95% bootstrap intervals)")
+    print_frame(rep.table(), "estimated CTR had each model served (95% intervals)")
     for p in rep.policies:
         for w in p.weights.warnings:
             err_console.print(f"[yellow]warning[/yellow] {p.model}: {w}", highlight=False)

@@ -18,7 +18,6 @@ really worth."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -83,26 +82,42 @@ def resampled_sums(columns: np.ndarray, n: int, seed: int, n_boot: int) -> np.nd
     return out
 
 
-def _interval(
-    value: float,
-    draws: Callable[[], np.ndarray],
-    linear: np.ndarray,
-    n: int,
+def _ratio(
+    num: np.ndarray,
+    den: np.ndarray | None,
+    clusters: np.ndarray | None,
+    seed: int,
     level: float,
     n_boot: int,
-) -> tuple[float, float, str]:
-    """Bootstrap percentiles of `draws()` when the rows that carry weight times the resamples
-    fit the budget; else value -/+ z * sd / sqrt(n) of the estimate's linearisation. `linear`
-    holds each weighted row's term of that linearisation (every other row's is 0)."""
+) -> tuple[float, float, float, str]:
+    """sum(num) / sum(den) (den None: / the number of rows), with a `level` interval: bootstrap
+    percentiles from resampling rows — or, given `clusters` (e.g. user ids), whole clusters,
+    since one user's impressions are not independent — or, past the work budget, the delta
+    method's normal interval."""
+    num = np.asarray(num, float)
+    den_rows = np.ones(len(num)) if den is None else np.asarray(den, float)
+    fixed = den is None and clusters is None  # every resample has exactly n rows
+    if clusters is not None:
+        _, unit = np.unique(np.asarray(clusters), return_inverse=True)
+        num, den_rows = np.bincount(unit, weights=num), np.bincount(unit, weights=den_rows)
+    n = len(num)
+    value = float(num.sum() / den_rows.sum()) if den_rows.sum() else float("nan")
+    on = (num != 0) if fixed else (num != 0) | (den_rows != 0)  # the rows that carry anything
     tail = (1 - level) / 2
-    if len(linear) * n_boot <= BOOTSTRAP_BUDGET:
-        reps = draws()
+    if on.sum() * n_boot <= BOOTSTRAP_BUDGET:
+        sums = resampled_sums(np.column_stack([num[on], den_rows[on]]), n, seed, n_boot)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a resample may hold no weight
+            reps = sums[:, 0] / (n if fixed else sums[:, 1])
         lo, hi = np.nanpercentile(reps, [100 * tail, 100 * (1 - tail)])
-        return float(lo), float(hi), "bootstrap"
-    mean = linear.sum() / n
-    sd = np.sqrt(max((np.square(linear).sum() - n * mean**2) / (n - 1), 0.0))
+        return value, float(lo), float(hi), "bootstrap"
+    # the delta method: each unit's influence (num - value * den) / mean(den); they sum to 0
+    mean_den = den_rows.mean()
+    squares = np.square((num[on] - value * den_rows[on]) / mean_den).sum()
+    if fixed:  # the rows left out carry num 0 and den 1
+        squares += (n - on.sum()) * (value / mean_den) ** 2
+    sd = np.sqrt(squares / (n - 1))
     half = float(stats.norm.ppf(1 - tail) * sd / np.sqrt(n))
-    return value - half, value + half, "normal"
+    return value, value - half, value + half, "normal"
 
 
 def ips(
@@ -112,21 +127,14 @@ def ips(
     seed: int = 0,
     level: float = 0.95,
     n_boot: int = BOOTSTRAP,
+    clusters: np.ndarray | None = None,
 ) -> Estimate:
-    r = np.asarray(rewards, dtype=float)
+    """`clusters`: a unit per row (e.g. the user) to resample whole, for intervals that hold
+    when rows of one unit are alike."""
     w = _weights(target_prob, logging_prob)
-    wr = w * r
-    n, value = len(r), float(wr.mean())
-    carriers = wr[wr != 0]
-    lo, hi, how = _interval(
-        value,
-        lambda: resampled_sums(carriers[:, None], n, seed, n_boot)[:, 0] / n,
-        carriers,
-        n,
-        level,
-        n_boot,
-    )
-    return Estimate("ips", value, lo, hi, n, _effective_n(w), how)
+    wr = w * np.asarray(rewards, dtype=float)
+    value, lo, hi, how = _ratio(wr, None, clusters, seed, level, n_boot)
+    return Estimate("ips", value, lo, hi, len(w), _effective_n(w), how)
 
 
 def snips(
@@ -136,24 +144,14 @@ def snips(
     seed: int = 0,
     level: float = 0.95,
     n_boot: int = BOOTSTRAP,
+    clusters: np.ndarray | None = None,
 ) -> Estimate:
-    r = np.asarray(rewards, dtype=float)
     w = _weights(target_prob, logging_prob)
-    n = len(r)
     if w.sum() == 0:  # the new policy shows nothing that was logged: no estimate
-        return Estimate("snips", float("nan"), float("nan"), float("nan"), n, 0.0)
-    value = float((w * r).sum() / w.sum())
-    on = w != 0
-    columns = np.column_stack([w[on] * r[on], w[on]])
-
-    def draws() -> np.ndarray:
-        sums = resampled_sums(columns, n, seed, n_boot)
-        with np.errstate(invalid="ignore", divide="ignore"):  # a resample may hold no weight
-            return sums[:, 0] / sums[:, 1]
-
-    linear = w[on] * (r[on] - value) / w.mean()  # the delta method's influence of each row
-    lo, hi, how = _interval(value, draws, linear, n, level, n_boot)
-    return Estimate("snips", value, lo, hi, n, _effective_n(w), how)
+        return Estimate("snips", float("nan"), float("nan"), float("nan"), len(w), 0.0)
+    wr = w * np.asarray(rewards, dtype=float)
+    value, lo, hi, how = _ratio(wr, w, clusters, seed, level, n_boot)
+    return Estimate("snips", value, lo, hi, len(w), _effective_n(w), how)
 
 
 def dr(
@@ -165,25 +163,17 @@ def dr(
     seed: int = 0,
     level: float = 0.95,
     n_boot: int = BOOTSTRAP,
+    clusters: np.ndarray | None = None,
 ) -> Estimate:
     """`predicted_logged`: the reward model's click probability of each logged impression;
     `predicted_target`: its expected click probability under the new policy in the same context
-    (the sum over items of pi_new(a|x) q(x, a)). Fit the reward model out of fold
-    (cross-fitting), or its own fitting errors leak into the correction term."""
+    (the sum over items of pi_new(a|x) q(x, a)). Fit the reward model on other data (earlier
+    events, or other folds), or its own fitting errors leak into the correction term."""
     r = np.asarray(rewards, dtype=float)
     w = _weights(target_prob, logging_prob)
     terms = np.asarray(predicted_target, float) + w * (r - np.asarray(predicted_logged, float))
-    n, value = len(r), float(terms.mean())
-    carriers = terms[terms != 0]
-    lo, hi, how = _interval(
-        value,
-        lambda: resampled_sums(carriers[:, None], n, seed, n_boot)[:, 0] / n,
-        carriers,
-        n,
-        level,
-        n_boot,
-    )
-    return Estimate("dr", value, lo, hi, n, _effective_n(w), how)
+    value, lo, hi, how = _ratio(terms, None, clusters, seed, level, n_boot)
+    return Estimate("dr", value, lo, hi, len(w), _effective_n(w), how)
 
 
 @dataclass(frozen=True)
@@ -207,17 +197,10 @@ def weight_diagnostics(
     level: float = 0.95,
     n_boot: int = BOOTSTRAP,
     min_effective_n: float = 100.0,
+    clusters: np.ndarray | None = None,
 ) -> WeightDiagnostics:
     w = _weights(target_prob, logging_prob)
-    carriers = w[w != 0]
-    lo, hi, _ = _interval(
-        float(w.mean()),
-        lambda: resampled_sums(carriers[:, None], len(w), seed, n_boot)[:, 0] / len(w),
-        carriers,
-        len(w),
-        level,
-        n_boot,
-    )
+    _, lo, hi, _ = _ratio(w, None, clusters, seed, level, n_boot)
     total, ess = w.sum(), _effective_n(w)
     share = float(w.max() / total) if total > 0 else 1.0
     support = float((np.asarray(target_prob) > 0).mean())

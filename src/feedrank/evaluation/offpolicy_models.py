@@ -6,7 +6,8 @@ probability of having shown that item at that position (position-level, as in th
 Dataset) — each labelled clicked when an engagement of the user on the item follows within the
 label window. Each model is fitted on the events before the cut and frozen there, served as a
 ranking policy (greedy top-k, or softmax exploration: see `evaluation/policy.py`), and its CTR
-estimated by IPS and SNIPS over the impressions, with weight diagnostics. The position-level
+estimated by IPS, SNIPS and DR over the impressions, with weight diagnostics; the intervals
+resample users, not impressions, since one user's impressions are alike. The position-level
 estimate assumes a click at one position does not depend on what the other positions show."""
 
 from __future__ import annotations
@@ -24,15 +25,19 @@ from feedrank.data.site import SiteData
 from feedrank.evaluation.offpolicy import (
     Estimate,
     WeightDiagnostics,
+    dr,
     ips,
     observed_rate,
     snips,
     weight_diagnostics,
 )
-from feedrank.evaluation.policy import marginals, position_probabilities
+from feedrank.evaluation.policy import at_logged, marginals
 from feedrank.exceptions import FeedrankError
 from feedrank.features.examples import labelled_impressions
 from feedrank.models.base import Recommender
+from feedrank.models.glm import GLMRecommender
+
+DR_ROWS = 5_000_000  # (visit, item) pairs the reward model may score for one policy
 
 
 @dataclass(frozen=True)
@@ -88,14 +93,14 @@ class OffPolicyReport:
 
 def logged_impressions(data: SiteData, settings: Settings, cut: datetime) -> pl.DataFrame:
     """Impressions at or after `cut` with a position and a propensity: user_id, item_id,
-    position, timestamp, propensity, label."""
+    position, timestamp, device, propensity, label."""
     imps = labelled_impressions(data.events, settings).filter(pl.col("timestamp") >= cut)
     return (
         imps.with_columns(
             propensity=pl.col("context").str.json_path_match("$.propensity").cast(pl.Float64)
         )
         .filter(pl.col("propensity").is_not_null() & (pl.col("position") >= 1))
-        .select("user_id", "item_id", "position", "timestamp", "propensity", "label")
+        .select("user_id", "item_id", "position", "timestamp", "device", "propensity", "label")
     )
 
 
@@ -107,7 +112,12 @@ def estimate_models(
     temperature: float | None = None,
     n_sim: int = 2000,
     seed: int = 0,
+    doubly_robust: bool = True,
 ) -> OffPolicyReport:
+    """IPS and SNIPS of each model's policy, and DR where the reward model's work stays within
+    a budget (always for greedy policies). The reward model is a GLM click model fitted on the
+    events before the cut — so it never saw the clicks it corrects — reading each visit's
+    features as of its own time."""
     log = logged_impressions(data, settings, cut)
     if log.is_empty():
         raise FeedrankError(
@@ -116,20 +126,61 @@ def estimate_models(
             "position); got none"
         )
     clicks, logging = log["label"].to_numpy(), log["propensity"].to_numpy()
+    users_of_rows = log["user_id"].to_numpy()  # intervals resample users: theirs are alike
     train = data.until(cut)
+    reward = GLMRecommender().fit(train, settings).serve_with(data) if doubly_robust else None
+    q_logged = reward.predict_rows(log) if reward is not None else None
     policy = "greedy" if temperature is None else f"softmax({temperature:g})"
+    k = int(log["position"].max())  # type: ignore[arg-type]
+    users = log["user_id"].unique(maintain_order=True).to_list()
     out = []
     for name, model in models.items():
         model.fit(train, settings).serve_with(train, at=cut)
-        target = position_probabilities(model, log, temperature, n_sim=n_sim, seed=seed)
-        estimates = (
-            ips(clicks, target, logging, seed=seed),
-            snips(clicks, target, logging, seed=seed),
-        )
-        out.append(
-            PolicyEstimate(name, policy, estimates, weight_diagnostics(target, logging, seed=seed))
-        )
+        shown = marginals(model, users, k, temperature, n_sim=n_sim, seed=seed)
+        target = at_logged(shown, log)
+        estimates = [
+            ips(clicks, target, logging, seed=seed, clusters=users_of_rows),
+            snips(clicks, target, logging, seed=seed, clusters=users_of_rows),
+        ]
+        if reward is not None and q_logged is not None and _pairs(shown, log) <= DR_ROWS:
+            q_target = policy_expectation(shown, log, reward.predict_rows)
+            estimates.append(
+                dr(clicks, target, logging, q_logged, q_target, seed=seed, clusters=users_of_rows)
+            )
+        weights = weight_diagnostics(target, logging, seed=seed, clusters=users_of_rows)
+        out.append(PolicyEstimate(name, policy, tuple(estimates), weights))
     return OffPolicyReport(cut, log.height, observed_rate(clicks), tuple(out))
+
+
+def _pairs(shown: pl.DataFrame, log: pl.DataFrame) -> int:
+    """How many (visit, item) pairs the policy's expectation over the log takes."""
+    per_slot = shown.group_by("user_id", "position").len("items")
+    visits = log.group_by("user_id", pl.col("position").cast(pl.Int32)).len("visits")
+    both = visits.join(per_slot, on=["user_id", "position"])
+    return int((both["visits"] * both["items"]).sum())
+
+
+def policy_expectation(
+    shown: pl.DataFrame,
+    log: pl.DataFrame,
+    click_probability: Callable[[pl.DataFrame], np.ndarray],
+) -> np.ndarray:
+    """Per logged visit (user, position, time): the sum over items of P(the policy shows the item
+    there) x P(click), from the policy's marginals `shown` (evaluation.policy.marginals) and a
+    click oracle taking rows of user_id, item_id, position, timestamp, device."""
+    visits = log.select(
+        "user_id",
+        pl.col("position").cast(pl.Int32),
+        "timestamp",
+        "device",
+    ).with_row_index("__visit")
+    hypothetical = visits.join(shown, on=["user_id", "position"])
+    p_click = click_probability(hypothetical.drop("p", "__visit"))
+    return np.bincount(
+        hypothetical["__visit"].to_numpy(),
+        weights=hypothetical["p"].to_numpy() * p_click,
+        minlength=log.height,
+    )
 
 
 def expected_ctr(
@@ -141,16 +192,12 @@ def expected_ctr(
     seed: int = 0,
 ) -> float:
     """The CTR the model's policy would really have had on the logged visits, given an oracle
-    of true click probabilities (a simulator's, e.g. `DemoSite.click_probability`): for every
-    logged (user, position, time), the sum over items of P(item there) x P(click)."""
+    of true click probabilities (a simulator's, e.g. `DemoSite.click_probability`)."""
     k = int(log["position"].max())  # type: ignore[arg-type]
-    users = log["user_id"].unique().to_list()
-    shown = marginals(model, users, k, temperature, n_sim=n_sim, seed=seed)
-    hypothetical = log.select("user_id", pl.col("position").cast(pl.Int32), "timestamp").join(
-        shown, on=["user_id", "position"]
+    shown = marginals(
+        model, log["user_id"].unique().to_list(), k, temperature, n_sim=n_sim, seed=seed
     )
-    p_click = click_probability(hypothetical.drop("p"))
-    return float((hypothetical["p"].to_numpy() * p_click).sum() / log.height)
+    return float(policy_expectation(shown, log, click_probability).mean())
 
 
 def default_cut(data: SiteData, test_days: float) -> datetime:

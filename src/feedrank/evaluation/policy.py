@@ -43,7 +43,14 @@ def position_probabilities(
         return np.zeros(0)
     k = int(impressions["position"].max())  # type: ignore[arg-type]
     users = impressions["user_id"].unique(maintain_order=True).to_list()
-    shown = marginals(model, users, k, temperature, exclude_seen, n_sim, seed)
+    return at_logged(
+        marginals(model, users, k, temperature, exclude_seen, n_sim, seed), impressions
+    )
+
+
+def at_logged(shown: pl.DataFrame, impressions: pl.DataFrame) -> np.ndarray:
+    """The marginals `shown` read at each row of `impressions` (0 where the policy never shows
+    that item at that position)."""
     joined = impressions.select("user_id", "item_id", pl.col("position").cast(pl.Int32)).join(
         shown, on=["user_id", "item_id", "position"], how="left", maintain_order="left"
     )
