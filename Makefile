@@ -18,8 +18,8 @@ demo: setup
 	$(BIN)/feedrank --store sqlite:///./demo.db demo
 
 lint: setup
-	$(BIN)/ruff check src tests $(wildcard bench)
-	$(BIN)/ruff format --check src tests $(wildcard bench)
+	$(BIN)/ruff check src tests $(wildcard bench) $(wildcard examples)
+	$(BIN)/ruff format --check src tests $(wildcard bench) $(wildcard examples)
 	$(BIN)/mypy
 
 test: lint
