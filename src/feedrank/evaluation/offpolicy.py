@@ -6,9 +6,10 @@ the logging policy's propensities — what a policy would have earned, before it
 - DR (doubly robust): a reward model's prediction under the new policy plus the IPS-weighted
   residual of the logged reward; unbiased when either the propensities or the reward model are
   right, and less variable than IPS when the reward model explains some of the clicks.
-Confidence intervals are seeded bootstrap percentiles over impressions, resampled only where
-rows carry weight (exact, and the cost follows those rows, not the log); past a work budget
-(rows carrying weight x resamples), the normal approximation, which such sizes make accurate —
+Confidence intervals are seeded bootstrap percentiles over impressions — or over whole users,
+given `clusters`, since one user's impressions are alike — resampled only where rows carry
+weight (exact, and the cost follows those rows, not the log); past a work budget (rows carrying
+weight x resamples), the delta method's normal interval, which such sizes make accurate —
 `Estimate.interval` says which.
 
 `weight_diagnostics` says whether the weights can be trusted at all: their mean must be near 1
