@@ -195,7 +195,12 @@ def expected_ctr(
     of true click probabilities (a simulator's, e.g. `DemoSite.click_probability`)."""
     k = int(log["position"].max())  # type: ignore[arg-type]
     shown = marginals(
-        model, log["user_id"].unique().to_list(), k, temperature, n_sim=n_sim, seed=seed
+        model,
+        log["user_id"].unique(maintain_order=True).to_list(),
+        k,
+        temperature,
+        n_sim=n_sim,
+        seed=seed,
     )
     return float(policy_expectation(shown, log, click_probability).mean())
 
