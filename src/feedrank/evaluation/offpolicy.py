@@ -106,7 +106,8 @@ def _ratio(
     on = (num != 0) if fixed else (num != 0) | (den_rows != 0)  # the rows that carry anything
     tail = (1 - level) / 2
     if on.sum() * n_boot <= BOOTSTRAP_BUDGET:
-        sums = resampled_sums(np.column_stack([num[on], den_rows[on]]), n, seed, n_boot)
+        columns = num[on, None] if fixed else np.column_stack([num[on], den_rows[on]])
+        sums = resampled_sums(columns, n, seed, n_boot)
         with np.errstate(invalid="ignore", divide="ignore"):  # a resample may hold no weight
             reps = sums[:, 0] / (n if fixed else sums[:, 1])
         lo, hi = np.nanpercentile(reps, [100 * tail, 100 * (1 - tail)])
