@@ -100,13 +100,9 @@ class Recommending:
             state.live.put(key, sig, cached)
         return self._result(req, state, label, "live", cached.head(req.k).to_dicts(), [])
 
-    def candidates(self, state: ServingState, user_id: str, exclude_seen: bool) -> set[str]:
-        """What the user could be shown: the loaded catalogue, minus the items they engaged
-        with (as stored now) when seen items are left out."""
-        items = set(state.data.items["item_id"].to_list())
-        if exclude_seen:
-            items -= set(self._engaged(self.store.events(user_ids=[user_id])).to_list())
-        return items
+    def engaged(self, user_id: str) -> set[str]:
+        """The items the user engaged with, as stored now."""
+        return set(self._engaged(self.store.events(user_ids=[user_id])).to_list())
 
     def _engaged(self, events: pl.DataFrame) -> pl.Series:
         return events.filter(

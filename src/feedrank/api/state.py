@@ -10,8 +10,10 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from feedrank.config import Settings
@@ -41,6 +43,11 @@ class ServingState:
     others: dict[str, RecommendationService] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     live: LiveCache = field(default_factory=lambda: LiveCache())
+
+    @cached_property
+    def catalogue(self) -> np.ndarray:
+        """The loaded items' ids, sorted: what a random slate draws from."""
+        return np.sort(self.data.items["item_id"].unique().to_numpy().astype(object))
 
     @property
     def generation_id(self) -> int | None:

@@ -66,8 +66,8 @@ async def recommendations(
         out = await run_in_threadpool(service.live, state, rt.fresh, req)
     extra: dict[str, Any] = {}
     if explore > 0:
-        pool = await run_in_threadpool(service.candidates, state, user_id, exclude_seen)
-        out, explored = explore_slate(out, pool, explore, rt.rng)  # on the loop: one rng user
+        seen = await run_in_threadpool(service.engaged, user_id) if exclude_seen else set()
+        out, explored = explore_slate(out, state.catalogue, seen, explore, rt.rng)  # one rng user
         extra = {"explore": explore, "explored": explored}
     if variant is not None:
         extra |= {"experiment": experiment, "variant": variant}
