@@ -31,93 +31,78 @@ EVENT: dict[str, Any] = {
     "additionalProperties": True,
 }
 
-EVENTS_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI `openapi_extra` declaring a required JSON request body of this schema."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+EVENTS_BODY = _json_body(
+    {
+        "anyOf": [
+            EVENT,
+            {"type": "array", "items": EVENT},
+            {
+                "type": "object",
+                "required": ["events"],
+                "properties": {"events": {"type": "array", "items": EVENT}},
+            },
+        ]
+    }
+)
+
+IMPRESSIONS_BODY = _json_body(
+    {
+        "type": "object",
+        "required": ["user_id", "items"],
+        "properties": {
+            "user_id": {"type": "string"},
+            "items": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
                     "anyOf": [
-                        EVENT,
-                        {"type": "array", "items": EVENT},
+                        {"type": "string"},
                         {
                             "type": "object",
-                            "required": ["events"],
-                            "properties": {"events": {"type": "array", "items": EVENT}},
-                        },
-                    ]
-                }
-            }
-        },
-    }
-}
-
-IMPRESSIONS_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["user_id", "items"],
-                    "properties": {
-                        "user_id": {"type": "string"},
-                        "items": {
-                            "type": "array",
-                            "minItems": 1,
-                            "items": {
-                                "anyOf": [
-                                    {"type": "string"},
-                                    {
-                                        "type": "object",
-                                        "required": ["item_id"],
-                                        "properties": {
-                                            "item_id": {"type": "string"},
-                                            "position": {"type": "integer", "minimum": 0},
-                                            "propensity": {
-                                                "type": "number",
-                                                "exclusiveMinimum": 0,
-                                                "maximum": 1,
-                                                "description": "the logging policy's "
-                                                "probability of showing this item at this "
-                                                "position; kept in the event's context",
-                                            },
-                                        },
-                                    },
-                                ]
+                            "required": ["item_id"],
+                            "properties": {
+                                "item_id": {"type": "string"},
+                                "position": {"type": "integer", "minimum": 0},
+                                "propensity": {
+                                    "type": "number",
+                                    "exclusiveMinimum": 0,
+                                    "maximum": 1,
+                                    "description": "the logging policy's "
+                                    "probability of showing this item at this "
+                                    "position; kept in the event's context",
+                                },
                             },
                         },
-                        "timestamp": _SCALAR,
-                        "device": {"type": "string"},
-                        "request_id": {"type": "string", "description": "idempotence key"},
-                        "context": {"type": "object"},
-                    },
-                }
-            }
+                    ]
+                },
+            },
+            "timestamp": _SCALAR,
+            "device": {"type": "string"},
+            "request_id": {"type": "string", "description": "idempotence key"},
+            "context": {"type": "object"},
         },
     }
-}
+)
 
-ATTRIBUTES_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "additionalProperties": {
-                        "anyOf": [
-                            {"type": "string"},
-                            {"type": "number"},
-                            {"type": "boolean"},
-                            {"type": "null"},
-                        ]
-                    },
-                }
-            }
+ATTRIBUTES_BODY = _json_body(
+    {
+        "type": "object",
+        "additionalProperties": {
+            "anyOf": [
+                {"type": "string"},
+                {"type": "number"},
+                {"type": "boolean"},
+                {"type": "null"},
+            ]
         },
     }
-}
+)
 
 
 class ItemErrorOut(BaseModel):
