@@ -114,9 +114,10 @@ class Recommender(ABC):
         """Top-k per user: columns user_id, rank (1-based), item_id, score."""
         self._check()
         items = self.item_ids_
+        step = self._users_per_batch(batch_size, len(items))
         frames = []
-        for start in range(0, len(user_ids), batch_size):
-            users = list(user_ids[start : start + batch_size])
+        for start in range(0, len(user_ids), step):
+            users = list(user_ids[start : start + step])
             scores = self.score(users, items).astype(np.float64, copy=True)
             if exclude_seen:
                 scores[self.seen_mask(users, items)] = -np.inf
@@ -124,6 +125,11 @@ class Recommender(ABC):
         if not frames:
             return pl.DataFrame(schema=RECS_SCHEMA)
         return pl.concat(frames)
+
+    def _users_per_batch(self, batch_size: int, n_items: int) -> int:
+        """Users scored at once by `recommend`; models whose scoring holds more than a score per
+        pair narrow it."""
+        return batch_size
 
     def explain(self, user_id: str, item_id: str, top: int = 5) -> list[dict[str, Any]]:
         """The largest contributions to a score; models without a decomposition give none."""

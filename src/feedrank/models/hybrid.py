@@ -136,19 +136,10 @@ class _Ensemble(Recommender):
             ranks.append(rank_rows(S, seen))
         return norm, ranks
 
-    def _block(self, n_items: int) -> int:
-        """Users per block so a block's feature tensor stays under ~4M cells."""
-        return max(1, 4_000_000 // max(1, n_items * 2 * len(self.generators)))
-
-    def recommend(
-        self,
-        user_ids: Sequence[str],
-        k: int = 10,
-        exclude_seen: bool = True,
-        batch_size: int = 512,
-    ) -> pl.DataFrame:
-        step = min(batch_size, self._block(len(self.item_ids_)))
-        return super().recommend(user_ids, k, exclude_seen, batch_size=step)
+    def _users_per_batch(self, batch_size: int, n_items: int) -> int:
+        """Few enough users that a block's feature tensor stays under ~4M cells."""
+        cells = max(1, n_items * 2 * len(self.generators))
+        return min(batch_size, max(1, 4_000_000 // cells))
 
     def _generator_state(self) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
         metas, arrays = [], {}
@@ -364,7 +355,7 @@ class HybridRecommender(_Ensemble):
         )
         users = held["user_id"].to_list()
         xs, ys = [], []
-        step = self._block(len(items))
+        step = self._users_per_batch(len(users), len(items))
         for s in range(0, len(users), step):
             block = users[s : s + step]
             seen = models[0].seen_mask(block, items)
