@@ -21,7 +21,7 @@ import numpy as np
 
 from feedrank.config import Settings
 from feedrank.data.demo import generate_site
-from feedrank.evaluation.offpolicy_models import estimate_models, expected_ctr, logged_impressions
+from feedrank.evaluation.offpolicy_models import estimate_models, expected_ctr
 from feedrank.models.glm import GLMRecommender
 
 
@@ -44,8 +44,9 @@ def main() -> None:
         cut = site.end - timedelta(days=5)
         model = GLMRecommender()
         report = estimate_models({"glm": model}, data, settings, cut, temperature, n_sim=1000)
-        log = logged_impressions(data, settings, cut)
-        truth = expected_ctr(model, log, site.click_probability, temperature, n_sim=4000, seed=7)
+        truth = expected_ctr(
+            model, report.log, site.click_probability, temperature, n_sim=4000, seed=7
+        )
         for est in report.policies[0].estimates:
             covered[est.method].append(est.contains(truth))
             se = (est.ci_high - est.ci_low) / 3.92

@@ -19,7 +19,6 @@ from feedrank.evaluation.offpolicy_models import (
     default_cut,
     estimate_models,
     expected_ctr,
-    logged_impressions,
 )
 from feedrank.models.base import Recommender
 from feedrank.models.glm import GLMRecommender
@@ -148,8 +147,7 @@ def _offpolicy_against_truth(
         "popularity": PopularityRecommender(),
     }
     rep = estimate_models(models, data, settings, cut)
-    log = logged_impressions(data, settings, cut)
-    truth = {name: expected_ctr(m, log, site.click_probability) for name, m in models.items()}
+    truth = {name: expected_ctr(m, rep.log, site.click_probability) for name, m in models.items()}
     table = rep.table().with_columns(
         true_ctr=pl.col("model").replace_strict(truth, return_dtype=pl.Float64)
     )

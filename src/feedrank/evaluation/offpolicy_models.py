@@ -68,9 +68,13 @@ class PolicyEstimate:
 @dataclass(frozen=True)
 class OffPolicyReport:
     cut: datetime
-    impressions: int
+    log: pl.DataFrame  # the logged impressions estimated on (see logged_impressions)
     logged: Estimate  # the logging policy's own CTR on the same impressions
     policies: tuple[PolicyEstimate, ...]
+
+    @property
+    def impressions(self) -> int:
+        return self.log.height
 
     @property
     def description(self) -> str:
@@ -149,7 +153,7 @@ def estimate_models(
             )
         weights = weight_diagnostics(target, logging, seed=seed, clusters=users_of_rows)
         out.append(PolicyEstimate(name, policy, tuple(estimates), weights))
-    return OffPolicyReport(cut, log.height, observed_rate(clicks), tuple(out))
+    return OffPolicyReport(cut, log, observed_rate(clicks), tuple(out))
 
 
 def _pairs(shown: pl.DataFrame, log: pl.DataFrame) -> int:
