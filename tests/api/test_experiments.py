@@ -7,6 +7,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from feedrank.config import Settings
