@@ -5,7 +5,7 @@ before any HTTP), with the same answers checked; and the live re-scoring of user
 
     .venv/bin/python bench/bench_api.py [--small]
 
-A synthetic site (feedrank.data.demo) is imported into a temporary SQLite store, a GLM is
+A synthetic site (feedrank.datasets.demo) is imported into a temporary SQLite store, a GLM is
 trained, every user is scored into an active generation, then `feedrank serve` is started as
 its own process on 127.0.0.1 and driven by an open-loop load generator (requests are sent on a
 fixed schedule whatever the responses do, and latency counts from the scheduled time, so a
@@ -31,7 +31,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from feedrank.pipeline.recommend import RecommendationService
+from feedrank.serving.service import RecommendationService
 
 KEY = "bench-key"
 FLOOR_P99_MS = 25.0
@@ -147,10 +147,10 @@ async def fetch(port: int, path: str) -> dict[str, object]:
 
 # -- setup -------------------------------------------------------------------------------------
 def build(root: Path, small: bool) -> tuple[str, Any, list[str], list[str]]:
-    from feedrank.config import Settings
-    from feedrank.data.demo import generate_site
-    from feedrank.data.io import import_frame
-    from feedrank.pipeline.recommend import RecommendationService
+    from feedrank.settings import Settings
+    from feedrank.datasets.demo import generate_site
+    from feedrank.io import import_frame
+    from feedrank.serving.service import RecommendationService
     from feedrank.pipeline.registry import Registry
     from feedrank.pipeline.train import train_glm
     from feedrank.store import open_store

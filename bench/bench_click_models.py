@@ -1,6 +1,6 @@
 """Seed 003's click models beside the GLM, the hybrid and baselines, on held-out time:
 
-1. the synthetic site (feedrank.data.demo.generate_site, defaults): fit on events before the
+1. the synthetic site (feedrank.datasets.demo.generate_site, defaults): fit on events before the
    last 7 days, measure on the impressions of those 7 days (features as of each impression), the
    split of feedrank.pipeline.train;
 2. the Open Bandit Dataset (../shared/data/open-bandit): real impressions at positions 1-3,
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from feedrank.config import Settings
-from feedrank.data.demo import generate_site
+from feedrank.settings import Settings
+from feedrank.datasets.demo import generate_site
 from feedrank.evaluation.metrics import classification_metrics
 from feedrank.evaluation.open_bandit import compare
 from feedrank.features.examples import build_examples

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from _common import Row, check, parse_args, print_table, timed
 
-from feedrank.config import Settings
-from feedrank.data.demo import generate_site
+from feedrank.settings import Settings
+from feedrank.datasets.demo import generate_site
 from feedrank.models.glm import GLMRecommender
 
 

@@ -23,9 +23,9 @@ import pandas as pd
 import polars as pl
 from _common import Row, check, parse_args, print_table, timed
 
-from feedrank.config import Settings
-from feedrank.data.demo import generate_site
-from feedrank.data.site import SiteData
+from feedrank.settings import Settings
+from feedrank.datasets.demo import generate_site
+from feedrank.views.site import SiteData
 from feedrank.features.examples import build_examples
 from feedrank.features.groups import SMOOTHING, FeatureGroups, FeatureSpec
 from feedrank.features.history import History, asof_before

@@ -1,6 +1,6 @@
 """Import throughput: a CSV of interactions into the embedded SQLite store.
 
-feedrank: feedrank.data.io.import_file(store, "interactions", csv) -- reads with Polars,
+feedrank: feedrank.io.import_file(store, "interactions", csv) -- reads with Polars,
 validates every row (types, ids, ISO timestamps parsed to UTC), and writes to
 SQLite with a UNIQUE key and two indexes. Then the same file again: every row is a duplicate.
 
@@ -25,8 +25,8 @@ import pandas as pd
 import polars as pl
 from _common import Row, check, parse_args, print_table, timed
 
-from feedrank.config import Settings
-from feedrank.data.io import import_file, read_table
+from feedrank.settings import Settings
+from feedrank.io import import_file, read_table
 from feedrank.schema import validate_events
 from feedrank.store import open_store
 

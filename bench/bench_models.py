@@ -26,8 +26,8 @@ from implicit.cpu.als import AlternatingLeastSquares
 from implicit.nearest_neighbours import CosineRecommender
 from threadpoolctl import threadpool_limits
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
 from feedrank.models.factorization import ALSRecommender
 from feedrank.models.knn import ItemKNNRecommender
 from feedrank.models.matrix import interactions

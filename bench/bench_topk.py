@@ -24,8 +24,8 @@ import numpy as np
 import polars as pl
 from _common import Row, check, parse_args, print_table, timed
 
-from feedrank.config import Settings
-from feedrank.data.demo import generate_site
+from feedrank.settings import Settings
+from feedrank.datasets.demo import generate_site
 from feedrank.models.base import top_k
 from feedrank.models.glm import GLMRecommender
 

@@ -19,8 +19,8 @@ from datetime import timedelta
 
 import numpy as np
 
-from feedrank.config import Settings
-from feedrank.data.demo import generate_site
+from feedrank.settings import Settings
+from feedrank.datasets.demo import generate_site
 from feedrank.evaluation.offpolicy_models import estimate_models, expected_ctr
 from feedrank.models.glm import GLMRecommender
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from feedrank.config import Settings
+from feedrank.settings import Settings
 from feedrank.store.sqlite import SQLiteStore
 
 

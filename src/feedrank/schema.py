@@ -3,7 +3,7 @@ typed Polars frames; bad rows become RowErrors naming field, allowed values, val
 
 Canonical frames:
 - users:  user_id (str), then any attribute columns
-- items:  item_id (str), created_at (datetime UTC), then any attribute columns
+- items:  item_id (str), created_at (datetime UTC; null when unknown), then any attribute columns
 - events: event_id (str|null), user_id (str), item_id (str, "" when the event has no item), type,
           timestamp (datetime UTC), value (f64), position (i32|null), device (str|null),
           context (JSON text of every other column, or null)
@@ -17,8 +17,8 @@ from typing import Any
 
 import polars as pl
 
-from feedrank.config import Settings
 from feedrank.exceptions import RowError
+from feedrank.settings import Settings
 
 TS = pl.Datetime("us", "UTC")
 LINE = "__line"
@@ -211,7 +211,9 @@ def validate_users(
 def validate_items(
     df: pl.DataFrame, source: str | None = None, first_line: int = 2, max_errors: int = 50
 ) -> Validated:
-    _missing_columns(df, ["item_id", "created_at"], source)
+    _missing_columns(df, ["item_id"], source)
+    if "created_at" not in df.columns:  # unknown, not invented
+        df = df.with_columns(created_at=pl.lit(None, TS))
     df = _with_lines(df, first_line).with_columns(
         _id("item_id"), __created=to_timestamp(pl.col("created_at"), df.schema["created_at"])
     )
@@ -219,7 +221,7 @@ def validate_items(
         _required("item_id"),
         Check(
             "created_at",
-            pl.col("__created").is_null(),
+            pl.col("__created").is_null() & pl.col("created_at").is_not_null(),
             pl.format(
                 "created_at must be an ISO 8601 time or epoch seconds; got '{}'",
                 _quoted("created_at"),
@@ -268,8 +270,9 @@ def validate_events(
     first_line: int = 2,
     max_errors: int = 50,
 ) -> Validated:
-    """Validate interactions; every column beyond the core ones is kept as JSON `context`. A
-    `propensity` (the logging policy's probability of showing that item at that position, for
+    """Validate interactions; every column beyond the core ones is kept as JSON `context`. Types
+    are open strings (lower-cased): what each one weighs is the settings' business (an import
+    summary says it per type). A `propensity` (the logging policy's probability of showing that item at that position, for
     off-policy estimates) must be a number in (0, 1] and is kept in context as a number."""
     _missing_columns(df, ["user_id", "type", "timestamp"], source)
     if "item_id" not in df.columns:
@@ -278,7 +281,6 @@ def validate_events(
         df = _unpack_context(df)
     extra = [c for c in df.columns if c not in EVENT_CORE and c != "context"]
     df = _with_lines(df, first_line)
-    types = sorted(settings.type_weights)
     itemless = set(settings.itemless_types)
     parsed = {
         "__ts": to_timestamp(pl.col("timestamp"), df.schema["timestamp"]),
@@ -302,11 +304,6 @@ def validate_events(
     checks = [
         _required("user_id"),
         _required("type"),
-        Check(
-            "type",
-            ~pl.col("type").is_in(types),
-            pl.format(f"interaction type must be one of {types}; got '{{}}'", _quoted("type")),
-        ),
         Check(
             "item_id",
             (pl.col("item_id") == "") & ~pl.col("type").is_in(sorted(itemless)),

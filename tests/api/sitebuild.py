@@ -6,10 +6,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from feedrank.config import Settings
-from feedrank.data.demo import generate_site
-from feedrank.data.io import import_frame
-from feedrank.pipeline.recommend import RecommendationService
+from feedrank.settings import Settings
+from feedrank.datasets.demo import generate_site
+from feedrank.io import import_frame
+from feedrank.serving.service import RecommendationService
 from feedrank.pipeline.registry import Registry
 from feedrank.pipeline.train import train_glm
 from feedrank.store import open_store

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from feedrank.config import Settings
+from feedrank.settings import Settings
 from feedrank.experiments.ab import Experiment, report
 from feedrank.models.popularity import PopularityRecommender
 from feedrank.pipeline.registry import Registry

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 
 from feedrank.api.fresh import fresh_view
-from feedrank.data.site import SiteData
+from feedrank.views.site import SiteData
 from feedrank.features.history import T
 from feedrank.models.glm import GLMRecommender
 from feedrank.pipeline.registry import Registry

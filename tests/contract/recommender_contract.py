@@ -22,9 +22,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from feedrank.config import Settings
-from feedrank.data.demo import generate_site
-from feedrank.data.site import SiteData
+from feedrank.settings import Settings
+from feedrank.datasets.demo import generate_site
+from feedrank.views.site import SiteData
 from feedrank.exceptions import FeedrankError
 from feedrank.models.base import Recommender
 from feedrank.schema import EVENT_COLUMNS

@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 
-from feedrank.config import AttributeWeights, Settings
-from feedrank.data.site import SiteData
+from feedrank.settings import AttributeWeights, Settings
+from feedrank.views.site import SiteData
 from feedrank.exceptions import ConfigError, NotFoundError
 from feedrank.models.base import Recommender
 from feedrank.models.content import ContentRecommender
@@ -20,7 +20,7 @@ from feedrank.models.factorization import ALSRecommender, BPRRecommender
 from feedrank.models.knn import ItemKNNRecommender, UserKNNRecommender, Weighting, pruned_similarity
 from feedrank.models.matrix import IdMap, interactions, sparse_top_k
 from feedrank.models.popularity import IN_SEGMENT
-from feedrank.pipeline.recommend import MODEL, RecommendationService
+from feedrank.serving.service import MODEL, RecommendationService
 from feedrank.schema import EVENT_COLUMNS
 
 from .recommender_contract import T0, assert_same_recs, checkerboard, held_out

@@ -24,9 +24,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from feedrank.config import Settings
-from feedrank.data.demo import generate_site
-from feedrank.data.io import import_frame
+from feedrank.settings import Settings
+from feedrank.datasets.demo import generate_site
+from feedrank.io import import_frame
 from feedrank.exceptions import NotFoundError
 from feedrank.models.glm import GLMRecommender
 from feedrank.store import open_store

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from feedrank.cli.main import app
-from feedrank.data.demo import generate_site
+from feedrank.datasets.demo import generate_site
 from feedrank.store import open_store
 
 runner = CliRunner()

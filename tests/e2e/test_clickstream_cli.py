@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from feedrank.cli.main import app
-from feedrank.data.clickstream import default_clickstream_dir
+from feedrank.datasets.clickstream import default_clickstream_dir
 
 runner = CliRunner()
 REAL = default_clickstream_dir()

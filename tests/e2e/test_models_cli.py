@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from feedrank.cli.main import app
-from feedrank.data.demo import generate_site
+from feedrank.datasets.demo import generate_site
 
 runner = CliRunner()
 

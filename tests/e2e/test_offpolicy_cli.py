@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from feedrank.cli.main import app
-from feedrank.data.open_bandit import default_root
+from feedrank.datasets.open_bandit import default_root
 
 runner = CliRunner()
 

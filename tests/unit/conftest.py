@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from feedrank.config import Settings
-from feedrank.data.demo import DemoSite, generate_site
-from feedrank.data.site import SiteData
+from feedrank.settings import Settings
+from feedrank.datasets.demo import DemoSite, generate_site
+from feedrank.views.site import SiteData
 from feedrank.schema import validate_events, validate_items, validate_users
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from feedrank.config import Settings
+from feedrank.settings import Settings
 from feedrank.exceptions import ConfigError
 from feedrank.experiments.ab import Experiment, exposures, report, return_rates
 from feedrank.schema import EVENT_COLUMNS

@@ -13,9 +13,9 @@ from scipy.optimize import check_grad
 from typer.testing import CliRunner
 
 from feedrank.cli.main import app
-from feedrank.config import Settings
-from feedrank.data.demo import DemoSite, generate_site
-from feedrank.data.site import SiteData
+from feedrank.settings import Settings
+from feedrank.datasets.demo import DemoSite, generate_site
+from feedrank.views.site import SiteData
 from feedrank.exceptions import ConfigError
 from feedrank.features.examples import build_examples
 from feedrank.features.history import T

@@ -8,7 +8,7 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from feedrank.data.clickstream import (
+from feedrank.datasets.clickstream import (
     ASSET_CLASSES,
     EVENT_TIME,
     ITEM_CREATED_AT,

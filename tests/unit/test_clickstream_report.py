@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_loo import unit_site
 
-from feedrank.data.clickstream import clickstream_settings
+from feedrank.datasets.clickstream import clickstream_settings
 from feedrank.evaluation.clickstream_eval import ModelSpec, compare, parse_models
 from feedrank.evaluation.clickstream_report import item_similarity, render_report
 from feedrank.exceptions import ConfigError

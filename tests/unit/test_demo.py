@@ -13,8 +13,8 @@ import pytest
 from polars.testing import assert_frame_equal
 from scipy.stats import chi2
 
-from feedrank.config import Settings
-from feedrank.data.demo import (
+from feedrank.settings import Settings
+from feedrank.datasets.demo import (
     AGE_BANDS,
     CONTENT_TYPES,
     COUNTRIES,

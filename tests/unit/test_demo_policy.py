@@ -15,9 +15,9 @@ import pytest
 from polars.testing import assert_frame_equal
 from scipy.stats import kstest
 
-from feedrank.config import Settings
-from feedrank.data.demo import AGE_BANDS, DemoSite, generate_site
-from feedrank.data.io import import_frame
+from feedrank.settings import Settings
+from feedrank.datasets.demo import AGE_BANDS, DemoSite, generate_site
+from feedrank.io import import_frame
 from feedrank.exceptions import ConfigError
 from feedrank.schema import validate_events
 from feedrank.store.sqlite import SQLiteStore

@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
 from feedrank.features.examples import build_examples
 from feedrank.features.groups import FeatureGroups, FeatureSpec, age_band_expr
 from feedrank.features.history import History

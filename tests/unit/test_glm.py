@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 
-from feedrank.config import Settings
-from feedrank.data.demo import DemoSite
-from feedrank.data.site import SiteData
+from feedrank.settings import Settings
+from feedrank.datasets.demo import DemoSite
+from feedrank.views.site import SiteData
 from feedrank.models.glm import GLMRecommender, fit_logistic, sigmoid
 
 

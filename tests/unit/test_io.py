@@ -1,4 +1,4 @@
-"""Known-answer tests of file import (feedrank.data.io) into the embedded store."""
+"""Known-answer tests of file import (feedrank.io) into the embedded store."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from feedrank.data.io import (
+from feedrank.io import (
     CHUNK_ROWS,
     ImportReport,
     detect_format,

@@ -8,9 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from feedrank.config import Settings
-from feedrank.data.clickstream import clickstream_settings
-from feedrank.data.site import SiteData
+from feedrank.settings import Settings
+from feedrank.datasets.clickstream import clickstream_settings
+from feedrank.views.site import SiteData
 from feedrank.evaluation.loo import (
     comparison_table,
     evaluate,

@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
 from feedrank.evaluation.offline import (
     beyond_accuracy,
     evaluate_models,

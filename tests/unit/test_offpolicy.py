@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from feedrank.data.open_bandit import default_root
+from feedrank.datasets.open_bandit import default_root
 from feedrank.evaluation import offpolicy
 from feedrank.evaluation.offpolicy import (
     compare,

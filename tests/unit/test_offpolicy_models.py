@@ -9,8 +9,8 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
-from feedrank.config import Settings
-from feedrank.data.demo import DemoSite, generate_site
+from feedrank.settings import Settings
+from feedrank.datasets.demo import DemoSite, generate_site
 from feedrank.evaluation.offpolicy_models import (
     estimate_models,
     expected_ctr,

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from feedrank.data.site import SiteData
+from feedrank.views.site import SiteData
 from feedrank.evaluation.policy import position_probabilities
 from feedrank.models.popularity import PopularityRecommender
 from feedrank.schema import EVENT_COLUMNS

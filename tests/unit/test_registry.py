@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
 from feedrank.exceptions import FeedrankError, NotFoundError
 from feedrank.models.glm import GLMRecommender
 from feedrank.models.popularity import PopularityRecommender

@@ -8,8 +8,8 @@ from datetime import UTC, date, datetime, timedelta, timezone
 import polars as pl
 import pytest
 
-from feedrank.config import DEFAULT_TYPE_WEIGHTS, Settings
-from feedrank.data.io import import_frame
+from feedrank.settings import DEFAULT_TYPE_WEIGHTS, Settings
+from feedrank.io import import_frame
 from feedrank.exceptions import RowError, ValidationError
 from feedrank.schema import (
     EVENT_COLUMNS,

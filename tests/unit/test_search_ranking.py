@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from feedrank.data.site import SiteData
+from feedrank.views.site import SiteData
 from feedrank.exceptions import NotFittedError
 from feedrank.models.glm import GLMRecommender
 from feedrank.store.search_ranking import GLMSplit, evaluate, rank

@@ -6,11 +6,11 @@ from datetime import timedelta
 
 import polars as pl
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
 from feedrank.models.glm import GLMRecommender
 from feedrank.models.popularity import IN_SEGMENT, OVERALL, PopularityRecommender
-from feedrank.pipeline.recommend import MODEL, RecommendationService
+from feedrank.serving.service import MODEL, RecommendationService
 from feedrank.pipeline.train import train_glm
 
 

@@ -16,9 +16,9 @@ from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
 from feedrank.cli.main import app
-from feedrank.config import Settings
-from feedrank.data.demo import DemoSite, age_band, generate_site, position_effect
-from feedrank.data.site import SiteData
+from feedrank.settings import Settings
+from feedrank.datasets.demo import DemoSite, age_band, generate_site, position_effect
+from feedrank.views.site import SiteData
 from feedrank.exceptions import MissingExtraError
 from feedrank.features.history import T
 from feedrank.models.bilinear import sigmoid

@@ -18,6 +18,7 @@ from feedrank.api.pii import reduce_mapping, reduce_users
 from feedrank.api.settings import ApiSettings
 from feedrank.exceptions import FeedrankError, RowError
 from feedrank.schema import EVENT_CORE, validate_events, validate_items, validate_users
+from feedrank.settings import Settings
 from feedrank.store import Store
 
 SCALARS = (str, int, float)
@@ -43,7 +44,6 @@ class IngestResult:
     stored: int = 0
     duplicates: int = 0
     errors: list[ItemError] = field(default_factory=list)
-    user_ids: list[str] = field(default_factory=list)  # users with new engagements
 
     @property
     def rejected(self) -> int:
@@ -93,8 +93,8 @@ def event_items(payload: Any, max_batch: int) -> list[Any]:
 
 
 class Ingesting:
-    def __init__(self, store: Store, settings: ApiSettings) -> None:
-        self.store, self.settings = store, settings
+    def __init__(self, store: Store, settings: ApiSettings, data: Settings) -> None:
+        self.store, self.settings, self.data = store, settings, data
 
     # -- events ------------------------------------------------------------------------------------
     def _normalise(
@@ -148,7 +148,7 @@ class Ingesting:
         good = pl.DataFrame(schema={c: pl.String for c in (*EVENT_CORE, "context")})
         if rows:
             frame = pl.DataFrame(rows, schema={c: pl.String for c in (*EVENT_CORE, "context")})
-            v = validate_events(frame, self.settings.data, None, 0, max_errors=len(rows))
+            v = validate_events(frame, self.data, None, 0, max_errors=len(rows))
             errors += [ItemError(index[e.line or 0], e.field, e.message) for e in v.errors]
             good = v.good
         result.errors = sorted(errors, key=lambda e: e.index)
@@ -161,10 +161,6 @@ class Ingesting:
             return result
         result.stored = self.store.add_events(good)
         result.duplicates = good.height - result.stored
-        # Engagements re-score their users at once; impressions and views (every served page
-        # logs some) wait for the user's next engagement or the next generation.
-        engaged = good.filter(pl.col("type").is_in(self.settings.data.engagement_types))
-        result.user_ids = engaged["user_id"].unique().to_list()
         return result
 
     def impressions(self, payload: Any) -> list[dict[str, Any]]:
@@ -226,7 +222,7 @@ class Ingesting:
         frame = self._one("user_id", user_id, attributes)
         v = validate_users(frame, None, 0, 1)
         _raise_first(v.errors)
-        users = reduce_users(v.good, self.settings.pii, self.settings.data.age_bands)
+        users = reduce_users(v.good, self.settings.pii, self.data.age_bands)
         self.store.upsert_users(users)
         return _jsonable_row(users.to_dicts()[0])
 

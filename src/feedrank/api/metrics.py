@@ -38,16 +38,11 @@ class Metrics:
         )
         self.reloads = Counter(
             "feedrank_serving_reloads",
-            "Model/generation swaps, by outcome",
+            "Serving-state refreshes (store changes, model or generation), by outcome",
             ["outcome"],
             registry=r,
         )
         self.generation = Gauge("feedrank_active_generation", "Active generation id", registry=r)
-        self.dirty_users = Gauge(
-            "feedrank_fresh_users",
-            "Users with events the active generation has not seen",
-            registry=r,
-        )
 
 
 class _TooLarge(Exception):

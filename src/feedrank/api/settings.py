@@ -1,5 +1,6 @@
 """The HTTP service's settings, read once at start-up (environment, then CLI flags) and handed to
-routes as a dependency. Data settings (types, weights) stay in feedrank.config.Settings."""
+routes as a dependency. Data settings (types, weights) are stored with the data
+(feedrank.settings.Settings; GET/PUT /settings)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from feedrank.config import Settings
 from feedrank.exceptions import ConfigError
 
 # Precise location is reduced at ingestion: these keys are dropped from user attributes and
@@ -45,14 +45,14 @@ class PiiPolicy:
 class ApiSettings:
     store_url: str = "sqlite:///./feedrank.db"
     models_dir: str | None = None
-    model: str | None = None  # registry name served by default (None: the newest)
-    data: Settings = field(default_factory=Settings)
+    model: str | None = None  # registry name served by default (None: the champion, else newest)
     keys_spec: str | None = None  # "k1=read,ingest;k2=admin"
     keys_file: Path | None = None
     insecure: bool = False
     max_body_bytes: int = 2 * 1024 * 1024
     max_batch: int = 10_000
-    reload_seconds: float = 5.0  # how often a new model / generation is looked for
+    reload_seconds: float = 0.5  # how often the store's changes are applied
+    models_seconds: float = 5.0  # how often the registry is looked at for a new champion
     pii: PiiPolicy = field(default_factory=PiiPolicy)
 
     def __post_init__(self) -> None:
@@ -63,7 +63,7 @@ class ApiSettings:
 
     @classmethod
     def from_env(cls, **overrides: object) -> ApiSettings:
-        """FEEDRANK_STORE, FEEDRANK_MODELS, FEEDRANK_MODEL, FEEDRANK_SETTINGS, FEEDRANK_API_KEYS,
+        """FEEDRANK_STORE, FEEDRANK_MODELS, FEEDRANK_MODEL, FEEDRANK_API_KEYS,
         FEEDRANK_API_KEYS_FILE, FEEDRANK_MAX_BODY_BYTES, FEEDRANK_RELOAD_SECONDS,
         FEEDRANK_PII_DROP (comma-separated keys), FEEDRANK_PII_AGE_BANDS (0/1); explicit
         overrides (CLI flags) win where not None."""
@@ -75,8 +75,6 @@ class ApiSettings:
             values["models_dir"] = env["FEEDRANK_MODELS"]
         if env.get("FEEDRANK_MODEL"):
             values["model"] = env["FEEDRANK_MODEL"]
-        if env.get("FEEDRANK_SETTINGS"):
-            values["data"] = Settings.from_file(env["FEEDRANK_SETTINGS"])
         if env.get("FEEDRANK_API_KEYS"):
             values["keys_spec"] = env["FEEDRANK_API_KEYS"]
         if env.get("FEEDRANK_API_KEYS_FILE"):

@@ -1,130 +1,208 @@
-"""What the server serves from: the model and the active generation loaded once, and the
-per-process bookkeeping of freshness. A ServingState is immutable once built; the server swaps
-the whole object in one assignment when a new model or generation appears, so a request that
-picked up a state sees one consistent model + generation to its end."""
+"""What the server serves from, and how it follows the store.
+
+A ServingState holds the served model (fitted parameters and its fallback), the catalogue
+(items and their counters: memory follows the catalogue, not the events), the active
+generation and the store's watermark. It is never changed in place: `refresh` reads what the
+store says is new since the watermark (events, upserted items, erasures — whoever wrote them,
+this process or another) and returns a new state, which the server swaps in with one
+assignment, so a request sees one consistent state to its end. Users' histories are not held:
+each live request reads its user's events from the store."""
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
-import numpy as np
 import polars as pl
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
 from feedrank.exceptions import NotFoundError
-from feedrank.models import PopularityRecommender
 from feedrank.models.base import Recommender
-from feedrank.pipeline.recommend import RecommendationService
+from feedrank.models.popularity import PopularityRecommender
 from feedrank.pipeline.registry import ModelRecord, Registry
+from feedrank.serving.service import RecommendationService, empty_site
+from feedrank.settings import Settings
 from feedrank.store import Generation, Store
+from feedrank.store.base import Watermark
+from feedrank.views.catalogue import Catalogue, just_after
+from feedrank.views.view import StoreView, newest_time, store_catalogue
 
 log = logging.getLogger("feedrank.api")
 MAX_OTHER_MODELS = 4  # models asked for by ?model= kept loaded beside the default
 LIVE_CACHE_USERS = 20_000
 
 
-@dataclass
-class ServingState:
+@dataclass(frozen=True)
+class Served:
+    """A fitted model ready to serve, with its cold-start fallback."""
+
     model: Recommender
+    fallback: PopularityRecommender | None
     label: str  # "name/version", or "popularity (no trained model)"
     record: ModelRecord | None
+
+    def service(self, store: Store, catalogue: Catalogue, user_id: str) -> RecommendationService:
+        """This model serving one user as stored now (their events read by index)."""
+        view = StoreView.for_user(store, self.model.settings_, catalogue, user_id)
+        return RecommendationService(self.model, view, self.fallback)
+
+
+def load_served(registry: Registry, name: str | None, settings: Settings) -> Served:
+    """A registry model (the champion, else the newest) with its fallback. Without any trained
+    model the server still answers, from popularity, and says so in every response."""
+    try:
+        model, rec = registry.load(name)
+        return Served(model, registry.fallback(rec), f"{rec.name}/{rec.version}", rec)
+    except NotFoundError:
+        if name:
+            raise
+        pop = PopularityRecommender().fit(empty_site(), settings)
+        return Served(pop, None, "popularity (no trained model)", None)
+
+
+@dataclass(frozen=True)
+class ServingState:
+    served: Served
     generation: Generation | None
-    service: RecommendationService
-    data: SiteData
-    loaded_at: float  # time.time() when the data was read
-    seen: dict[str, list[str]]  # user -> items engaged with, in the loaded data
-    others: dict[str, RecommendationService] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    catalogue: Catalogue
+    watermark: Watermark
+    settings: Settings  # the store's settings (ingestion, experiments)
+    others: OtherModels = field(default_factory=lambda: OtherModels())
     live: LiveCache = field(default_factory=lambda: LiveCache())
 
-    @cached_property
-    def catalogue(self) -> np.ndarray:
-        """The loaded items' ids, sorted: what a random slate draws from."""
-        return np.sort(self.data.items["item_id"].unique().to_numpy().astype(object))
+    @property
+    def label(self) -> str:
+        return self.served.label
 
     @property
     def generation_id(self) -> int | None:
         return self.generation.id if self.generation else None
 
-    def service_for(
-        self, name: str | None, registry: Registry
-    ) -> tuple[RecommendationService, str]:
-        """The default model's service, or another registry model's (loaded on first use,
-        served against the same data)."""
+    def served_for(self, name: str | None, registry: Registry) -> Served:
+        """The default model, or another registry model (loaded on first use)."""
         if name is None or name == self.label:
-            return self.service, self.label
+            return self.served
         rec = registry.resolve(name)  # a bare name means its newest version
         label = f"{rec.name}/{rec.version}"
         if label == self.label:
-            return self.service, self.label
-        with self.lock:
-            if label not in self.others:
-                model, _ = registry.load(label)
-                model.serve_with(self.data, self.model.at_)
-                if len(self.others) >= MAX_OTHER_MODELS:
-                    self.others.pop(next(iter(self.others)))
-                self.others[label] = RecommendationService(model)
-            return self.others[label], label
+            return self.served
+        return self.others.get(label, lambda: load_served(registry, label, self.settings))
 
 
-def load_state(
-    store: Store, registry: Registry, model_name: str | None, settings: Settings
-) -> ServingState:
-    """Read the store and the model once. Without any trained model the server still answers,
-    from popularity, and says so in every response's `model`."""
-    t0 = time.time()
+def settings_of(store: Store) -> Settings:
+    stored = store.stored_settings()
+    return Settings.from_dict(stored, "the store's settings") if stored else Settings()
+
+
+def load_state(store: Store, registry: Registry, model_name: str | None) -> ServingState:
+    """Read the model, the catalogue and the generation once (no event is read)."""
+    settings = settings_of(store)
+    watermark = store.watermark()
+    catalogue = store_catalogue(store)
+    state = ServingState(
+        load_served(registry, model_name, settings),
+        store.active_generation(),
+        catalogue,
+        watermark,
+        settings,
+    )
+    warm_up(state, store)
+    log.info("serving %s with generation %s", state.label, state.generation_id)
+    return state
+
+
+def _as_of(newest: datetime | None, previous: datetime) -> datetime:
+    """The data's clock moves with the newest event (views.view.store_catalogue)."""
+    return max(previous, just_after(newest)) if newest is not None else previous
+
+
+def warm_up(state: ServingState, store: Store) -> None:
+    """Compute the catalogue-wide part of scoring (e.g. the GLM's item logits) before a request
+    needs it."""
+    model = state.served.model
+    model.at(StoreView(store, model.settings_, state.catalogue)).prepare()
+
+
+def refresh(
+    state: ServingState,
+    store: Store,
+    registry: Registry,
+    model_name: str | None,
+    check_models: bool = True,
+) -> ServingState | None:
+    """A new state when the store, the registry (when `check_models`) or the generation moved
+    since `state`; None when nothing did."""
+    changes = store.changes(state.watermark)
+    catalogue = state.catalogue
+    live = state.live
+    if changes.erased:  # an erased user's events left the counters: read them again
+        catalogue = store_catalogue(store)
+        live = LiveCache()
+    elif changes.events.height or changes.items.height:
+        newest = newest_time(changes.events["timestamp"], changes.items)
+        catalogue = catalogue.apply(changes.events, changes.items, _as_of(newest, catalogue.as_of))
+    served = state.served
+    if check_models:
+        current = _current_label(registry, model_name)
+        if current != (served.label if served.record else None):
+            served = load_served(registry, model_name, state.settings)
     generation = store.active_generation()
-    data = store.load()
-    record: ModelRecord | None
+    if (
+        catalogue is state.catalogue
+        and served is state.served
+        and (generation.id if generation else None) == state.generation_id
+        and changes.until == state.watermark
+    ):
+        return None
+    new = replace(
+        state,
+        served=served,
+        generation=generation,
+        catalogue=catalogue,
+        watermark=changes.until,
+        live=live,
+        others=state.others if served is state.served else OtherModels(),
+    )
+    if catalogue is not state.catalogue or served is not state.served:
+        warm_up(new, store)
+    return new
+
+
+def _current_label(registry: Registry, name: str | None) -> str | None:
     try:
-        model, record = registry.load(model_name)
-        label = f"{record.name}/{record.version}"
+        rec = registry.resolve(name)
     except NotFoundError:
-        if model_name:
-            raise
-        model, record = PopularityRecommender().fit(data, settings), None
-        label = "popularity (no trained model)"
-    model.serve_with(data)
-    service = RecommendationService(model)
-    warm_up(model)
-    log.info("serving %s with generation %s", label, generation.id if generation else None)
-    return ServingState(
-        model, label, record, generation, service, data, t0, engaged_items(data, settings)
-    )
+        return None
+    return f"{rec.name}/{rec.version}"
 
 
-def engaged_items(data: SiteData, settings: Settings) -> dict[str, list[str]]:
-    """Per user, the items they engaged with: what the generation path removes. Users who
-    engage through the server after the load are served live, from the store."""
-    per_user = (
-        data.events.filter(
-            pl.col("type").is_in(settings.engagement_types) & (pl.col("item_id") != "")
-        )
-        .group_by("user_id")
-        .agg(pl.col("item_id").unique())
-    )
-    return dict(zip(per_user["user_id"].to_list(), per_user["item_id"].to_list(), strict=True))
+class OtherModels:
+    """Models asked for by name, loaded on first use; bounded, oldest out first."""
 
+    def __init__(self) -> None:
+        self._d: OrderedDict[str, Served] = OrderedDict()
+        self._lock = threading.Lock()
 
-def warm_up(model: Recommender) -> None:
-    """Compute the item half of the factorised logit once, before the first request needs it."""
-    scorer: Any = getattr(model, "scorer_", None)
-    if scorer is not None:
-        scorer.item_part(model.item_ids_)
+    def get(self, label: str, load: Any) -> Served:
+        with self._lock:
+            if label in self._d:
+                return self._d[label]
+        served: Served = load()
+        with self._lock:
+            self._d[label] = served
+            while len(self._d) > MAX_OTHER_MODELS:
+                self._d.popitem(last=False)
+            return served
 
 
 class LiveCache:
-    """Live-scored top-N per (model, user, exclude_seen), valid until the user engages again
-    (the signature: their engagement count and the time of the last write through this server
-    that marked them). A user who just acted pays for one live scoring, not one per request.
-    Bounded, least recently used out first."""
+    """Live-scored top-N per (model, user, exclude_seen), valid while the user's events are
+    unchanged (the signature: their newest event's time and the number of items they know). A
+    user who just acted pays for one live scoring, not one per request. Bounded, least
+    recently used out first."""
 
     def __init__(self, capacity: int = LIVE_CACHE_USERS) -> None:
         self.capacity = capacity
@@ -146,53 +224,7 @@ class LiveCache:
             while len(self._d) > self.capacity:
                 self._d.popitem(last=False)
 
-
-@dataclass
-class Freshness:
-    """Users with events the active generation has not seen (ingested through this process),
-    profiles upserted since the load, and users erased since the load."""
-
-    dirty: dict[str, float] = field(default_factory=dict)  # user_id -> time.time() of the write
-    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def touch(self, user_ids: list[str]) -> None:
-        now = time.time()
-        with self.lock:
-            for u in user_ids:
-                self.dirty[u] = now
-
-    def is_dirty(self, user_id: str) -> bool:
-        return user_id in self.dirty
-
-    def set_profile(self, user_id: str, row: dict[str, Any]) -> None:
-        with self.lock:
-            self.profiles[user_id] = row
-            self.dirty[user_id] = time.time()
-
-    def erase(self, user_id: str) -> None:
-        with self.lock:
-            self.profiles[user_id] = {"user_id": user_id}  # the loaded profile no longer counts
-            self.dirty[user_id] = time.time()  # served live (from nothing) until the next load
-
-    def settled(self, state: ServingState) -> None:
-        """After a swap: a user's mark is dropped when both the generation and the loaded data
-        were made after it."""
-        gen_t = state.generation.created_at.timestamp() if state.generation else 0.0
-        cut = min(gen_t, state.loaded_at)
-        with self.lock:
-            for u in [u for u, t in self.dirty.items() if t < cut]:
-                del self.dirty[u]
-            for u in [u for u in self.profiles if u not in self.dirty]:
-                del self.profiles[u]
-
-    def profile_frame(self, state: ServingState, user_id: str) -> pl.DataFrame:
-        """The user's profile row: the one upserted since the load, else the loaded one."""
-        row = self.profiles.get(user_id)
-        if row is not None:
-            return pl.DataFrame([row])
-        users = state.data.users
-        found = users.filter(pl.col("user_id") == user_id)
-        if found.is_empty():
-            return pl.DataFrame({"user_id": [user_id]}, schema={"user_id": pl.String})
-        return found
+    def drop_user(self, user_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self._d if k[1] == user_id]:
+                del self._d[key]

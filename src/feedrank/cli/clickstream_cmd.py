@@ -7,18 +7,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import polars as pl
 import typer
 
 from feedrank.cli.common import console, ctx_obj, handle_errors, print_frame
-from feedrank.data.clickstream import (
-    clickstream_settings,
-    default_clickstream_dir,
-    import_clickstream,
-)
-from feedrank.data.site import SiteData
-from feedrank.evaluation.clickstream_eval import compare, parse_models
-from feedrank.evaluation.clickstream_report import render_report
 from feedrank.exceptions import FeedrankError
 
 FLOORS = {"HR@10": 0.48, "BU hit rate": 0.35}  # issue 3's floors for the best model
@@ -50,6 +41,17 @@ def register(app: typer.Typer) -> None:
         Import (cookie -> user, form -> item, asset-type weights), evaluate every model on a
         seeded leave-one-out hold-out beside popularity, write the HTML report with the seed's
         plots, print the table."""
+        import polars as pl
+
+        from feedrank.datasets.clickstream import (
+            clickstream_settings,
+            default_clickstream_dir,
+            import_clickstream,
+        )
+        from feedrank.evaluation.clickstream_eval import compare, parse_models
+        from feedrank.evaluation.clickstream_report import render_report
+        from feedrank.views.site import SiteData
+
         c = ctx_obj(ctx)
         t0 = time.perf_counter()
         directory = data or default_clickstream_dir()
@@ -59,7 +61,7 @@ def register(app: typer.Typer) -> None:
                 f"got {directory or 'nothing found at ../shared/data/clickstream'}"
             )
         specs = parse_models(models)
-        settings = clickstream_settings(c.settings)
+        settings = clickstream_settings(c.stored_settings)
         cs, written = import_clickstream(c.store, directory, settings)
         console.print(f"[bold]1. imported[/bold] {directory} into {c.store_url}")
         console.print(
@@ -69,21 +71,19 @@ def register(app: typer.Typer) -> None:
             + ", ".join(f"{k} {v}" for k, v in written.items())
         )
         # Only this data set's records, whatever else the store holds.
-        stored = c.store.load()
+        stored = c.site()
         items = cs.items["item_id"].implode()
         site = SiteData(
             stored.users.filter(pl.col("user_id").is_in(cs.users["user_id"].implode())),
             stored.items.filter(pl.col("item_id").is_in(items)),
-            stored.events.filter(
-                pl.col("item_id").is_in(items) & pl.col("type").is_in(settings.engagement_types)
-            ),
+            stored.events.filter(pl.col("item_id").is_in(items)),
         )
         console.print(f"[bold]2. evaluating[/bold] {len(specs)} models (split seed {seed})")
         comp = compare(site, settings, seed, specs, progress=lambda n: console.print(f"   {n}"))
         table = comp.table()
         print_frame(
             table.drop("params"),
-            f"held-out comparison — {comp.split.describe()}; split seed {seed}",
+            f"held-out comparison — {comp.split.description}; split seed {seed}",
         )
         for r in comp.results:
             if r.note:

@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-import numpy as np
-import polars as pl
 import typer
 
 from feedrank.cli import clickstream_cmd
-from feedrank.cli.common import console, ctx_obj, handle_errors, print_frame, progress_bar
+from feedrank.cli.common import console, ctx_obj, handle_errors, print_frame, progress_bar, steps
 from feedrank.cli.model_cmds import show_training
-from feedrank.config import Settings
-from feedrank.data.demo import DemoSite, generate_site
-from feedrank.data.io import Kind, import_frame
-from feedrank.data.site import SiteData
-from feedrank.evaluation.offpolicy_models import (
-    default_cut,
-    estimate_models,
-    expected_ctr,
-)
-from feedrank.models.base import Recommender
-from feedrank.models.glm import GLMRecommender
-from feedrank.models.popularity import PopularityRecommender
-from feedrank.pipeline.recommend import RecommendationService, reason_text
-from feedrank.pipeline.train import train_glm
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from feedrank.datasets.demo import DemoSite
+    from feedrank.settings import Settings
+    from feedrank.views.site import SiteData
 
 
 def register(app: typer.Typer) -> None:
@@ -58,6 +50,14 @@ def register(app: typer.Typer) -> None:
         recommendations with reasons. `feedrank demo clickstream`: seed 004's real data."""
         if ctx.invoked_subcommand is not None:
             return
+        import polars as pl
+
+        from feedrank.datasets.demo import generate_site
+        from feedrank.io import import_frame
+        from feedrank.pipeline.score import score_all, serving
+        from feedrank.pipeline.train import train
+        from feedrank.serving.service import reason_text
+
         c = ctx_obj(ctx)
         t0 = time.perf_counter()
         site = generate_site(
@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
             f"[bold]1. generated[/bold] {site.users.height} users, {site.items.height} posts, "
             f"{site.events.height} events ({site.start:%Y-%m-%d} .. {site.end:%Y-%m-%d}, seed {seed})"
         )
-        sources: tuple[tuple[Kind, pl.DataFrame], ...] = (
+        sources: tuple[tuple[str, pl.DataFrame], ...] = (
             ("users", site.users),
             ("items", site.items),
             ("interactions", site.events),
@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
             with progress_bar(f"importing {kind}", total=frame.height) as advance:
                 report = import_frame(
                     c.store,
-                    kind,
+                    kind,  # type: ignore[arg-type]
                     frame,
                     c.settings,
                     source=f"demo {kind}",
@@ -86,52 +86,50 @@ def register(app: typer.Typer) -> None:
             console.print(
                 f"   imported {kind}: {report.written} new, {report.duplicates} already stored"
             )
-        data = c.store.load()
+        data = c.site()
         console.print(f"[bold]2. training[/bold] the GLM on all but the last {test_days:g} days")
-        result = train_glm(data, c.settings, test_days=test_days)
+        with steps("training glm") as step:
+            result = train(data, c.settings, "glm", test_days=test_days, progress=step)
         show_training(result, top=25)
-        _compare_truth(result.model.coef_table(), site.truth.position_effect)
+        _compare_truth(result.model.coef_table(), site.truth.position_effect)  # type: ignore[attr-defined]
         rec = c.registry.save(
             result.model,
             "glm",
-            {
-                "split": result.split,
-                "metrics": result.metrics,
-                "data_window": [str(t) for t in data.time_span],
-            },
+            {"split": result.split, "metrics": result.metrics()},
+            fallback=result.fallback,
         )
-        console.print(f"   saved {rec.name}/{rec.version}")
+        c.registry.promote(f"{rec.name}/{rec.version}", "the demo's model")
+        console.print(f"   saved {rec.name}/{rec.version} (champion)")
         console.print("[bold]3. scoring[/bold] every user (top 100, seen items excluded)")
-        model = result.model.serve_with(data)
-        service = RecommendationService(model)
-        user_ids = data.users["user_id"].to_list()
-        with progress_bar("scoring users", total=len(user_ids)) as advance:
-            recs = service.recommend(user_ids, 100, progress=advance)
-        gen = c.store.write_generation(recs, f"{rec.name}/{rec.version}")
+        label = f"{rec.name}/{rec.version}"
+        n_users = site.users.height
+        with progress_bar("scoring users", total=n_users) as advance:
+            gen, recs = score_all(c.store, result.model, label, result.fallback, 100, True, advance)
         console.print(
             f"   generation {gen} active: {recs.height} rows for {recs['user_id'].n_unique()} users"
         )
         console.print("[bold]4. recommendations[/bold] with reasons")
-        titles = (
-            dict(data.items.select("item_id", "title").iter_rows())
-            if "title" in data.items.columns
-            else {}
-        )
+        service = serving(c.store, result.model, result.fallback)
+        titles = dict(site.items.select("item_id", "title").iter_rows())
+        user_ids = site.users["user_id"].to_list()
         for u in user_ids[:show_users]:
             top = service.recommend([u], 5)
             why = service.explain(top)
             print_frame(
                 top.select("rank", "item_id", pl.col("score").round(4), "source").with_columns(
-                    title=pl.Series([titles.get(i, "") for i in top["item_id"]]),
+                    title=pl.Series([titles.get(i, "") for i in top["item_id"]], dtype=pl.String),
                     why=pl.Series([reason_text(r) for r in why], dtype=pl.String),
                 ),
                 f"{u}",
             )
         if logging_policy == "uniform":
             _offpolicy_against_truth(site, data, c.settings, test_days)
+        store = f"--store {c.store_url} "
         console.print(
-            f"done in {time.perf_counter() - t0:.1f}s. Next: `feedrank recommend {user_ids[0]} --explain`, "
-            "`feedrank insights`, `feedrank stats`."
+            f"done in {time.perf_counter() - t0:.1f}s. Next: `feedrank {store}recommend "
+            f"{user_ids[0]} --explain`, `feedrank {store}insights`, `feedrank {store}stats`.",
+            highlight=False,
+            soft_wrap=True,
         )
 
 
@@ -140,14 +138,22 @@ def _offpolicy_against_truth(
 ) -> None:
     """What the GLM and popularity would have earned on the held-out random slates: estimated
     off-policy from the log, beside the truth the simulator knows."""
+    import polars as pl
+
+    from feedrank.evaluation.offpolicy_models import default_cut, estimate_models, expected_ctr
+    from feedrank.models import make
+    from feedrank.models.base import Recommender
+    from feedrank.views.view import FrameView
+
     console.print("[bold]5. off-policy[/bold]: each model's CTR had it served the held-out days")
     cut = default_cut(data, test_days)
-    models: dict[str, Recommender] = {
-        "glm": GLMRecommender(),
-        "popularity": PopularityRecommender(),
+    models: dict[str, Recommender] = {"glm": make("glm"), "popularity": make("popularity")}
+    rep = estimate_models(models, data, settings, cut)  # fits each model before the cut
+    view = FrameView(data.until(cut), settings, cut)
+    truth = {
+        name: expected_ctr(m.at(view), rep.log, site.click_probability)
+        for name, m in models.items()
     }
-    rep = estimate_models(models, data, settings, cut)
-    truth = {name: expected_ctr(m, rep.log, site.click_probability) for name, m in models.items()}
     table = rep.table().with_columns(
         true_ctr=pl.col("model").replace_strict(truth, return_dtype=pl.Float64)
     )
@@ -163,6 +169,9 @@ def _offpolicy_against_truth(
 
 def _compare_truth(coefs: pl.DataFrame, truth: dict[int, float]) -> None:
     """The site's true position effects beside the GLM's (relative to position 1)."""
+    import numpy as np
+    import polars as pl
+
     got = {
         int(f.split("=")[1]): v
         for f, v in coefs.select("feature", "coefficient").iter_rows()

@@ -3,7 +3,6 @@ served recommendations earned online."""
 
 from __future__ import annotations
 
-import polars as pl
 import typer
 
 from feedrank.cli.common import (
@@ -12,12 +11,9 @@ from feedrank.cli.common import (
     handle_errors,
     print_frame,
     print_json,
-    with_popularity,
+    steps,
 )
-from feedrank.evaluation.offline import SPLITS, evaluate_models, make_split, user_segments
-from feedrank.evaluation.online import served_ctr
-from feedrank.exceptions import FeedrankError
-from feedrank.models import MODELS
+from feedrank.cli.model_cmds import MODEL_KINDS
 
 
 def register(app: typer.Typer) -> None:
@@ -26,9 +22,9 @@ def register(app: typer.Typer) -> None:
     def evaluate(
         ctx: typer.Context,
         model: list[str] = typer.Option(
-            ["glm"], "--model", help=f"Model kinds to compare (repeatable): {sorted(MODELS)}."
+            ["glm"], "--model", help=f"Model kinds to compare (repeatable): {MODEL_KINDS}."
         ),
-        split: str = typer.Option("temporal", "--split", help=f"One of {list(SPLITS)}."),
+        split: str = typer.Option("temporal", "--split", help="temporal | last | loo."),
         test_days: float = typer.Option(
             7.0, "--test-days", help="temporal: the held-out last days."
         ),
@@ -47,17 +43,32 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
         """Fit each model on the split's training part, rank the full catalogue for every
-        evaluated user, and report ranking and beyond-accuracy metrics beside popularity."""
+        evaluated user, and report ranking, beyond-accuracy and (where a model gives them)
+        probability metrics beside popularity."""
+        import polars as pl
+
+        from feedrank.evaluation.offline import evaluate as run
+        from feedrank.evaluation.offline import sampled_metrics, user_segments
+        from feedrank.evaluation.splits import make_split
+        from feedrank.models import make
+        from feedrank.pipeline.train import require_engagements
+
         c = ctx_obj(ctx)
-        models = with_popularity(model)
-        data = c.store.load()
-        if data.events.is_empty():
-            raise FeedrankError(
-                f"the store {c.store_url} has no interactions: run `feedrank import` first"
-            )
-        s = make_split(data, c.settings, split, test_days, n, seed)
-        with console.status(f"fitting and ranking: {', '.join(models)}"):
-            result = evaluate_models(models, s, c.settings, k, sampled)
+        kinds = list(dict.fromkeys([*model, "popularity"]))
+        models = {m: make(m) for m in kinds}
+        data = c.site()
+        require_engagements(data, c.settings)
+        s = make_split(data, c.settings, split, test_days, n=n, seed=seed)
+        with steps("fitting and ranking") as step:
+            result = run(models, s, c.settings, k, step)
+        samp = (
+            {
+                name: sampled_metrics(m.at(s.view(c.settings)), s, c.settings, sampled, k, seed)
+                for name, m in result.models.items()
+            }
+            if sampled
+            else None
+        )
         segs = (
             user_segments(s, c.settings, [x.strip() for x in segment_by.split(",")])
             if segment_by
@@ -71,18 +82,18 @@ def register(app: typer.Typer) -> None:
                     "k": k,
                     "models": result.table().to_dicts(),
                     "segments": by_segment.to_dicts() if by_segment is not None else None,
-                    "sampled": {"negatives": sampled, "metrics": result.sampled}
-                    if sampled
-                    else None,
+                    "sampled": {"negatives": sampled, "metrics": samp} if samp else None,
                 }
             )
             return
-        console.print(f"[bold]split[/bold]: {s.description}")
-        print_frame(result.table(), f"ranking @{k} (mean over users) and beyond accuracy")
+        console.print(f"[bold]split[/bold]: {s.description}", highlight=False, soft_wrap=True)
+        print_frame(
+            result.table(), f"ranking @{k} (mean over users), beyond accuracy, probabilities"
+        )
         if by_segment is not None:
             print_frame(by_segment, "by segment", max_rows=200)
-        if result.sampled:
-            rows = [{"model": m, **v} for m, v in result.sampled.items()]
+        if samp:
+            rows = [{"model": m, **v} for m, v in samp.items()]
             print_frame(
                 pl.DataFrame(rows),
                 f"SAMPLED protocol ({sampled} random unseen negatives per held-out item): easier than "
@@ -103,8 +114,10 @@ def register(app: typer.Typer) -> None:
         """What served recommendations earned online: impressions, clicks and CTR per served
         model (the impressions' context field `--by`) and position, and the mean value of the
         engagements that followed (watch or listening time) where events carry one."""
+        from feedrank.evaluation.online import served_ctr
+
         c = ctx_obj(ctx)
-        table = served_ctr(c.store.load().events, c.settings, tag=by)
+        table = served_ctr(c.site().events, c.settings, tag=by)
         if as_json:
             print_json(table.to_dicts())
             return

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import polars as pl
 import typer
 
 from feedrank.cli.common import (
@@ -14,14 +14,13 @@ from feedrank.cli.common import (
     handle_errors,
     print_frame,
     print_json,
-    with_popularity,
+    steps,
 )
-from feedrank.data.open_bandit import default_root
-from feedrank.evaluation.offpolicy_check import uniform_policy_check
-from feedrank.evaluation.offpolicy_models import default_cut, estimate_models
+from feedrank.cli.model_cmds import MODEL_KINDS
 from feedrank.exceptions import ConfigError
-from feedrank.experiments.ab import Experiment, report
-from feedrank.models import MODELS
+
+if TYPE_CHECKING:
+    from feedrank.experiments.ab import Experiment
 
 ab_app = typer.Typer(
     help="Online A/B tests: assign users to variants, report CTR and return rates.",
@@ -30,6 +29,8 @@ ab_app = typer.Typer(
 
 
 def _experiment(name: str, variants: list[str]) -> Experiment:
+    from feedrank.experiments.ab import Experiment
+
     shares = {}
     for v in variants:
         if "=" not in v:
@@ -76,8 +77,10 @@ def ab_report(
     """CTR per variant with 95% intervals, the difference's p-value (users are the unit:
     delta method) both fixed-horizon and always valid (safe to look every day and stop), and
     7- and 14-day return rates of exposed users (churn = 1 - return)."""
+    from feedrank.experiments.ab import report
+
     c = ctx_obj(ctx)
-    rep = report(c.store.load().events, experiment, c.settings, effect)
+    rep = report(c.site().events, experiment, c.settings, effect)
     if as_json:
         print_json(rep.to_dict())
         return
@@ -105,7 +108,7 @@ offpolicy_app = typer.Typer(
 def offpolicy_estimate(
     ctx: typer.Context,
     model: list[str] = typer.Option(
-        ["glm"], "--model", help=f"Model kinds to estimate (repeatable): {sorted(MODELS)}."
+        ["glm"], "--model", help=f"Model kinds to estimate (repeatable): {MODEL_KINDS}."
     ),
     test_days: float = typer.Option(
         7.0, "--test-days", help="Estimate on the impressions of the last days; fit before."
@@ -123,11 +126,14 @@ def offpolicy_estimate(
     """Estimate each model's CTR (IPS, SNIPS, DR; 95% intervals resampling users) from the
     logged impressions whose context carries the logging policy's `propensity`, with
     popularity beside and the logging policy's own CTR for reference."""
+    from feedrank.evaluation.offpolicy_models import default_cut, estimate_models
+    from feedrank.models import make
+
     c = ctx_obj(ctx)
-    models = with_popularity(model)
-    data = c.store.load()
+    models = {m: make(m) for m in dict.fromkeys([*model, "popularity"])}
+    data = c.site()
     cut = default_cut(data, test_days)
-    with console.status(f"fitting and estimating: {', '.join(models)}"):
+    with steps(f"fitting and estimating: {', '.join(models)}"):
         rep = estimate_models(models, data, c.settings, cut, temperature, n_sim, seed)
     if as_json:
         print_json(rep.to_dict())
@@ -155,6 +161,11 @@ def offpolicy_open_bandit(
     """Check the estimators against reality on the Open Bandit Dataset: the uniform-random
     policy's CTR estimated (IPS, SNIPS, DR) from the Thompson-sampling log, beside the CTR the
     random policy actually got in its own log, per campaign."""
+    import polars as pl
+
+    from feedrank.datasets.open_bandit import default_root
+    from feedrank.evaluation.offpolicy_check import uniform_policy_check
+
     rows = uniform_policy_check(data or default_root(), seed=seed)
     if as_json:
         print_json(rows)

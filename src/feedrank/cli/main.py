@@ -19,7 +19,6 @@ from feedrank.cli import (
     similar_cmd,
 )
 from feedrank.cli.common import Context
-from feedrank.config import Settings
 
 app = typer.Typer(
     name="feedrank",
@@ -57,13 +56,14 @@ def main(
         envvar="FEEDRANK_SETTINGS",
         exists=True,
         dir_okay=False,
-        help="TOML file of interaction types, weights and labelling.",
+        help="TOML settings for this command only (`feedrank settings import` stores them).",
     ),
+    debug: bool = typer.Option(False, "--debug", help="Print tracebacks with errors."),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
     ),
 ) -> None:
-    ctx.obj = Context(store, models_dir, Settings.from_file(settings) if settings else Settings())
+    ctx.obj = Context(store, models_dir, settings, debug)
 
 
 app.add_typer(data_cmds.import_app, name="import")

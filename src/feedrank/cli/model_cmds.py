@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
 import typer
 
 from feedrank.cli.common import (
@@ -18,26 +16,36 @@ from feedrank.cli.common import (
     ctx_obj,
     err_console,
     handle_errors,
+    parse_params,
     print_frame,
     print_json,
     progress_bar,
+    steps,
 )
-from feedrank.data.io import read_table
 from feedrank.exceptions import FeedrankError, RowError, ValidationError
-from feedrank.models import MODELS
-from feedrank.models.base import Recommender
-from feedrank.pipeline.recommend import RecommendationService, reason_text
-from feedrank.pipeline.train import TrainResult, train_glm
-from feedrank.schema import to_timestamp
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from feedrank.pipeline.train import TrainResult
+    from feedrank.serving.service import RecommendationService
 
 MODEL_OPT = typer.Option(
-    None, "--model", help="Model name (or name/version); default: the newest trained."
+    None, "--model", help="Model name (or name/version); default: the champion, else the newest."
+)
+MODEL_KINDS = (
+    "glm, popularity, freshness, itemknn, userknn, als, bpr, ease, content, hybrid, blend, "
+    "bilinear, twotower"
 )
 
 
-def _parse_time(value: str | None, option: str) -> datetime | None:
+def parse_time(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None
+    import polars as pl
+
+    from feedrank.schema import to_timestamp
+
     parsed = pl.select(to_timestamp(pl.lit(value), pl.String())).item()
     if parsed is None:
         raise ValidationError(
@@ -52,52 +60,39 @@ def _parse_time(value: str | None, option: str) -> datetime | None:
     return parsed  # type: ignore[no-any-return]
 
 
-def parse_params(pairs: list[str]) -> dict[str, Any]:
-    """name=value pairs; values are read as JSON when they parse (numbers, true, lists), else text."""
-    out: dict[str, Any] = {}
-    for p in pairs:
-        if "=" not in p:
-            raise FeedrankError(f"--param must be name=value; got '{p}'")
-        key, raw = (x.strip() for x in p.split("=", 1))
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
+def load_service(c: Context, name: str | None) -> tuple[RecommendationService, str]:
+    """A registry model (with its fallback) serving the store as it is now."""
+    from feedrank.pipeline.score import serving
 
-
-def load_serving(c: Context, name: str | None) -> tuple[Recommender, str]:
     model, rec = c.registry.load(name)
-    model.serve_with(c.store.load())
-    return model, f"{rec.name}/{rec.version}"
-
-
-def all_user_ids(c: Context) -> list[str]:
-    users = set(c.store.users()["user_id"].to_list())
-    users |= set(c.store.load().events["user_id"].unique().to_list())
-    return sorted(users)
+    return serving(c.store, model, c.registry.fallback(rec)), f"{rec.name}/{rec.version}"
 
 
 def show_training(result: TrainResult, top: int) -> None:
-    console.print(f"[bold]split[/bold]: {result.split['kind']}")
-    console.print(
-        f"  cut {result.split['cut']}: {result.split['train_examples']} training examples, "
-        f"{result.split['test_examples']} evaluation examples"
-    )
+    import polars as pl
+
+    from feedrank.models.glm import GLMRecommender
+
+    split = result.split
+    console.print(f"[bold]split[/bold]: {split['description']}", highlight=False, soft_wrap=True)
+    console.print(f"  {split['model']}", highlight=False)
     print_frame(
         result.metrics_frame(),
-        "held-out metrics (popularity = item's smoothed CTR before each example)",
+        f"held-out metrics (ranking at k={split['k']}, mean over {split['test_users']} users; "
+        "probabilities on the held-out examples where the model gives them)",
     )
-    table = result.model.coef_table()
-    shown = (
-        table.with_columns(pl.col("coefficient").abs().alias("__a"))
-        .sort("__a", descending=True)
-        .head(top)
-    )
-    print_frame(
-        shown.drop("__a").sort("coefficient", descending=True),
-        f"coefficients (the {min(top, table.height)} largest of {table.height}; standardised numeric features)",
-    )
+    model = result.model
+    if isinstance(model, GLMRecommender):
+        table = model.coef_table()
+        shown = (
+            table.with_columns(pl.col("coefficient").abs().alias("__a"))
+            .sort("__a", descending=True)
+            .head(top)
+        )
+        print_frame(
+            shown.drop("__a").sort("coefficient", descending=True),
+            f"coefficients (the {min(top, table.height)} largest of {table.height}; standardised numeric features)",
+        )
 
 
 def register(app: typer.Typer) -> None:
@@ -105,74 +100,68 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def train(
         ctx: typer.Context,
-        model: str = typer.Option("glm", "--model", help=f"One of {sorted(MODELS)}."),
+        model: str = typer.Option("glm", "--model", help=f"One of: {MODEL_KINDS}."),
         test_from: str | None = typer.Option(
             None, "--test-from", help="Hold out events from this time on."
         ),
         test_days: float | None = typer.Option(
             None, "--test-days", help="Hold out the last N days."
         ),
-        alpha: float = typer.Option(1e-4, "--alpha", help="Penalty strength (GLM)."),
-        l1_ratio: float = typer.Option(0.0, "--l1-ratio", help="0 = ridge, 1 = lasso (GLM)."),
+        split: str = typer.Option(
+            "temporal", "--split", help="temporal (by --test-days/--test-from) | last | loo."
+        ),
+        k: int = typer.Option(10, "--k", min=1, help="Cut-off of the ranking metrics."),
+        seed: int = typer.Option(0, "--seed", help="The seed of a loo split."),
         name: str | None = typer.Option(
             None, "--name", help="Save under this name (default: the model kind)."
         ),
-        top: int = typer.Option(30, "--top", help="Coefficients to print."),
+        top: int = typer.Option(30, "--top", help="GLM coefficients to print."),
         param: list[str] = typer.Option(
             [], "--param", help="A model parameter: name=value (repeatable), e.g. factors=64."
         ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
-        """Build features, fit, measure on held-out time beside popularity, save the model."""
+        """Fit any model, measure it on held-out data beside popularity, save it (with its
+        cold-start fallback) in the registry."""
+        from feedrank.models.glm import GLMRecommender
+        from feedrank.pipeline.train import train as run
+
         c = ctx_obj(ctx)
-        if model not in MODELS:
-            raise FeedrankError(f"--model must be one of {sorted(MODELS)}; got '{model}'")
         params = parse_params(param)
-        allowed = sorted(set(inspect.signature(MODELS[model].__init__).parameters) - {"self"})
-        unknown = sorted(set(params) - set(allowed))
-        if unknown:
-            raise FeedrankError(f"--param names for {model} must be among {allowed}; got {unknown}")
-        data = c.store.load()
-        if data.events.is_empty():
-            raise FeedrankError(
-                f"the store {c.store_url} has no interactions: run `feedrank import` first"
-            )
-        if model != "glm":
-            fitted = MODELS[model](**params).fit(data, c.settings)
-            rec = c.registry.save(fitted, name)
-            console.print(f"saved {rec.name}/{rec.version} to {rec.path}")
-            return
-        with console.status("building point-in-time features and fitting the GLM"):
-            result = train_glm(
+        data = c.site()
+        with steps(f"training {model}") as step:
+            result = run(
                 data,
                 c.settings,
-                _parse_time(test_from, "--test-from"),
-                test_days,
-                **{"alpha": alpha, "l1_ratio": l1_ratio, **params},
+                model,
+                params,
+                split=split,
+                test_days=test_days,
+                test_from=parse_time(test_from, "--test-from"),
+                k=k,
+                seed=seed,
+                progress=step,
             )
-        span = data.time_span
         rec = c.registry.save(
             result.model,
             name,
-            {
-                "split": result.split,
-                "metrics": result.metrics,
-                "data_window": [str(span[0]), str(span[1])],
-            },
+            {"split": result.split, "metrics": result.metrics()},
+            fallback=result.fallback,
         )
-        result.model.coef_table().write_csv(rec.path / "coefficients.csv")
+        if isinstance(result.model, GLMRecommender):
+            result.model.coef_table().write_csv(rec.path / "coefficients.csv")
         if as_json:
-            print_json(
-                {
-                    "model": f"{rec.name}/{rec.version}",
-                    "split": result.split,
-                    "metrics": result.metrics,
-                    "coefficients": result.model.coef_table().to_dicts(),
-                }
-            )
+            out: dict[str, Any] = {
+                "model": f"{rec.name}/{rec.version}",
+                "split": result.split,
+                "metrics": result.metrics(),
+            }
+            if isinstance(result.model, GLMRecommender):
+                out["coefficients"] = result.model.coef_table().to_dicts()
+            print_json(out)
             return
         show_training(result, top)
-        console.print(f"saved {rec.name}/{rec.version} to {rec.path}")
+        console.print(f"saved {rec.name}/{rec.version}")
 
     @app.command()
     @handle_errors
@@ -189,6 +178,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Engagement probability for each (user, item) row, with features as of the row's
         timestamp (now when absent). Output CSV in input order: user_id,item_id,timestamp,probability."""
+        import polars as pl
+
+        from feedrank.io import read_table
+        from feedrank.schema import to_timestamp
+
         c = ctx_obj(ctx)
         df, first_line = read_table(pairs, fmt)
         missing = [col for col in ("user_id", "item_id") if col not in df.columns]
@@ -246,15 +240,16 @@ def register(app: typer.Typer) -> None:
                 else pl.lit(None, pl.String)
             ).alias("device"),
         )
-        m, _ = load_serving(c, model)
-        if not callable(getattr(m, "predict_rows", None)):
+        m, _ = c.registry.load(model)
+        if not m.probabilistic:
             raise FeedrankError(
                 f"predict needs a model with probabilities (glm, bilinear, twotower); got '{m.kind}'"
             )
+        data = c.site()
         result = rows.select("user_id", "item_id", "timestamp").with_columns(
-            probability=pl.Series(m.predict_rows(rows))  # type: ignore[attr-defined]
+            probability=pl.Series(m.predict_proba(data, rows))
         )
-        unknown = rows.filter(~pl.col("item_id").is_in(m.data_.items["item_id"].implode())).height
+        unknown = rows.filter(~pl.col("item_id").is_in(data.items["item_id"].implode())).height
         if unknown:
             err_console.print(
                 f"warning: {unknown} row(s) name items not in the store; their item features are missing"
@@ -278,15 +273,18 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Top-K for every user, written to the store as a new generation and activated
         atomically (readers never see half a generation)."""
+        from feedrank.pipeline.score import every_user, score_all
+
         c = ctx_obj(ctx)
-        m, label = load_serving(c, model)
-        service = RecommendationService(m)
-        users = all_user_ids(c)
-        with progress_bar("scoring users", total=len(users)) as advance:
-            recs = service.recommend(users, k, exclude_seen=not include_seen, progress=advance)
-        gen = c.store.write_generation(recs, label)
+        m, rec = c.registry.load(model)
+        label = f"{rec.name}/{rec.version}"
+        with progress_bar("scoring users", total=len(every_user(c.store))) as advance:
+            gen, recs = score_all(
+                c.store, m, label, c.registry.fallback(rec), k, not include_seen, advance
+            )
         console.print(
-            f"generation {gen} active: {recs.height} recommendations for {recs['user_id'].n_unique()} users ({label})"
+            f"generation {gen} active: {recs.height} recommendations for "
+            f"{recs['user_id'].n_unique()} users ({label})"
         )
 
     @app.command()
@@ -300,7 +298,7 @@ def register(app: typer.Typer) -> None:
         model: str | None = MODEL_OPT,
         k: int = typer.Option(10, "--k", min=1, help="Items per user."),
         explain: bool = typer.Option(
-            False, "--explain", help="Each item's largest feature contributions."
+            False, "--explain", help="Each item's largest contributions to its score."
         ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
         fmt: str = typer.Option("table", "--format", help="table | json | jsonl."),
@@ -308,37 +306,47 @@ def register(app: typer.Typer) -> None:
             False, "--include-seen", help="Keep items the user already engaged with."
         ),
     ) -> None:
-        """What should this user see next? Users without history get popular items (in their
-        segment, then overall), marked as such."""
+        """What should this user see next? Where the model has nothing to say, popular items
+        (in the user's segment, then overall) and then the newest fill the list, each row
+        marked with its source."""
+        from feedrank.pipeline.score import every_user
+        from feedrank.serving.service import reason_text
+
         c = ctx_obj(ctx)
         if (user is None) == (not all_users):
             raise FeedrankError("give exactly one of USER or --all")
         if fmt not in ("table", "json", "jsonl"):
             raise FeedrankError(f"--format must be one of ['table', 'json', 'jsonl']; got '{fmt}'")
         fmt = "json" if as_json and fmt == "table" else fmt
-        m, label = load_serving(c, model)
-        service = RecommendationService(m)
-        users = all_user_ids(c) if all_users or user is None else [user]
+        service, label = load_service(c, model)
+        users = every_user(c.store) if all_users or user is None else [user]
         with progress_bar("recommending", total=len(users)) as advance:
             recs = service.recommend(
                 users, k, exclude_seen=not include_seen, progress=advance if all_users else None
-            )  # type: ignore[arg-type]
+            )
         reasons = service.explain(recs) if explain else None
         payload = _payload(recs, reasons, label)
+        if not payload:
+            raise FeedrankError(
+                f"nothing to recommend to {user or 'any user'}: the catalogue has no item the "
+                "model, popularity or recency can rank (import items or interactions)"
+            )
         if fmt == "jsonl":
             for entry in payload:
                 typer.echo(json.dumps(entry))
         elif fmt == "json":
             print_json(payload if all_users else payload[0])
         else:
-            titles = _titles(m)
+            import polars as pl
+
+            titles = _titles(service)
             for entry in payload:
                 console.print(f"[bold]{entry['user_id']}[/bold] ({label})")
                 rows = [
                     {
                         "rank": r["rank"],
                         "item_id": r["item_id"],
-                        "title": titles.get(r["item_id"], ""),
+                        **({"title": titles.get(r["item_id"], "")} if titles else {}),
                         "score": r["score"],
                         "source": r["source"],
                         **({"why": reason_text(r["explanation"])} if explain else {}),
@@ -348,8 +356,10 @@ def register(app: typer.Typer) -> None:
                 print_frame(pl.DataFrame(rows))
 
 
-def _titles(m: Recommender) -> dict[str, str]:
-    items = m.data_.items
+def _titles(service: RecommendationService) -> dict[str, str]:
+    import polars as pl
+
+    items = service.view.catalogue.items
     if "title" not in items.columns:
         return {}
     return dict(items.select("item_id", pl.col("title").cast(pl.String)).iter_rows())

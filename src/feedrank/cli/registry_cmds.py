@@ -5,12 +5,18 @@ from __future__ import annotations
 import json
 import time
 
-import polars as pl
 import typer
 
-from feedrank.cli.common import console, ctx_obj, handle_errors, print_frame, print_json
+from feedrank.cli.common import (
+    console,
+    ctx_obj,
+    handle_errors,
+    parse_params,
+    print_frame,
+    print_json,
+    steps,
+)
 from feedrank.exceptions import FeedrankError
-from feedrank.pipeline.retrain import RetrainPolicy, retrain
 
 models_app = typer.Typer(
     help="The model registry: every trained model, and the champion that serves.",
@@ -39,13 +45,16 @@ def list_models(
     ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
 ) -> None:
     """Every trained model with its kind, data window, parent and held-out metrics."""
+    import polars as pl
+
     c = ctx_obj(ctx)
     champion = c.registry.champion()
     rows = []
     for r in c.registry.list():
         metrics = r.meta.get("metrics") or {}
-        # `train` records {"glm": ..., "popularity": ...}; `retrain` {"held-out window": {"challenger": ...}}
-        glm = metrics.get("glm") or metrics.get("held-out window", {}).get("challenger") or {}
+        # `train` records {kind: ..., "popularity": ...}; `retrain` {"held-out window": {"challenger": ...}}
+        own = metrics.get(r.kind) or metrics.get("held-out window", {}).get("challenger") or {}
+        k = (r.meta.get("split") or {}).get("k", 10)
         rows.append(
             {
                 "model": f"{r.name}/{r.version}",
@@ -53,17 +62,18 @@ def list_models(
                 "champion": champion is not None
                 and (r.name, r.version) == (champion.name, champion.version),
                 "parent": r.meta.get("parent"),
-                "data_window": " .. ".join(r.meta.get("data_window") or []),
-                "roc_auc": glm.get("roc_auc"),
-                "log_loss": glm.get("log_loss"),
+                "data_window": " .. ".join(str(x) for x in (r.meta.get("window") or []) if x),
+                f"HR@{k}": own.get(f"HR@{k}"),
+                f"NDCG@{k}": own.get(f"NDCG@{k}"),
+                "roc_auc": own.get("roc_auc"),
             }
         )
     if as_json:
         print_json(rows)
     elif rows:
-        print_frame(pl.DataFrame(rows), f"models in {c.registry.root}")
+        print_frame(pl.DataFrame(rows), "trained models")
     else:
-        console.print(f"no trained model in {c.registry.root}")
+        console.print("no trained model yet: run `feedrank train`")
 
 
 @models_app.command("show")
@@ -73,7 +83,7 @@ def show(
 ) -> None:
     """A model's metadata: parameters, data window, split, metrics, parent."""
     rec = ctx_obj(ctx).registry.resolve(model, use_champion=False)
-    meta = {k: v for k, v in rec.meta.items() if k not in ("encoder", "spec")}
+    meta = {k: v for k, v in rec.meta.items() if k not in ("encoder", "spec", "generators_fitted")}
     typer.echo(json.dumps(meta, indent=2, default=str))
 
 
@@ -102,11 +112,16 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def retrain_cmd(
         ctx: typer.Context,
+        model: str | None = typer.Option(
+            None, "--model", help="The challenger's kind (default: the champion's, else glm)."
+        ),
+        param: list[str] = typer.Option([], "--param", help="A challenger parameter: name=value."),
         test_days: float = typer.Option(
             7.0, "--test-days", help="Held-out last days both models are judged on."
         ),
+        k: int = typer.Option(10, "--k", min=1, help="Cut-off of the ranking metrics."),
         tolerance: float = typer.Option(
-            0.005, "--tolerance", help="How much worse (AUC, log loss) still counts as not worse."
+            0.005, "--tolerance", help="How much worse still counts as not worse."
         ),
         max_gap: float = typer.Option(
             0.05, "--max-gap", help="Train - validation AUC beyond this is overfitting."
@@ -116,13 +131,29 @@ def register(app: typer.Typer) -> None:
         ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
-        """Train a challenger GLM on fresh data; promote it only when it is not worse than the
+        """Train a challenger on fresh data; promote it only when it is not worse than the
         champion on the held-out window and the benchmark set, and does not overfit."""
+        import polars as pl
+
+        from feedrank.models import make
+        from feedrank.pipeline.retrain import RetrainPolicy, retrain
+
         c = ctx_obj(ctx)
-        policy = RetrainPolicy(test_days=test_days, tolerance=tolerance, max_gap=max_gap)
+        params = parse_params(param)
+        if model is not None:
+            make(model, **params)  # unknown kinds and parameters fail before any work
+        policy = RetrainPolicy(
+            test_days=test_days,
+            tolerance=tolerance,
+            max_gap=max_gap,
+            kind=model,
+            params=params,
+            k=k,
+        )
         interval = parse_interval(every) if every else None
         while True:
-            decision = retrain(c.store.load(), c.settings, c.registry, policy)
+            with steps("retraining"):
+                decision = retrain(c.site(), c.settings, c.registry, policy)
             if as_json:
                 print_json(decision.to_dict())
             else:
@@ -130,15 +161,15 @@ def register(app: typer.Typer) -> None:
                 console.print(
                     f"challenger {decision.challenger.name}/{decision.challenger.version}: {verdict}"
                 )
-                for reason in decision.reasons:
-                    console.print(f"  - {reason}")
+                for reason in decision.reasons + decision.split.get("notes", []):
+                    console.print(f"  - {reason}", highlight=False, soft_wrap=True)
                 for name, by_model in decision.metrics.items():
-                    keys = ["roc_auc", "log_loss", "ece", "examples"]
+                    keys = list(next(iter(by_model.values())))
                     print_frame(
                         pl.DataFrame(
                             {
                                 "metric": keys,
-                                **{m: [v[k] for k in keys] for m, v in by_model.items()},
+                                **{m: [v.get(key) for key in keys] for m, v in by_model.items()},
                             }
                         ),
                         name,

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import typer
 
-from feedrank.cli.common import console, ctx_obj, handle_errors
-from feedrank.evaluation.report import build_report
+from feedrank.cli.common import console, ctx_obj, handle_errors, steps
 
 
 def register(app: typer.Typer) -> None:
@@ -27,8 +26,10 @@ def register(app: typer.Typer) -> None:
         """Model comparison, segments, GLM calibration and coefficients, hit-rate distribution,
         A/B tests, CTR by position and (with logged propensities) off-policy estimates, as one
         self-contained page with its plots."""
+        from feedrank.evaluation.report import build_report
+
         c = ctx_obj(ctx)
-        with console.status("evaluating models"):
-            page = build_report(c.store.load(), c.settings, model, test_days, k)
+        with steps("evaluating models"):
+            page = build_report(c.site(), c.settings, model, test_days, k)
         out.write_text(page)
         console.print(f"wrote {out} ({len(page) // 1024} KiB)")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import polars as pl
 import typer
 
 from feedrank.cli.common import console, ctx_obj, handle_errors, print_frame, print_json
-from feedrank.cli.model_cmds import MODEL_OPT, load_serving
+from feedrank.cli.model_cmds import MODEL_OPT, load_service
 
 
 def register(app: typer.Typer) -> None:
@@ -20,10 +19,12 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
         """Items most similar to ITEM, with scores (itemknn, als, bpr, ease, content models)."""
+        import polars as pl
+
         c = ctx_obj(ctx)
-        m, label = load_serving(c, model)
-        sim = m.similar_items([item], k)
-        items = m.data_.items
+        service, label = load_service(c, model)
+        sim = service.scorer.similar_items([item], k)
+        items = service.view.catalogue.items
         if "title" in items.columns:
             sim = sim.join(
                 items.select(pl.col("item_id").alias("similar_item_id"), "title"),
@@ -32,13 +33,7 @@ def register(app: typer.Typer) -> None:
                 maintain_order="left",
             )
         if as_json:
-            print_json(
-                {
-                    "item_id": item,
-                    "model": label,
-                    "items": sim.drop("item_id").to_dicts(),
-                }
-            )
+            print_json({"item_id": item, "model": label, "items": sim.drop("item_id").to_dicts()})
             return
         console.print(f"[bold]{item}[/bold] ({label})")
         print_frame(sim.drop("item_id"))

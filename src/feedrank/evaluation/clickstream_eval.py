@@ -20,19 +20,13 @@ from typing import Any
 
 import polars as pl
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
-from feedrank.evaluation.loo import (
-    LeaveOneOut,
-    ModelResult,
-    comparison_table,
-    fit_and_evaluate,
-    leave_one_out,
-    tune,
-)
+from feedrank.evaluation.loo import ModelResult, comparison_table, fit_and_evaluate, tune
+from feedrank.evaluation.splits import Split, loo_split
 from feedrank.exceptions import ConfigError
-from feedrank.models import MODELS
+from feedrank.models import MODELS, model_class
 from feedrank.models.base import Recommender
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
 
 UNIT_CONTENT = {
     "kind": "content",
@@ -60,7 +54,7 @@ class ModelSpec:
     weighted: bool = True  # the seed's asset-type weights in the confidence
 
     def factory(self, extra: dict[str, Any] | None = None) -> Callable[..., Recommender]:
-        cls = MODELS[self.kind]
+        cls = model_class(self.kind)
         base = {**self.params, **(extra or {})}
         return lambda **p: cls(**{**base, **p})
 
@@ -123,7 +117,7 @@ def default_specs() -> list[ModelSpec]:
 
 @dataclass
 class Comparison:
-    split: LeaveOneOut
+    split: Split
     results: list[ModelResult]
     validation: dict[str, pl.DataFrame]  # model name -> its validation table
     skipped: dict[str, str]  # model name -> why
@@ -157,7 +151,7 @@ def compare(
     specs = list(specs if specs is not None else default_specs())
     if not any(s.kind == "popularity" for s in specs):
         specs.insert(0, ModelSpec("popularity", "popularity"))
-    split = leave_one_out(data, settings, seed)
+    split = loo_split(data, settings, seed)
     results, validation, skipped = [], {}, {}
     for spec in specs:
         if spec.kind not in MODELS:

@@ -24,13 +24,13 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
 from feedrank.evaluation.clickstream_eval import Comparison, hr_plus_bu
 from feedrank.evaluation.html import CSS, png, table_html
 from feedrank.evaluation.loo import ModelResult, item_units
 from feedrank.features.history import History
 from feedrank.models.hybrid import HybridRecommender
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
 
 NEIGHBOURS = 10
 
@@ -109,7 +109,7 @@ def hit_rate_histogram(results: Sequence[ModelResult]) -> str:
 
 def cookie_activity(data: SiteData, settings: Settings) -> pl.DataFrame:
     """user_id, interactions (distinct forms), form_submissions (total count)."""
-    ev = data.events.filter(pl.col("type").is_in(settings.engagement_types))
+    ev = data.engagements(settings)
     return ev.group_by("user_id").agg(
         interactions=pl.col("item_id").n_unique(), form_submissions=pl.col("value").sum()
     )
@@ -159,9 +159,10 @@ def render_report(
         )
     parts += [
         "<h2>Split</h2>",
-        f"<p><b>{html.escape(split.describe())}</b>. Split seed: <b>{split.seed}</b>. "
+        f"<p><b>{html.escape(split.description)}</b>. Split seed: <b>{split.seed}</b>. "
         "Tuned models chose their parameters on a validation leave-one-out carved from the "
-        f"training data (seed {split.seed + 1000}); the test hold-out was never used to choose.</p>",
+        f"training data (seed {(split.seed or 0) + 1000}); the test hold-out was never used to "
+        "choose.</p>",
         "<p class='note'>HR@10: the hidden form is in the top 10. BU hit rate: share of the top 10 "
         "whose business unit meets the hidden form's (cookies whose hidden form has a unit). Top hit "
         "rate: share of the top 10 whose unit meets the units of the cookie's strongest forms "

@@ -1,14 +1,10 @@
-"""Seeded leave-one-out hold-out for implicit data without usable timestamps (seed 004's forms).
-
-The split: among the distinct (user, item) engagements, every user with at least `min_items`
-distinct items has exactly one of them hidden, chosen uniformly at random with a seeded generator
-(pairs are sorted first, so the choice depends on the seed and the data only). Every event of a
-hidden pair is removed from training; the catalogue (items) is kept whole. A model is fitted on
-the rest and asked for a full ranking of the items the user did not engage with in training; the
-hidden item's position in it gives the metrics. Nothing is ever measured in-sample.
+"""Seed 004's evaluation on a seeded leave-one-out hold-out (feedrank.evaluation.splits.
+loo_split), for implicit data without usable timestamps: the harness's ranking
+(feedrank.evaluation.offline) plus the seed's business-unit measures, tuning on validation
+hold-outs carved from the training data, and the comparison table.
 
 Per user (k = 10 by default):
-- item HR@k, NDCG@k, MRR: the hidden item in the ranking (feedrank.evaluation.ranking);
+- item HR@k, NDCG@k, MRR: the hidden item in the full ranking;
 - business-unit hit rate: the share of the top k whose units meet the hidden item's units
   (an item may have several units; a recommended item without a unit never matches). Users whose
   hidden item has no unit are left out of this mean (their count is reported);
@@ -31,67 +27,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
-from feedrank.evaluation.ranking import (
-    hit_matrix,
-    hit_rate_at_k,
-    mean_metric,
-    mrr,
-    ndcg_at_k,
-)
-from feedrank.exceptions import FeedrankError
-from feedrank.features.history import History
+from feedrank.evaluation.offline import rank_users
+from feedrank.evaluation.ranking import mean_metric
+from feedrank.evaluation.splits import Split, loo_split
+from feedrank.features.history import weighted
 from feedrank.models.base import Recommender
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
 
-
-@dataclass(frozen=True)
-class LeaveOneOut:
-    data: SiteData  # everything (the reference for strongest items)
-    train: SiteData  # without the hidden pairs
-    hidden: pl.DataFrame  # user_id, item_id: one row per eligible user
-    seed: int
-    min_items: int
-    n_pairs: int
-
-    def describe(self) -> str:
-        return (
-            f"seeded leave-one-out (seed {self.seed}): one item hidden per user with >= "
-            f"{self.min_items} distinct items ({self.hidden.height} users, {self.hidden.height} of "
-            f"{self.n_pairs} user-item pairs hidden); models fitted on the rest; full ranking over "
-            "the items each user did not engage with in training"
-        )
-
-
-def leave_one_out(
-    data: SiteData, settings: Settings, seed: int = 0, min_items: int = 2
-) -> LeaveOneOut:
-    if min_items < 2:
-        raise ValueError(
-            f"min_items must be >= 2 (a user keeps one item to learn from); got {min_items}"
-        )
-    pairs = data.engaged_pairs(settings.engagement_types).sort("user_id", "item_id")
-    if pairs.is_empty():
-        raise FeedrankError(
-            f"no engagements of types {list(settings.engagement_types)} to hold out"
-        )
-    rng = np.random.default_rng(seed)
-    keyed = pairs.with_columns(
-        __key=pl.Series(rng.random(pairs.height)),
-        __n=pl.len().over("user_id"),
-    )
-    hidden = (
-        keyed.filter(pl.col("__n") >= min_items)
-        .sort("user_id", "__key")
-        .group_by("user_id", maintain_order=True)
-        .first()
-        .select("user_id", "item_id")
-    )
-    if hidden.is_empty():
-        raise FeedrankError(f"no user has >= {min_items} distinct items to hold one out")
-    events = data.events.join(hidden, on=["user_id", "item_id"], how="anti", maintain_order="left")
-    train = SiteData(data.users, data.items, events)
-    return LeaveOneOut(data, train, hidden, seed, min_items, pairs.height)
+K = 10
 
 
 def item_units(items: pl.DataFrame, column: str = "business_units") -> pl.DataFrame:
@@ -107,7 +51,7 @@ def item_units(items: pl.DataFrame, column: str = "business_units") -> pl.DataFr
 
 def strongest_items(data: SiteData, settings: Settings) -> pl.DataFrame:
     """(user_id, item_id) of each user's item(s) of maximal weighted engagement (ties kept)."""
-    ev = History(data, settings, []).events.filter(pl.col("engaged"))
+    ev = weighted(data.events, data.items, settings, data.types).filter(pl.col("engaged") > 0)
     w = ev.group_by("user_id", "item_id").agg(pl.col("weight").sum())
     return w.filter(pl.col("weight") == pl.col("weight").max().over("user_id")).select(
         "user_id", "item_id"
@@ -152,12 +96,13 @@ class ModelResult:
     fit_seconds: float
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    k: int = K
 
     def metrics(self) -> dict[str, float]:
         p = self.per_user
         return {
-            "HR@10": mean_metric(p["hit"].to_numpy()),
-            "NDCG@10": mean_metric(p["ndcg"].to_numpy()),
+            f"HR@{self.k}": mean_metric(p["hit"].to_numpy()),
+            f"NDCG@{self.k}": mean_metric(p["ndcg"].to_numpy()),
             "MRR": mean_metric(p["rr"].to_numpy()),
             "BU hit rate": mean_metric(p["bu_hit_rate"].to_numpy()),
             "top hit rate": mean_metric(p["top_hit_rate"].to_numpy()),
@@ -166,28 +111,35 @@ class ModelResult:
 
 def evaluate(
     model: Recommender,
-    split: LeaveOneOut,
+    split: Split,
     settings: Settings,
-    k: int = 10,
+    k: int = K,
     unit_column: str = "business_units",
 ) -> pl.DataFrame:
-    """Per-user results of a model fitted on split.train (never on the hidden pairs)."""
-    users = split.hidden["user_id"].to_list()
-    n_items = split.train.items.height
-    recs = model.recommend(users, k=n_items, exclude_seen=True)
-    hits = hit_matrix(recs, split.hidden, users, n_items)
-    rank = np.where(hits.any(axis=1), np.argmax(hits, axis=1) + 1, 0)
+    """Per-user results of a model fitted on split.train (never on the hidden pairs): the
+    harness's ranking (feedrank.evaluation.offline) plus the seed's unit hit rates."""
+    ranked = rank_users(model.at(split.view(settings)), split, k)
+    users = split.users
+    per_user = ranked.per_user
+    recs = ranked.recs
+    hidden = split.test.group_by("user_id", maintain_order=True).first()
+    rank = recs.join(hidden, on=["user_id", "item_id"]).select("user_id", "rank").unique("user_id")
     units = item_units(split.data.items, unit_column)
     strongest = strongest_items(split.data, settings)
+    frame = (
+        pl.DataFrame({"user_id": users}, schema={"user_id": pl.String})
+        .join(hidden.rename({"item_id": "hidden"}), on="user_id", how="left", maintain_order="left")
+        .join(rank, on="user_id", how="left", maintain_order="left")
+    )
     return pl.DataFrame(
         {
             "user_id": users,
-            "hidden": split.hidden["item_id"].to_list(),
-            "rank": rank,
-            "hit": hit_rate_at_k(hits, k),
-            "ndcg": ndcg_at_k(hits, np.ones(len(users)), k),
-            "rr": mrr(hits),
-            "bu_hit_rate": unit_share(recs, split.hidden, units, users, k),
+            "hidden": frame["hidden"],
+            "rank": frame["rank"].fill_null(0).cast(pl.Int64),
+            "hit": per_user[f"HR@{k}"],
+            "ndcg": per_user[f"NDCG@{k}"],
+            "rr": per_user["MRR"],
+            "bu_hit_rate": unit_share(recs, split.test, units, users, k),
             "top_hit_rate": unit_share(recs, strongest, units, users, k),
         },
         schema_overrides={"user_id": pl.String, "hidden": pl.String, "rank": pl.Int64},
@@ -197,18 +149,19 @@ def evaluate(
 def fit_and_evaluate(
     name: str,
     factory: Callable[[], Recommender],
-    split: LeaveOneOut,
+    split: Split,
     settings: Settings,
-    k: int = 10,
+    k: int = K,
     note: str = "",
 ) -> ModelResult:
     model = factory()
     t0 = time.perf_counter()
     model.fit(split.train, settings)
     seconds = time.perf_counter() - t0
-    params = {key: v for key, v in vars(model).items() if not key.endswith("_")}
     per_user = evaluate(model, split, settings, k)
-    return ModelResult(name, model.kind, params, per_user, seconds, note, {"model": model})
+    return ModelResult(
+        name, model.kind, model.get_params(), per_user, seconds, note, {"model": model}, k
+    )
 
 
 def tune(
@@ -217,7 +170,7 @@ def tune(
     train: SiteData,
     settings: Settings,
     seed: int,
-    objective: Callable[[dict[str, float]], float] = lambda m: m["HR@10"],
+    objective: Callable[[dict[str, float]], float] = lambda m: m[f"HR@{K}"],
     k: int = 10,
     folds: int = 3,
 ) -> tuple[dict[str, Any], pl.DataFrame]:
@@ -230,7 +183,7 @@ def tune(
         raise ValueError("grid must hold at least one parameter set; got none")
     if folds < 1:
         raise ValueError(f"folds must be >= 1; got {folds}")
-    inners = [leave_one_out(train, settings, seed=seed + 1000 + f) for f in range(folds)]
+    inners = [loo_split(train, settings, seed=seed + 1000 + f) for f in range(folds)]
     rows, scores = [], []
     for params in grid:
         per_fold = [
@@ -250,16 +203,17 @@ def tune(
 
 
 def comparison_table(results: Sequence[ModelResult], baseline: str = "popularity") -> pl.DataFrame:
-    """One row per model, the metrics side by side, and HR@10 relative to the baseline."""
+    """One row per model, the metrics side by side, and HR@k relative to the baseline."""
     rows = []
-    base = next((r.metrics()["HR@10"] for r in results if r.name == baseline), float("nan"))
+    hr = f"HR@{results[0].k}" if results else f"HR@{K}"
+    base = next((r.metrics()[hr] for r in results if r.name == baseline), float("nan"))
     for r in results:
         m = r.metrics()
         rows.append(
             {
                 "model": r.name,
                 **m,
-                "HR@10 vs popularity": m["HR@10"] - base,
+                f"{hr} vs popularity": m[hr] - base,
                 "BU users": int(r.per_user["bu_hit_rate"].is_not_nan().sum()),
                 "fit s": round(r.fit_seconds, 2),
                 "params": r.note,

@@ -1,169 +1,123 @@
-"""Offline evaluation of recommenders: splits, ranking and beyond-accuracy metrics, segments.
+"""The one offline evaluation harness: every model fitted on a split's training data, served
+from the split's view, judged on its held-out engagements — ranking over the full catalogue,
+beside popularity — and, for models that predict probabilities, on labelled held-out examples.
 
-Splits (each printed with every number):
-- temporal: fit on events before a cut, judge on what each user engaged with after it;
-- last-N: per user, the N most recent distinct engaged items are hidden;
-- leave-one-out: one engaged item per user hidden at random (seeded; evaluation.loo).
-Ranking is over the full catalogue (items the user had not engaged with in training).
-Beyond accuracy: catalogue coverage, novelty (mean self-information of recommended items),
-intra-list diversity (mean pairwise distance of a list's items by their attributes) and
-personalisation (1 - mean overlap between two users' lists)."""
+Ranking metrics at k (HR, precision, recall, NDCG, MAP) come from the top-k lists a user would
+get; MRR from the held-out items' ranks in the full catalogue (an item the model has no signal
+for is not ranked). Beyond accuracy: catalogue coverage, novelty (mean self-information of
+recommended items), intra-list diversity (mean pairwise distance of a list's items by their
+categorical attributes; memory follows the lists, not the catalogue) and personalisation
+(1 - mean overlap between two users' lists). Probabilities: ROC-AUC, log loss, calibration;
+popularity's probability is each item's smoothed positive rate among the training examples."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
-from feedrank.evaluation.loo import leave_one_out
+from feedrank.evaluation.metrics import classification_metrics
 from feedrank.evaluation.ranking import (
     hit_matrix,
     hit_rate_at_k,
     map_at_k,
     mean_metric,
-    mrr,
     ndcg_at_k,
     precision_at_k,
     recall_at_k,
 )
+from feedrank.evaluation.splits import Split
 from feedrank.exceptions import FeedrankError
+from feedrank.features.examples import build_examples
 from feedrank.features.groups import user_age_band
-from feedrank.models.base import Recommender
+from feedrank.features.history import T
+from feedrank.models.base import Recommender, Scorer, seen_mask, top_k
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
 
-SPLITS = ("temporal", "last", "loo")
 NEW_USER_DAYS = 30
 ACTIVITY_BUCKETS = (5, 20)  # past interactions: <5, 5-19, 20+
+SCORE_CELLS = 20_000_000  # users x items scored at once
+SMOOTHING = 10.0  # pseudo-examples in popularity's per-item positive rate
 
 
-@dataclass(frozen=True)
-class Split:
-    kind: str
-    train: SiteData
-    test: pl.DataFrame  # user_id, item_id: what each evaluated user engaged with afterwards
-    reference_time: datetime  # the time segments (tenure, activity) are measured at
-    description: str
-    items: pl.DataFrame  # the whole catalogue, for the attributes of held-out items
+@dataclass
+class Ranked:
+    """A model's answers to a split's users: the top-k lists and each user's metrics."""
+
+    recs: pl.DataFrame  # user_id, rank, item_id, score
+    per_user: pl.DataFrame  # user_id, HR@k, precision@k, recall@k, NDCG@k, MAP@k, MRR
 
 
-def _engagements(data: SiteData, settings: Settings) -> pl.DataFrame:
-    return data.events.filter(
-        pl.col("type").is_in(settings.engagement_types) & (pl.col("item_id") != "")
-    )
-
-
-def temporal_split(data: SiteData, settings: Settings, cut: datetime) -> Split:
-    train = data.until(cut)
-    seen = train.engaged_pairs(settings.engagement_types)
-    later = (
-        _engagements(data, settings)
-        .filter(pl.col("timestamp") >= cut)
-        .select("user_id", "item_id")
-        .unique()
-    )
-    test = later.join(seen, on=["user_id", "item_id"], how="anti").sort("user_id", "item_id")
-    if test.is_empty():
-        raise FeedrankError(f"no new engagements at or after {cut.isoformat()} to evaluate on")
-    new_items = test.join(train.items.select("item_id"), on="item_id", how="anti").height
-    return Split(
-        "temporal",
-        train,
-        test,
-        cut,
-        f"temporal: fitted on events before {cut.isoformat()}, judged on the {test.height} new "
-        f"(user, item) engagements of {test['user_id'].n_unique()} users after it ({new_items} of "
-        "them on items created after the cut, which no model fitted before it can rank); "
-        "full ranking",
-        data.items,
-    )
-
-
-def last_n_split(data: SiteData, settings: Settings, n: int = 1) -> Split:
-    if n < 1:
-        raise ValueError(f"n must be >= 1; got {n}")
-    first = (
-        _engagements(data, settings).group_by("user_id", "item_id").agg(t=pl.col("timestamp").min())
-    )
-    ranked = first.with_columns(
-        r=pl.col("t").rank("ordinal", descending=True).over("user_id"), m=pl.len().over("user_id")
-    )
-    hidden = (
-        ranked.filter((pl.col("r") <= n) & (pl.col("m") > n))
-        .select("user_id", "item_id")
-        .sort("user_id", "item_id")
-    )
-    if hidden.is_empty():
-        raise FeedrankError(f"no user has more than {n} distinct engaged items to hold out")
-    events = data.events.join(hidden, on=["user_id", "item_id"], how="anti", maintain_order="left")
-    last = data.time_span[1]
-    assert last is not None
-    return Split(
-        "last",
-        SiteData(data.users, data.items, events),
-        hidden,
-        last,
-        f"per-user leave-last-{n}: each user's {n} most recent distinct engaged item(s) hidden "
-        f"({hidden['user_id'].n_unique()} users with more than {n}); full ranking",
-        data.items,
-    )
-
-
-def loo_split(data: SiteData, settings: Settings, seed: int = 0) -> Split:
-    s = leave_one_out(data, settings, seed=seed)
-    last = data.time_span[1]
-    assert last is not None
-    return Split("loo", s.train, s.hidden, last, s.describe(), data.items)
-
-
-def make_split(
-    data: SiteData, settings: Settings, kind: str, test_days: float = 7.0, n: int = 1, seed: int = 0
-) -> Split:
-    if kind == "temporal":
-        last = data.time_span[1]
-        if last is None:
-            raise FeedrankError("the store has no events to split")
-        return temporal_split(data, settings, last - timedelta(days=test_days))
-    if kind == "last":
-        return last_n_split(data, settings, n)
-    if kind == "loo":
-        return loo_split(data, settings, seed)
-    raise FeedrankError(f"--split must be one of {list(SPLITS)}; got '{kind}'")
-
-
-# -- metrics -----------------------------------------------------------------------------------
-
-
-def ranking_metrics(recs: pl.DataFrame, split: Split, k: int) -> pl.DataFrame:
-    """Per evaluated user: HR, precision, recall, NDCG, MAP at k and MRR."""
-    users = split.test["user_id"].unique(maintain_order=True).to_list()
-    depth = int(recs["rank"].cast(pl.Int64).max() or k) if recs.height else k  # type: ignore[arg-type]
-    hits = hit_matrix(recs, split.test, users, max(depth, k))
-    n_rel = split.test.group_by("user_id").agg(n=pl.len())
-    n_relevant = (
-        pl.DataFrame({"user_id": users})
-        .join(n_rel, on="user_id", how="left", maintain_order="left")["n"]
+def rank_users(scorer: Scorer, split: Split, k: int) -> Ranked:
+    """Top-k lists and per-user metrics over the view's full catalogue, a block of users at a
+    time (one read of their histories, one score block)."""
+    users = split.users
+    items = scorer.view.candidates()
+    col = pl.DataFrame({"item_id": items}, schema={"item_id": pl.String}).with_row_index("__i")
+    test = split.test.join(col, on="item_id", how="left")
+    step = max(1, SCORE_CELLS // max(len(items), 1))
+    recs, best = [], []
+    for s in range(0, len(users), step):
+        batch = users[s : s + step]
+        hist = scorer.view.histories(batch)
+        S = scorer.score_users(batch, hist, items).astype(np.float64, copy=True)
+        S[~np.isfinite(S)] = -np.inf
+        S[seen_mask(hist, batch, items)] = -np.inf
+        recs.append(top_k(batch, items, S, k))
+        best.append(_best_ranks(S, batch, test))
+    top = pl.concat(recs) if recs else pl.DataFrame()
+    hits = hit_matrix(top, split.test, users, k)
+    n_rel = (
+        pl.DataFrame({"user_id": users}, schema={"user_id": pl.String})
+        .join(
+            split.test.group_by("user_id").agg(n=pl.len()),
+            on="user_id",
+            how="left",
+            maintain_order="left",
+        )["n"]
         .to_numpy()
     )
-    return pl.DataFrame(
+    rank = np.concatenate(best) if best else np.zeros(0)
+    per_user = pl.DataFrame(
         {
             "user_id": users,
             f"HR@{k}": hit_rate_at_k(hits, k),
             f"precision@{k}": precision_at_k(hits, k),
-            f"recall@{k}": recall_at_k(hits, n_relevant, k),
-            f"NDCG@{k}": ndcg_at_k(hits, n_relevant, k),
-            f"MAP@{k}": map_at_k(hits, n_relevant, k),
-            "MRR": mrr(hits),
+            f"recall@{k}": recall_at_k(hits, n_rel, k),
+            f"NDCG@{k}": ndcg_at_k(hits, n_rel, k),
+            f"MAP@{k}": map_at_k(hits, n_rel, k),
+            "MRR": np.where(np.isfinite(rank), 1.0 / rank, 0.0),
         },
         schema_overrides={"user_id": pl.String},
     )
+    return Ranked(top, per_user)
 
 
-def item_vectors(items: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Item ids and unit-norm one-hot vectors of their categorical attributes (for diversity)."""
+def _best_ranks(S: np.ndarray, batch: list[str], test: pl.DataFrame) -> np.ndarray:
+    """Per user of the batch: the best full-catalogue rank of a held-out item (1 = first; ties
+    count in the item's favour; inf when no held-out item has a signal)."""
+    rows = pl.DataFrame({"user_id": batch}, schema={"user_id": pl.String}).with_row_index("__u")
+    mine = test.join(rows, on="user_id").drop_nulls("__i")
+    best = np.full(len(batch), np.inf)
+    if mine.is_empty():
+        return best
+    u, i = mine["__u"].to_numpy(), mine["__i"].to_numpy()
+    own = S[u, i]
+    ranks = np.where(np.isfinite(own), (S[u] > own[:, None]).sum(axis=1) + 1.0, np.inf)
+    np.minimum.at(best, u, ranks)
+    return best
+
+
+def item_vectors(items: pl.DataFrame, wanted: np.ndarray) -> sp.csr_matrix:
+    """Unit-norm sparse one-hots of the categorical attributes of the wanted items (rows in
+    `wanted` order; an item without attributes is a zero row)."""
     cats = [
         c
         for c in items.columns
@@ -171,12 +125,25 @@ def item_vectors(items: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         and items.schema[c] == pl.String
         and 1 < items[c].n_unique() <= 200
     ]
-    if not cats:
-        return items["item_id"].to_numpy(), np.eye(items.height)
-    onehot = items.select(cats).to_dummies().to_numpy().astype(np.float64)
-    return items["item_id"].to_numpy(), onehot / np.linalg.norm(onehot, axis=1, keepdims=True).clip(
-        1e-12
+    sub = pl.DataFrame({"item_id": wanted}, schema={"item_id": pl.String}).join(
+        items, on="item_id", how="left", maintain_order="left"
     )
+    if not cats:
+        return sp.csr_matrix((len(wanted), 0))
+    blocks = []
+    for c in cats:
+        values = sub[c].cast(pl.String)
+        levels = values.drop_nulls().unique().sort().to_list()
+        codes = values.replace_strict(
+            levels, list(range(len(levels))), default=-1, return_dtype=pl.Int64
+        ).to_numpy()
+        r = np.flatnonzero(codes >= 0)
+        blocks.append(
+            sp.csr_matrix((np.ones(r.size), (r, codes[r])), shape=(len(wanted), len(levels)))
+        )
+    m = sp.hstack(blocks, format="csr")
+    norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
+    return sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ m
 
 
 def beyond_accuracy(
@@ -184,31 +151,31 @@ def beyond_accuracy(
     train: SiteData,
     settings: Settings,
     k: int,
+    n_candidates: int,
     max_pairs: int = 2000,
     seed: int = 0,
 ) -> dict[str, float]:
     top = recs.filter(pl.col("rank") <= k)
-    catalogue = train.items.height
-    pop = _engagements(train, settings).group_by("item_id").agg(n=pl.len())
+    pop = train.engagements(settings).group_by("item_id").agg(n=pl.len())
     total = float(pop["n"].sum()) or 1.0
     # Self-information of an item: -log2 of its share of engagement (unseen items: half an engagement).
     info = top.join(pop, on="item_id", how="left").with_columns(
         s=-(pl.col("n").fill_null(0.5) / total).log(2)
     )
-    ids, vecs = item_vectors(train.items)
-    index = pl.DataFrame(
-        {"item_id": ids, "__i": np.arange(len(ids))}, schema={"item_id": pl.String, "__i": pl.Int64}
-    )
-    lists = top.join(index, on="item_id").group_by("user_id").agg(pl.col("__i"))
+    lists = top.group_by("user_id", maintain_order=True).agg(pl.col("item_id"))
+    shown = top["item_id"].unique().to_numpy()
+    index = {v: j for j, v in enumerate(shown)}
+    vecs = item_vectors(train.items, shown)
     ild = []
-    for idx in lists["__i"].to_list():  # one small matrix per user list, not per event
-        if len(idx) > 1:
-            v = vecs[idx]
-            sim = v @ v.T
-            m = len(idx)
-            ild.append(1.0 - (sim.sum() - np.trace(sim)) / (m * (m - 1)))
+    if vecs.shape[1]:
+        for ids in lists["item_id"].to_list():  # one k x k product per list
+            if len(ids) > 1:
+                v = vecs[[index[i] for i in ids]]
+                sim = (v @ v.T).toarray()
+                m = len(ids)
+                ild.append(1.0 - (sim.sum() - np.trace(sim)) / (m * (m - 1)))
     # Personalisation: 1 - mean Jaccard overlap of two users' lists, over sampled pairs.
-    sets = [set(x) for x in lists["__i"].to_list()]
+    sets = [set(x) for x in lists["item_id"].to_list()]
     rng = np.random.default_rng(seed)
     overlaps = []
     if len(sets) > 1:
@@ -217,14 +184,121 @@ def beyond_accuracy(
         for i, j in zip(a[a != b], b[a != b], strict=True):
             overlaps.append(len(sets[i] & sets[j]) / max(1, len(sets[i] | sets[j])))
     return {
-        "coverage": top["item_id"].n_unique() / catalogue if catalogue else float("nan"),
+        "coverage": top["item_id"].n_unique() / n_candidates if n_candidates else float("nan"),
         "novelty": float(info["s"].mean() or 0.0) if info.height else float("nan"),  # type: ignore[arg-type]
         "intra_list_diversity": float(np.mean(ild)) if ild else float("nan"),
         "personalisation": 1.0 - float(np.mean(overlaps)) if overlaps else float("nan"),
     }
 
 
-# -- segments ----------------------------------------------------------------------------------
+def popularity_probabilities(train: SiteData, settings: Settings, rows: pl.DataFrame) -> np.ndarray:
+    """Popularity as a probability: each item's positive rate among the training examples,
+    smoothed towards the overall rate (so it means the same with impressions or without)."""
+    ex = build_examples(train, settings)
+    if ex.is_empty():
+        return np.full(rows.height, 0.5)
+    prior = float(ex["label"].mean())  # type: ignore[arg-type]
+    rate = ex.group_by("item_id").agg(
+        p=(pl.col("label").sum() + SMOOTHING * prior) / (pl.len() + SMOOTHING)
+    )
+    return (
+        rows.select("item_id")
+        .join(rate, on="item_id", how="left", maintain_order="left")["p"]
+        .fill_null(prior)
+        .to_numpy()
+    )
+
+
+@dataclass
+class Evaluation:
+    split: Split
+    k: int
+    per_user: dict[str, pl.DataFrame] = field(default_factory=dict)  # model -> per-user metrics
+    recs: dict[str, pl.DataFrame] = field(default_factory=dict)  # model -> top-k lists
+    beyond: dict[str, dict[str, float]] = field(default_factory=dict)
+    probabilities: dict[str, dict[str, float]] = field(default_factory=dict)  # classification
+    fit_seconds: dict[str, float] = field(default_factory=dict)
+    models: dict[str, Recommender] = field(default_factory=dict)  # fitted on split.train
+
+    def table(self) -> pl.DataFrame:
+        """One row per model: ranking metrics at k, beyond accuracy, and (where the model gives
+        probabilities) AUC, log loss and calibration error on the held-out examples."""
+        rows = []
+        for name, frame in self.per_user.items():
+            ranking = {c: mean_metric(frame[c].to_numpy()) for c in frame.columns if c != "user_id"}
+            probs = self.probabilities.get(name, {})
+            rows.append(
+                {
+                    "model": name,
+                    "users": frame.height,
+                    **ranking,
+                    **self.beyond.get(name, {}),
+                    "roc_auc": probs.get("roc_auc"),
+                    "log_loss": probs.get("log_loss"),
+                    "ece": probs.get("ece"),
+                    "fit_s": round(self.fit_seconds.get(name, float("nan")), 2),
+                }
+            )
+        out = pl.DataFrame(rows, infer_schema_length=None)
+        empty = [c for c in ("roc_auc", "log_loss", "ece") if out[c].null_count() == out.height]
+        return out.drop(empty)
+
+    def metric(self, model: str, name: str) -> float:
+        return mean_metric(self.per_user[model][name].to_numpy())
+
+    def by_segment(self, segments: pl.DataFrame) -> pl.DataFrame:
+        """Mean metrics per model and segment value."""
+        parts = []
+        for seg in [c for c in segments.columns if c != "user_id"]:
+            for name, frame in self.per_user.items():
+                joined = frame.join(segments.select("user_id", seg), on="user_id")
+                metrics = [c for c in frame.columns if c != "user_id"]
+                g = joined.group_by(seg).agg(
+                    pl.len().alias("users"), *[pl.col(c).mean() for c in metrics]
+                )
+                parts.append(
+                    g.rename({seg: "value"}).with_columns(segment=pl.lit(seg), model=pl.lit(name))
+                )
+        if not parts:
+            return pl.DataFrame()
+        out = pl.concat(parts, how="diagonal_relaxed")
+        return out.select(
+            "segment", "value", "model", pl.exclude("segment", "value", "model")
+        ).sort("segment", "value", "model")
+
+
+def evaluate(
+    models: dict[str, Recommender],
+    split: Split,
+    settings: Settings,
+    k: int = 10,
+    progress: Callable[[str], None] | None = None,
+) -> Evaluation:
+    """Fit every (unfitted) model on the split's training data and judge it."""
+    if k < 1:
+        raise FeedrankError(f"k must be >= 1; got {k}")
+    ev = Evaluation(split, k)
+    view = split.view(settings)
+    n_cand = len(view.candidates())
+    for name, model in models.items():
+        if progress:
+            progress(name)
+        t0 = time.perf_counter()
+        model.fit(split.train, settings)
+        ev.fit_seconds[name] = time.perf_counter() - t0
+        ev.models[name] = model
+        ranked = rank_users(model.at(view), split, k)
+        ev.per_user[name], ev.recs[name] = ranked.per_user, ranked.recs
+        ev.beyond[name] = beyond_accuracy(ranked.recs, split.train, settings, k, n_cand)
+        if split.examples is not None:
+            y = split.examples["label"].to_numpy()
+            if model.probabilistic:
+                p = model.predict_proba(split.data, split.examples)
+                ev.probabilities[name] = classification_metrics(y, p)
+            elif model.kind == "popularity":
+                p = popularity_probabilities(split.train, settings, split.examples)
+                ev.probabilities[name] = classification_metrics(y, p)
+    return ev
 
 
 def user_segments(split: Split, settings: Settings, segment_by: Sequence[str]) -> pl.DataFrame:
@@ -234,14 +308,15 @@ def user_segments(split: Split, settings: Settings, segment_by: Sequence[str]) -
     users = split.test.select("user_id").unique(maintain_order=True)
     out = users
     ev = split.train.events
+    items = split.data.items
     for seg in segment_by:
         if seg == "tenure":
-            first = ev.group_by("user_id").agg(first=pl.col("timestamp").min())
+            first = ev.group_by("user_id").agg(first=pl.col(T).min())
             col = users.join(first, on="user_id", how="left", maintain_order="left").select(
                 "user_id",
                 tenure=pl.when(pl.col("first").is_null())
                 .then(pl.lit("new (no history)"))
-                .when(pl.col("first") > split.reference_time - timedelta(days=NEW_USER_DAYS))
+                .when(pl.col("first") > split.at - timedelta(days=NEW_USER_DAYS))
                 .then(pl.lit(f"new (<{NEW_USER_DAYS}d)"))
                 .otherwise(pl.lit("long-term")),
             )
@@ -273,23 +348,24 @@ def user_segments(split: Split, settings: Settings, segment_by: Sequence[str]) -
                 how="left",
                 maintain_order="left",
             )
-        elif seg in split.items.columns:
+        elif seg in items.columns:
             held = (
                 split.test.group_by("user_id", maintain_order=True)
                 .first()
                 .join(
-                    split.items.select("item_id", pl.col(seg).cast(pl.String)),
-                    on="item_id",
-                    how="left",
+                    items.select("item_id", pl.col(seg).cast(pl.String)), on="item_id", how="left"
                 )
             )
             col = users.join(
                 held.select("user_id", seg), on="user_id", how="left", maintain_order="left"
             )
         else:
+            known = sorted(
+                (set(split.train.users.columns) | set(items.columns)) - {"user_id", "item_id"}
+            )
             raise FeedrankError(
-                "--segment-by must be tenure, activity, or a user or item attribute "
-                f"{sorted(set(split.train.users.columns) | set(split.items.columns) - {'user_id', 'item_id'})}; got '{seg}'"
+                f"--segment-by must be tenure, activity, or a user or item attribute {known}; "
+                f"got '{seg}'"
             )
         out = out.join(
             col.with_columns(pl.col(seg).fill_null("(missing)")),
@@ -301,14 +377,14 @@ def user_segments(split: Split, settings: Settings, segment_by: Sequence[str]) -
 
 
 def sampled_metrics(
-    model: Recommender, split: Split, settings: Settings, n_negatives: int, k: int, seed: int = 0
+    scorer: Scorer, split: Split, settings: Settings, n_negatives: int, k: int, seed: int = 0
 ) -> dict[str, float]:
     """The sampled-negatives protocol, only on request: each held-out (user, item) is ranked
     among `n_negatives` items drawn at random (seeded) from those the user never engaged with.
     Much easier than full ranking, so its numbers are higher and not comparable to it."""
     rng = np.random.default_rng(seed)
-    items = split.train.items["item_id"].to_numpy()
-    engaged = pl.concat([split.train.engaged_pairs(settings.engagement_types), split.test]).unique()
+    items = scorer.view.candidates()
+    known = pl.concat([split.train.seen_pairs(), split.test]).unique()
     pairs = split.test.with_row_index("pair")
     draws = rng.integers(0, len(items), (pairs.height, n_negatives * 2))  # spare draws for rejects
     neg = (
@@ -320,7 +396,7 @@ def sampled_metrics(
             schema={"pair": pl.UInt32, "item_id": pl.String},
         )
         .join(pairs.select("pair", "user_id"), on="pair")
-        .join(engaged, on=["user_id", "item_id"], how="anti", maintain_order="left")
+        .join(known, on=["user_id", "item_id"], how="anti", maintain_order="left")
         .group_by("pair", maintain_order=True)
         .head(n_negatives)
     )
@@ -328,7 +404,7 @@ def sampled_metrics(
     for (user,), group in pairs.group_by("user_id", maintain_order=True):  # one score() per user
         mine = neg.filter(pl.col("pair").is_in(group["pair"].implode()))
         cand = np.unique(np.concatenate([group["item_id"].to_numpy(), mine["item_id"].to_numpy()]))
-        score = dict(zip(cand, model.score([str(user)], cand)[0], strict=True))
+        score = dict(zip(cand, scorer.score([str(user)], cand)[0], strict=True))
         for pair, pos in group.select("pair", "item_id").iter_rows():
             negs = mine.filter(pl.col("pair") == pair)["item_id"].to_numpy()
             ranks[pair] = int(sum(score[x] >= score[pos] for x in negs))  # ties count against
@@ -339,57 +415,11 @@ def sampled_metrics(
     }
 
 
-@dataclass
-class Evaluation:
-    split: Split
-    k: int
-    per_user: dict[str, pl.DataFrame]  # model -> per-user ranking metrics
-    beyond: dict[str, dict[str, float]]  # model -> beyond-accuracy metrics
-    sampled: dict[str, dict[str, float]] | None = None  # model -> sampled-negatives metrics
-
-    def table(self) -> pl.DataFrame:
-        rows = []
-        for name, frame in self.per_user.items():
-            metrics = {c: mean_metric(frame[c].to_numpy()) for c in frame.columns if c != "user_id"}
-            rows.append({"model": name, "users": frame.height, **metrics, **self.beyond[name]})
-        return pl.DataFrame(rows)
-
-    def by_segment(self, segments: pl.DataFrame) -> pl.DataFrame:
-        """Mean metrics per model and segment value."""
-        parts = []
-        for seg in [c for c in segments.columns if c != "user_id"]:
-            for name, frame in self.per_user.items():
-                joined = frame.join(segments.select("user_id", seg), on="user_id")
-                metrics = [c for c in frame.columns if c != "user_id"]
-                g = joined.group_by(seg).agg(
-                    pl.len().alias("users"), *[pl.col(c).mean() for c in metrics]
-                )
-                parts.append(
-                    g.rename({seg: "value"}).with_columns(segment=pl.lit(seg), model=pl.lit(name))
-                )
-        if not parts:
-            return pl.DataFrame()
-        out = pl.concat(parts, how="diagonal_relaxed")
-        return out.select(
-            "segment", "value", "model", pl.exclude("segment", "value", "model")
-        ).sort("segment", "value", "model")
-
-
-def evaluate_models(
-    models: dict[str, Recommender],
-    split: Split,
-    settings: Settings,
-    k: int = 10,
-    sampled: int | None = None,
-) -> Evaluation:
-    """Fit every model on the split's training data and rank the full catalogue for its users."""
-    users = split.test["user_id"].unique(maintain_order=True).to_list()
-    per_user, beyond, samp = {}, {}, {}
-    for name, model in models.items():
-        model.fit(split.train, settings)
-        recs = model.recommend(users, k=k, exclude_seen=True)
-        per_user[name] = ranking_metrics(recs, split, k)
-        beyond[name] = beyond_accuracy(recs, split.train, settings, k)
-        if sampled:
-            samp[name] = sampled_metrics(model, split, settings, sampled, k)
-    return Evaluation(split, k, per_user, beyond, samp or None)
+def describe(ev: Evaluation) -> dict[str, Any]:
+    """The split and k, for every table printed or saved with these numbers."""
+    return {
+        "split": ev.split.kind,
+        "description": ev.split.description,
+        "k": ev.k,
+        "at": ev.split.at.isoformat(),
+    }

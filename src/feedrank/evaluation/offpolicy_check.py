@@ -19,7 +19,7 @@ from sklearn.metrics import log_loss
 from sklearn.model_selection import KFold
 from sklearn.preprocessing import OneHotEncoder
 
-from feedrank.data.open_bandit import CAMPAIGNS, item_count, load_log
+from feedrank.datasets.open_bandit import CAMPAIGNS, item_count, load_log
 from feedrank.evaluation.offpolicy import (
     compare,
     dr,

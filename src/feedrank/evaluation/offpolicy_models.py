@@ -15,13 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
 from feedrank.evaluation.offpolicy import (
     Estimate,
     WeightDiagnostics,
@@ -34,8 +33,11 @@ from feedrank.evaluation.offpolicy import (
 from feedrank.evaluation.policy import at_logged, marginals
 from feedrank.exceptions import FeedrankError
 from feedrank.features.examples import labelled_impressions
-from feedrank.models.base import Recommender
+from feedrank.models.base import Recommender, Scorer
 from feedrank.models.glm import GLMRecommender
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
+from feedrank.views.view import FrameView
 
 DR_ROWS = 5_000_000  # (visit, item) pairs the reward model may score for one policy
 
@@ -132,22 +134,23 @@ def estimate_models(
     clicks, logging = log["label"].to_numpy(), log["propensity"].to_numpy()
     users_of_rows = log["user_id"].to_numpy()  # intervals resample users: theirs are alike
     train = data.until(cut)
-    reward = GLMRecommender().fit(train, settings).serve_with(data) if doubly_robust else None
-    q_logged = reward.predict_rows(log) if reward is not None else None
+    reward = GLMRecommender().fit(train, settings) if doubly_robust else None
+    q_logged = reward.predict_proba(data, log) if reward is not None else None
     policy = "greedy" if temperature is None else f"softmax({temperature:g})"
     k = int(log["position"].max())  # type: ignore[arg-type]
     users = log["user_id"].unique(maintain_order=True).to_list()
     out = []
+    view = FrameView(train, settings, cut)
     for name, model in models.items():
-        model.fit(train, settings).serve_with(train, at=cut)
-        shown = marginals(model, users, k, temperature, n_sim=n_sim, seed=seed)
+        scorer = model.fit(train, settings).at(view)
+        shown = marginals(scorer, users, k, temperature, n_sim=n_sim, seed=seed)
         target = at_logged(shown, log)
         estimates = [
             ips(clicks, target, logging, seed=seed, clusters=users_of_rows),
             snips(clicks, target, logging, seed=seed, clusters=users_of_rows),
         ]
         if reward is not None and q_logged is not None and _pairs(shown, log) <= DR_ROWS:
-            q_target = policy_expectation(shown, log, reward.predict_rows)
+            q_target = policy_expectation(shown, log, partial(reward.predict_proba, data))
             estimates.append(
                 dr(clicks, target, logging, q_logged, q_target, seed=seed, clusters=users_of_rows)
             )
@@ -188,7 +191,7 @@ def policy_expectation(
 
 
 def expected_ctr(
-    model: Recommender,
+    scorer: Scorer,
     log: pl.DataFrame,
     click_probability: Callable[[pl.DataFrame], np.ndarray],
     temperature: float | None = None,
@@ -199,7 +202,7 @@ def expected_ctr(
     of true click probabilities (a simulator's, e.g. `DemoSite.click_probability`)."""
     k = int(log["position"].max())  # type: ignore[arg-type]
     shown = marginals(
-        model,
+        scorer,
         log["user_id"].unique(maintain_order=True).to_list(),
         k,
         temperature,

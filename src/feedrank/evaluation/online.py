@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from feedrank.config import Settings
 from feedrank.features.examples import labelled_impressions
+from feedrank.settings import Settings
 
 
 def served_ctr(events: pl.DataFrame, settings: Settings, tag: str = "model") -> pl.DataFrame:

@@ -27,14 +27,14 @@ import polars as pl
 import scipy.sparse as sp
 from sklearn.metrics import roc_auc_score
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
 from feedrank.evaluation.metrics import classification_metrics
 from feedrank.exceptions import ConfigError, MissingExtraError
 from feedrank.models.bilinear import augment, fit_bilinear, sigmoid
 from feedrank.models.glm import fit_logistic
 from feedrank.models.twotower import Context, context_terms, fit_twotower, head, unit_rows
 from feedrank.models.vectors import ItemEmbedder
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
 
 POLICIES = ("random", "bts")
 CAMPAIGNS = ("men", "women")

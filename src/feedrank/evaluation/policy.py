@@ -1,5 +1,6 @@
-"""A fitted recommender seen as a ranking policy: the probability that it would have shown a
-logged item at its logged position to its user — the target side of an off-policy estimate.
+"""A fitted recommender serving a view (a Scorer) seen as a ranking policy: the probability that
+it would have shown a logged item at its logged position to its user — the target side of an
+off-policy estimate.
 
 - greedy (no temperature): the model's top-k as served; probability 1 where the model ranks the
   item at that position, else 0.
@@ -10,15 +11,15 @@ logged item at its logged position to its user — the target side of an off-pol
   Gumbel-top-k draws per user. The estimate is unbiased and drawn independently of the clicks,
   so an IPS estimate that uses it stays unbiased.
 
-Items the model does not know at its serving time (created later, or seen when `exclude_seen`)
-get probability 0: the policy could not have shown them."""
+Items the model does not know at its serving time (created later, seen when `exclude_seen`, or
+with no signal from the model) get probability 0: the policy could not have shown them."""
 
 from __future__ import annotations
 
 import numpy as np
 import polars as pl
 
-from feedrank.models.base import Recommender
+from feedrank.models.base import Scorer, seen_mask
 
 _CELLS_PER_BLOCK = 8_000_000  # values held at once by the sampler (~32-64 MB)
 MARGINALS_SCHEMA = {
@@ -30,7 +31,7 @@ MARGINALS_SCHEMA = {
 
 
 def position_probabilities(
-    model: Recommender,
+    scorer: Scorer,
     impressions: pl.DataFrame,
     temperature: float | None = None,
     exclude_seen: bool = True,
@@ -44,7 +45,7 @@ def position_probabilities(
     k = int(impressions["position"].max())  # type: ignore[arg-type]
     users = impressions["user_id"].unique(maintain_order=True).to_list()
     return at_logged(
-        marginals(model, users, k, temperature, exclude_seen, n_sim, seed), impressions
+        marginals(scorer, users, k, temperature, exclude_seen, n_sim, seed), impressions
     )
 
 
@@ -58,7 +59,7 @@ def at_logged(shown: pl.DataFrame, impressions: pl.DataFrame) -> np.ndarray:
 
 
 def marginals(
-    model: Recommender,
+    scorer: Scorer,
     users: list[str],
     k: int,
     temperature: float | None = None,
@@ -71,15 +72,15 @@ def marginals(
     if temperature is not None and not temperature > 0:
         raise ValueError(f"temperature must be > 0 (or None for greedy); got {temperature}")
     if temperature is None:
-        recs = model.recommend(users, k=k, exclude_seen=exclude_seen)
+        recs = scorer.recommend(users, k=k, exclude_seen=exclude_seen)
         return recs.select(
             "user_id", "item_id", pl.col("rank").cast(pl.Int32).alias("position"), p=pl.lit(1.0)
         )
-    return _softmax_marginals(model, users, k, temperature, exclude_seen, n_sim, seed)
+    return _softmax_marginals(scorer, users, k, temperature, exclude_seen, n_sim, seed)
 
 
 def _softmax_marginals(
-    model: Recommender,
+    scorer: Scorer,
     users: list[str],
     k: int,
     temperature: float,
@@ -89,14 +90,14 @@ def _softmax_marginals(
 ) -> pl.DataFrame:
     """user_id, item_id, position, p for every (user, item, position) drawn at least once."""
     rng = np.random.default_rng(seed)
-    items = model.item_ids_
+    items = scorer.view.candidates()
     n_items = len(items)
     k = min(k, n_items)
     per_user = max(1, _CELLS_PER_BLOCK // max(n_items * k, 1))  # bounds the counts too
     frames = [pl.DataFrame(schema=MARGINALS_SCHEMA)]
     for start in range(0, len(users), per_user):
         block = users[start : start + per_user]
-        z = (_standardised(model, block, items, exclude_seen) / temperature).astype(np.float32)
+        z = (_standardised(scorer, block, items, exclude_seen) / temperature).astype(np.float32)
         sims = max(1, min(n_sim, _CELLS_PER_BLOCK // z.size))
         counts = np.zeros(len(block) * n_items * k, dtype=np.int64)
         done = 0
@@ -135,13 +136,14 @@ def _gumbel(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _standardised(
-    model: Recommender, users: list[str], items: np.ndarray, exclude_seen: bool
+    scorer: Scorer, users: list[str], items: np.ndarray, exclude_seen: bool
 ) -> np.ndarray:
     """Scores standardised per user over the eligible candidates; ineligible ones are -inf."""
-    s = model.score(users, items).astype(np.float64, copy=True)
+    hist = scorer.view.histories(users)
+    s = scorer.score_users(users, hist, items).astype(np.float64, copy=True)
     eligible = np.isfinite(s)
     if exclude_seen:
-        eligible &= ~model.seen_mask(users, items)
+        eligible &= ~seen_mask(hist, users, items)
     n = np.maximum(eligible.sum(axis=1, keepdims=True), 1)
     filled = np.where(eligible, s, 0.0)
     mean = filled.sum(axis=1, keepdims=True) / n

@@ -7,29 +7,29 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
 from feedrank.evaluation.html import page, png, table_html
 from feedrank.evaluation.metrics import classification_metrics, reliability_curve
-from feedrank.evaluation.offline import Evaluation, evaluate_models, make_split, user_segments
+from feedrank.evaluation.offline import Evaluation, evaluate, user_segments
 from feedrank.evaluation.offpolicy_models import (
     OffPolicyReport,
     estimate_models,
     logged_impressions,
 )
 from feedrank.evaluation.online import served_ctr
+from feedrank.evaluation.splits import make_split
 from feedrank.exceptions import FeedrankError
 from feedrank.experiments.ab import report as ab_report
 from feedrank.features.examples import has_impressions
-from feedrank.models import MODELS
+from feedrank.models import MODELS, make
 from feedrank.models.glm import GLMRecommender
-from feedrank.pipeline.train import split_examples
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
 
 SEGMENTS = ("tenure", "activity", "gender", "age_band", "country")
 
@@ -124,7 +124,7 @@ def _offpolicy_section(
     """Only when the held-out impressions carry the logging policy's propensities."""
     if logged_impressions(data, settings, cut).is_empty():
         return []
-    rep = estimate_models({m: MODELS[m]() for m in names}, data, settings, cut)
+    rep = estimate_models({m: make(m) for m in names}, data, settings, cut)
     warnings = [f"{p.model}: {w}" for p in rep.policies for w in p.weights.warnings]
     return [
         "<h2>Off-policy: each model's CTR had it served</h2>",
@@ -149,7 +149,7 @@ def build_report(
         raise FeedrankError(f"models must be among {sorted(MODELS)}; got {unknown}")
     names = list(dict.fromkeys([*models, "popularity"]))
     split = make_split(data, settings, "temporal", test_days=test_days)
-    ev = evaluate_models({m: MODELS[m]() for m in names}, split, settings, k)
+    ev = evaluate({m: make(m) for m in names}, split, settings, k)
     table = ev.table()
     segs = [
         s
@@ -171,13 +171,12 @@ def build_report(
         "<h2>By segment</h2>",
         table_html(by_segment),
     ]
-    if has_impressions(data):
-        last = data.time_span[1]
-        assert last is not None
-        cut = last - timedelta(days=test_days)
-        train, train_ex, test_ex = split_examples(data, settings, cut)
-        glm = GLMRecommender().fit(train, settings, examples=train_ex).serve_with(data)
-        y, p = test_ex["label"].to_numpy(), glm.predict_rows(test_ex)
+    if has_impressions(data) and split.examples is not None:
+        cut, test_ex = split.at, split.examples
+        glm = ev.models.get("glm")
+        if not isinstance(glm, GLMRecommender):
+            glm = GLMRecommender().fit(split.train, settings)
+        y, p = test_ex["label"].to_numpy(), glm.predict_proba(split.data, test_ex)
         metrics = classification_metrics(y, p)
         body += [
             "<h2>GLM: calibration and coefficients</h2>",

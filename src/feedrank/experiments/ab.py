@@ -20,10 +20,10 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from feedrank.config import Settings
 from feedrank.exceptions import ConfigError, NotFoundError
 from feedrank.experiments.inference import always_valid_p, difference_test, ratio_and_variance
 from feedrank.features.examples import labelled_impressions
+from feedrank.settings import Settings
 
 RETURN_DAYS = (7, 14)
 

@@ -13,15 +13,15 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
 from feedrank.features.history import T
+from feedrank.settings import IMPRESSION, Settings
+from feedrank.views.site import SiteData
 
 EXAMPLE_COLUMNS = ("user_id", "item_id", T, "position", "device", "label")
 
 
 def has_impressions(data: SiteData) -> bool:
-    return bool((data.events["type"] == "impression").any())
+    return bool((data.events["type"] == IMPRESSION).any())
 
 
 def build_examples(
@@ -30,8 +30,13 @@ def build_examples(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> pl.DataFrame:
-    """Examples with start <= timestamp < end, sorted by time."""
+    """Examples with start <= timestamp < end, sorted by time. When the data's knowledge stops
+    (data.end), examples whose label window crosses it are left out: they would be labelled
+    without the events that decide them."""
     ex = _from_impressions(data, settings) if has_impressions(data) else _sampled(data, settings)
+    if data.end is not None and has_impressions(data):
+        limit = data.end - timedelta(seconds=settings.label_window_seconds)
+        end = limit if end is None else min(end, limit)
     if start is not None:
         ex = ex.filter(pl.col(T) >= start)
     if end is not None:
@@ -44,9 +49,10 @@ def labelled_impressions(events: pl.DataFrame, settings: Settings) -> pl.DataFra
     follows within the label window (each engagement credits the latest impression before it),
     and `engaged_value`, the mean value of the engagements it was credited with (else null)."""
     ev = events.filter(pl.col("item_id") != "")
-    imps = ev.filter(pl.col("type") == "impression").with_row_index("__imp").sort(T)
+    imps = ev.filter(pl.col("type") == IMPRESSION).with_row_index("__imp").sort(T)
+    types = sorted(ev["type"].unique().to_list())
     eng = (
-        ev.filter(pl.col("type").is_in(settings.engagement_types))
+        ev.filter(settings.engaged_expr(types))
         .select("user_id", "item_id", T, pl.col("value").alias("engaged_value"))
         .sort(T)
     )
@@ -77,15 +83,13 @@ def _from_impressions(data: SiteData, settings: Settings) -> pl.DataFrame:
 
 
 def _sampled(data: SiteData, settings: Settings) -> pl.DataFrame:
-    eng = data.events.filter(
-        pl.col("type").is_in(settings.engagement_types) & (pl.col("item_id") != "")
-    )
+    eng = data.engagements(settings)
     pos = eng.select("user_id", "item_id", T, "position", "device", label=pl.lit(1, pl.Int8))
-    items = data.items.sort("created_at")
+    items = available_since(data)
     if pos.is_empty() or items.is_empty():
         return pos
     rng = np.random.default_rng(settings.seed)
-    created = items["created_at"].dt.epoch("us").to_numpy()
+    created = items["since"].to_numpy()
     ts = pos[T].dt.epoch("us").to_numpy()
     available = np.searchsorted(created, ts, side="right")  # items created at or before t
     reps = settings.negative_ratio
@@ -99,6 +103,25 @@ def _sampled(data: SiteData, settings: Settings) -> pl.DataFrame:
         item_id=pl.Series(items["item_id"].to_numpy()[draw[ok]], dtype=pl.String),
         label=pl.lit(0, pl.Int8),
     )
-    engaged = data.engaged_pairs(settings.engagement_types)
-    neg = neg.join(engaged, on=["user_id", "item_id"], how="anti")
+    neg = neg.join(data.seen_pairs(), on=["user_id", "item_id"], how="anti")
     return pl.concat([pos, neg])
+
+
+def available_since(data: SiteData) -> pl.DataFrame:
+    """item_id and `since` (epoch microseconds, sorted): when each item could first be shown —
+    its created_at, else its first event (an item known only from events existed by then); items
+    with neither are always available."""
+    first = (
+        data.events.filter(pl.col("item_id") != "").group_by("item_id").agg(first=pl.col(T).min())
+    )
+    items = data.items.select("item_id", "created_at")
+    return (
+        items.join(first, on="item_id", how="full", coalesce=True)
+        .select(
+            "item_id",
+            since=pl.coalesce("created_at", "first")
+            .dt.epoch("us")
+            .fill_null(np.iinfo(np.int64).min),
+        )
+        .sort("since", "item_id")
+    )

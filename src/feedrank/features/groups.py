@@ -14,9 +14,11 @@ from typing import Any
 
 import polars as pl
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
-from feedrank.features.history import History, T, asof_before
+from feedrank.features.history import History, Snapshot, T, exposure_types
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
+
+Counters = History | Snapshot
 
 USER_CATEGORICALS = ("age_band", "gender", "country")
 ITEM_CATEGORICALS = (
@@ -72,7 +74,7 @@ class FeatureSpec:
     levels_per_attribute: dict[str, int]
     exposure_prior: float
     age_bands: list[int]
-    settings: dict[str, Any] = field(default_factory=dict)
+    exposure_types: list[str] = field(default_factory=lambda: ["impression"])
 
     @classmethod
     def infer(cls, data: SiteData, settings: Settings) -> FeatureSpec:
@@ -95,6 +97,7 @@ class FeatureSpec:
             levels_per_attribute=levels,
             exposure_prior=hist.exposure_prior,
             age_bands=list(settings.age_bands),
+            exposure_types=exposure_types(hist.types),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -102,7 +105,7 @@ class FeatureSpec:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> FeatureSpec:
-        d = dict(d)
+        d = {k: v for k, v in d.items() if k != "settings"}  # older files carried settings here
         d["crosses"] = [tuple(c) for c in d["crosses"]]
         return cls(**d)
 
@@ -113,14 +116,18 @@ def _smoothed(num: Any, den: Any, prior: float) -> Any:
 
 
 class FeatureGroups:
-    """Computes raw feature columns for keys at their timestamps from one History."""
+    """Computes raw feature columns for keys at their timestamps from one source of counters:
+    a History (each key at its own time: training rows) or a Snapshot (every key at the
+    snapshot's time: serving)."""
 
-    def __init__(self, spec: FeatureSpec, data: SiteData, history: History) -> None:
-        self.spec, self.data, self.history = spec, data, history
+    def __init__(self, spec: FeatureSpec, counters: Counters) -> None:
+        self.spec, self.counters = spec, counters
 
     # -- user ------------------------------------------------------------------------------------
-    def user_profile(self) -> pl.DataFrame:
-        users = self.data.users
+    def user_profile(self, user_ids: pl.Series | None = None) -> pl.DataFrame:
+        users = self.counters.users
+        if user_ids is not None:
+            users = users.filter(pl.col("user_id").is_in(user_ids.implode()))
         cols = [pl.col("user_id")]
         for c in self.spec.user_categoricals:
             band = user_age_band(users, self.spec.age_bands) if c == "age_band" else None
@@ -130,40 +137,40 @@ class FeatureGroups:
                 cols.append(pl.col(c).cast(pl.String))
             else:
                 cols.append(pl.lit(None, pl.String).alias(c))
-        return users.select(cols)
+        return users.select(cols).unique("user_id", keep="last")
 
     def user(self, keys: pl.DataFrame) -> pl.DataFrame:
         """keys: user_id, timestamp."""
         prof = keys.select("user_id").join(
-            self.user_profile(), on="user_id", how="left", maintain_order="left"
+            self.user_profile(keys["user_id"].unique()),
+            on="user_id",
+            how="left",
+            maintain_order="left",
         )
-        counts_table = self.history.user_counts
-        wanted = [f"n_{t}" for t in self.spec.types]
-        for c in wanted:
-            if c not in counts_table.columns:
-                counts_table = counts_table.with_columns(pl.lit(0.0).alias(c))
-        counts = asof_before(
-            keys.select("user_id", T),
-            counts_table.select("user_id", T, *wanted, "n_events", "first_seen"),
-            ["user_id"],
+        counts = self.counters.user_counts(keys.select("user_id", T))
+        types = self.spec.types
+        counts = counts.with_columns(
+            pl.lit(0.0).alias(f"n_{t}") for t in types if f"n_{t}" not in counts.columns
         )
-        hour_keys = keys.select("user_id", T, hour=pl.col(T).dt.hour().cast(pl.Int8))
-        hours = asof_before(hour_keys, self.history.user_hour, ["user_id", "hour"])
-        days = ((pl.col(T) - pl.col("first_seen")).dt.total_seconds() / 86400.0).clip(
-            lower_bound=1.0
+        hours = self.counters.user_hour(
+            keys.select("user_id", T, hour=pl.col(T).dt.hour().cast(pl.Int8))
         )
-        views = sum(
-            (pl.col(f"n_{t}") for t in ("view", "click") if t in self.spec.types), pl.lit(0.0)
+        first_seen = counts["first_seen"]
+        days = (
+            ((keys[T] - first_seen).dt.total_seconds() / 86400.0)
+            .clip(lower_bound=1.0)
+            .fill_null(1.0)
         )
-        likes = pl.col("n_like") if "like" in self.spec.types else pl.lit(0.0)
-        feats = counts.select(
-            *[pl.col(f"n_{t}").alias(f"user_n_{t}") for t in self.spec.types],
+        views = sum((pl.col(f"n_{t}") for t in ("view", "click") if t in types), pl.lit(0.0))
+        likes = pl.col("n_like") if "like" in types else pl.lit(0.0)
+        feats = counts.with_columns(__days=days).select(
+            *[pl.col(f"n_{t}").alias(f"user_n_{t}") for t in types],
             user_events_per_day=pl.when(pl.col("n_events") > 0)
-            .then(pl.col("n_events") / days)
+            .then(pl.col("n_events") / pl.col("__days"))
             .otherwise(0.0),
             user_likes_per_view=_smoothed(likes, views, 0.1),
         )
-        hour_share = _smoothed(hours["n_hour"].to_frame().to_series(), counts["n_events"], 1 / 24)
+        hour_share = _smoothed(hours, counts["n_events"], 1 / 24)
         return pl.concat(
             [prof.drop("user_id"), feats, pl.DataFrame({"user_hour_share": hour_share})],
             how="horizontal",
@@ -172,7 +179,7 @@ class FeatureGroups:
     # -- item ------------------------------------------------------------------------------------
     def item(self, keys: pl.DataFrame) -> pl.DataFrame:
         """keys: item_id, timestamp."""
-        items = self.data.items.select(
+        items = self.counters.items.select(
             "item_id",
             "created_at",
             *[pl.col(c).cast(pl.String) for c in self.spec.item_categoricals],
@@ -180,7 +187,12 @@ class FeatureGroups:
         prof = keys.select("item_id", T).join(
             items, on="item_id", how="left", maintain_order="left"
         )
-        pop = asof_before(keys.select("item_id", T), self.history.item_counts, ["item_id"])
+        pop = self.counters.item_counts(keys.select("item_id", T))
+        count = {
+            t: (pl.col(f"i_n_{t}") if f"i_n_{t}" in pop.columns else pl.lit(0.0))
+            for t in {*self.spec.exposure_types, "like", "view", "click"}
+        }
+        exposed = sum((count[t] for t in self.spec.exposure_types), pl.lit(0.0))
         age_days = ((prof[T] - prof["created_at"]).dt.total_seconds() / 86400.0).clip(
             lower_bound=0.0
         )
@@ -189,11 +201,11 @@ class FeatureGroups:
                 prof.select(self.spec.item_categoricals),
                 pop.select(
                     item_engaged=pl.col("i_engaged"),
-                    item_exposed=pl.col("i_exposed"),
-                    item_ctr=_smoothed(
-                        pl.col("i_engaged"), pl.col("i_exposed"), self.spec.exposure_prior
+                    item_exposed=exposed,
+                    item_ctr=_smoothed(pl.col("i_engaged"), exposed, self.spec.exposure_prior),
+                    item_likes_per_view=_smoothed(
+                        count["like"], count["view"] + count["click"], 0.1
                     ),
-                    item_likes_per_view=_smoothed(pl.col("i_likes"), pl.col("i_views"), 0.1),
                 ),
                 pl.DataFrame({"item_age_days": age_days}),
             ],
@@ -202,7 +214,7 @@ class FeatureGroups:
 
     def item_levels(self, item_ids: pl.Series, attr: str) -> pl.Series:
         lv = pl.DataFrame({"item_id": item_ids}).join(
-            self.data.items.select("item_id", pl.col(attr).cast(pl.String).alias("level")),
+            self.counters.items.select("item_id", pl.col(attr).cast(pl.String).alias("level")),
             on="item_id",
             how="left",
             maintain_order="left",
@@ -213,24 +225,16 @@ class FeatureGroups:
     def level(self, keys: pl.DataFrame, attr: str) -> pl.Series:
         """keys: user_id, level, timestamp -> the user's smoothed share of engagement weight on
         items whose `attr` is `level`."""
-        got = asof_before(
-            keys.select("user_id", "level", T), self.history.user_level(attr), ["user_id", "level"]
-        )
-        total = asof_before(
-            keys.select("user_id", T),
-            self.history.user_counts.select("user_id", T, "w_total"),
-            ["user_id"],
-        )
+        got = self.counters.user_level(keys.select("user_id", "level", T), attr)
+        total = self.counters.user_counts(keys.select("user_id", T))["w_total"]
         prior = 1.0 / self.spec.levels_per_attribute.get(attr, 1)
-        share = _smoothed(got["w_level"].to_frame().to_series(), total["w_total"], prior)
-        return pl.select(share.alias(f"user_share_{attr}")).to_series()
+        share = _smoothed(got, total, prior)
+        return share.alias(f"user_share_{attr}")
 
     # -- user x item -----------------------------------------------------------------------------
     def pair(self, keys: pl.DataFrame) -> pl.DataFrame:
         """keys: user_id, item_id, timestamp -> how often the user was shown / engaged with it."""
-        got = asof_before(
-            keys.select("user_id", "item_id", T), self.history.user_item, ["user_id", "item_id"]
-        )
+        got = self.counters.user_item(keys.select("user_id", "item_id", T))
         return got.select(pair_shown=pl.col("ui_shown"), pair_engaged=pl.col("ui_engaged"))
 
     # -- context ---------------------------------------------------------------------------------

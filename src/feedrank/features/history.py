@@ -1,19 +1,52 @@
-"""Cumulative history tables and the strict as-of join that reads them.
+"""Counters of past events, read two ways with the same meaning.
 
-Every table holds, per key and per timestamp at which the key had events, running totals that
-include that timestamp. Reading a table "as of t" takes the last row strictly before t, so an
-example at t sees only events before t — the no-leakage rule lives here, in one place."""
+- `History` (training): running totals per key and timestamp, read by a strict as-of join, so
+  an example at t sees only events before t — the no-leakage rule lives here, in one place.
+- `Snapshot` (serving): the same totals at one time `at`, aggregated from a view (a batch of
+  users' histories and the catalogue's counters), read by key.
+
+Both answer the same lookups with the same column names, so feature code (features.groups) is
+written once. `weighted` applies the settings' engagement rule and item-attribute weights to
+events (or to counters, weighting each row by its count)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import cached_property
 
 import polars as pl
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
+from feedrank.settings import Settings
+from feedrank.views.catalogue import Catalogue
+from feedrank.views.site import SiteData
 
 T = "timestamp"
+USER_SUMS = ("n_events", "w_total")
+ITEM_SUMS = ("i_engaged", "i_weight")
+
+
+def weighted(
+    frame: pl.DataFrame, items: pl.DataFrame, settings: Settings, types: list[str]
+) -> pl.DataFrame:
+    """Adds `weight` (type weight x value x item-attribute weight) and `engaged` (0/1) to
+    events, or to counters (item_id, type, value, n), where both are multiplied by n."""
+    n = pl.col("n") if "n" in frame.columns else pl.lit(1)
+    aw = settings.attribute_weights
+    attr_w = pl.lit(1.0)
+    if aw is not None and aw.attribute in items.columns:
+        frame = frame.join(
+            items.select("item_id", pl.col(aw.attribute).cast(pl.String).alias("__aw")),
+            on="item_id",
+            how="left",
+        )
+        attr_w = pl.col("__aw").replace_strict(
+            aw.values, default=aw.default, return_dtype=pl.Float64
+        )
+    out = frame.with_columns(
+        weight=settings.weight_expr(types) * attr_w * n,
+        engaged=settings.engaged_expr(types).cast(pl.Float64) * n,
+    )
+    return out.drop("__aw") if "__aw" in out.columns else out
 
 
 def asof_before(
@@ -42,122 +75,215 @@ def running(events: pl.DataFrame, by: list[str], sums: dict[str, pl.Expr]) -> pl
     return per_instant.with_columns(pl.col(list(sums)).cum_sum().over(by)).sort(T)
 
 
+def _user_sums(types: list[str]) -> dict[str, pl.Expr]:
+    sums = {f"n_{t}": (pl.col("type") == t).sum().cast(pl.Float64) for t in types}
+    sums["n_events"] = pl.len().cast(pl.Float64)
+    sums["w_total"] = pl.col("weight").sum()
+    return sums
+
+
+def _item_sums(types: list[str], n: pl.Expr) -> dict[str, pl.Expr]:
+    sums = {
+        f"i_n_{t}": pl.when(pl.col("type") == t).then(n).otherwise(0).sum().cast(pl.Float64)
+        for t in types
+    }
+    sums["i_engaged"] = pl.col("engaged").sum()
+    sums["i_weight"] = pl.col("weight").sum()
+    return sums
+
+
+def _pair_sums() -> dict[str, pl.Expr]:
+    return {
+        "ui_shown": (pl.col("type") == "impression").sum().cast(pl.Float64),
+        "ui_engaged": (pl.col("engaged") > 0).sum().cast(pl.Float64),
+    }
+
+
+def _levels(events: pl.DataFrame, items: pl.DataFrame, attr: str) -> pl.DataFrame:
+    return events.filter((pl.col("item_id") != "") & (pl.col("weight") > 0)).join(
+        items.select("item_id", pl.col(attr).cast(pl.String).alias("level")), on="item_id"
+    )
+
+
 class History:
-    """The running-total tables of one SiteData, built lazily and reused across feature groups."""
+    """The as-of counters of one SiteData (training rows, evaluation of probabilities), built
+    lazily and reused across feature groups."""
 
     def __init__(self, data: SiteData, settings: Settings, item_attributes: list[str]) -> None:
         self.data = data
         self.settings = settings
         self.item_attributes = item_attributes
-
-    @cached_property
-    def events(self) -> pl.DataFrame:
-        """Events with their engagement weight: type weight x item-attribute weight x value."""
-        ev = self.data.events
-        weights = pl.DataFrame(
-            {
-                "type": list(self.settings.type_weights),
-                "__tw": list(self.settings.type_weights.values()),
-            },
-            schema={"type": pl.String, "__tw": pl.Float64},
-        )
-        ev = ev.join(weights, on="type", how="left")
-        aw = self.settings.attribute_weights
-        attr_w = pl.lit(1.0)
-        if aw is not None and aw.attribute in self.data.items.columns:
-            ev = ev.join(
-                self.data.items.select(
-                    "item_id", pl.col(aw.attribute).cast(pl.String).alias("__aw_key")
-                ),
-                on="item_id",
-                how="left",
-            )
-            attr_w = pl.col("__aw_key").replace_strict(
-                aw.values, default=aw.default, return_dtype=pl.Float64
-            )
-        ev = ev.with_columns(
-            weight=pl.col("__tw").fill_null(0.0) * attr_w * pl.col("value"),
-            engaged=pl.col("type").is_in(self.settings.engagement_types)
-            & (pl.col("item_id") != ""),
-        )
-        return ev.drop([c for c in ev.columns if c.startswith("__")]).sort(T)
+        self.users = data.users
+        self.items = data.items
 
     @cached_property
     def types(self) -> list[str]:
-        return sorted(self.events["type"].unique().to_list())
+        return self.data.types
 
     @cached_property
-    def user_counts(self) -> pl.DataFrame:
-        sums = {f"n_{t}": (pl.col("type") == t).sum().cast(pl.Float64) for t in self.types}
-        sums["n_events"] = pl.len().cast(pl.Float64)
-        sums["w_total"] = (
-            pl.when(pl.col("item_id") != "").then(pl.col("weight")).otherwise(0.0).sum()
-        )
-        table = running(self.events, ["user_id"], sums)
+    def events(self) -> pl.DataFrame:
+        """Events with their weight and engagement flag, in time order."""
+        ev = weighted(self.data.events, self.data.items, self.settings, self.types)
+        return ev.sort(T)
+
+    @cached_property
+    def _user_table(self) -> pl.DataFrame:
+        table = running(self.events, ["user_id"], _user_sums(self.types))
         first = self.events.group_by("user_id").agg(first_seen=pl.col(T).min())
         return table.join(first, on="user_id", how="left")
 
-    def user_level(self, attr: str) -> pl.DataFrame:
-        """Weighted engagement of each user with each level of an item attribute."""
-        return self._user_level[attr]
-
     @cached_property
-    def _user_level(self) -> dict[str, pl.DataFrame]:
-        items = self.data.items
-        ev = self.events.filter((pl.col("item_id") != "") & (pl.col("weight") > 0))
-        out = {}
-        for attr in self.item_attributes:
-            joined = ev.join(
-                items.select("item_id", pl.col(attr).cast(pl.String).alias("level")), on="item_id"
-            )
-            out[attr] = running(joined, ["user_id", "level"], {"w_level": pl.col("weight").sum()})
-        return out
-
-    @cached_property
-    def item_counts(self) -> pl.DataFrame:
-        ev = self.events.filter(pl.col("item_id") != "")
-        has_impressions = bool((ev["type"] == "impression").any())
-        # Exposure is what was shown; sites that log no impressions expose an item by its views.
-        exposure_types = ["impression"] if has_impressions else ["view", "click"]
-        return running(
-            ev,
-            ["item_id"],
-            {
-                "i_engaged": pl.col("engaged").sum().cast(pl.Float64),
-                "i_weight": pl.col("weight").sum(),
-                "i_exposed": pl.col("type").is_in(exposure_types).sum().cast(pl.Float64),
-                "i_likes": (pl.col("type") == "like").sum().cast(pl.Float64),
-                "i_views": pl.col("type").is_in(["view", "click"]).sum().cast(pl.Float64),
-            },
-        )
-
-    @cached_property
-    def user_item(self) -> pl.DataFrame:
-        ev = self.events.filter(pl.col("item_id") != "")
-        return running(
-            ev,
-            ["user_id", "item_id"],
-            {
-                "ui_shown": (pl.col("type") == "impression").sum().cast(pl.Float64),
-                "ui_engaged": pl.col("engaged").sum().cast(pl.Float64),
-            },
-        )
-
-    @cached_property
-    def user_hour(self) -> pl.DataFrame:
+    def _hour_table(self) -> pl.DataFrame:
         ev = self.events.with_columns(hour=pl.col(T).dt.hour().cast(pl.Int8))
         return running(ev, ["user_id", "hour"], {"n_hour": pl.len().cast(pl.Float64)})
 
     @cached_property
+    def _level_tables(self) -> dict[str, pl.DataFrame]:
+        return {
+            attr: running(
+                _levels(self.events, self.items, attr),
+                ["user_id", "level"],
+                {"w_level": pl.col("weight").sum()},
+            )
+            for attr in self.item_attributes
+        }
+
+    @cached_property
+    def _item_table(self) -> pl.DataFrame:
+        ev = self.events.filter(pl.col("item_id") != "")
+        return running(ev, ["item_id"], _item_sums(self.types, pl.lit(1.0)))
+
+    @cached_property
+    def _pair_table(self) -> pl.DataFrame:
+        ev = self.events.filter(pl.col("item_id") != "")
+        return running(ev, ["user_id", "item_id"], _pair_sums())
+
+    # -- lookups: one row per key row, totals strictly before each key's timestamp -------------
+    def user_counts(self, keys: pl.DataFrame) -> pl.DataFrame:
+        return asof_before(keys.select("user_id", T), self._user_table, ["user_id"])
+
+    def user_hour(self, keys: pl.DataFrame) -> pl.Series:
+        return asof_before(
+            keys.select("user_id", T, "hour"), self._hour_table, ["user_id", "hour"]
+        )["n_hour"]
+
+    def user_level(self, keys: pl.DataFrame, attr: str) -> pl.Series:
+        got = asof_before(
+            keys.select("user_id", "level", T), self._level_tables[attr], ["user_id", "level"]
+        )
+        return got["w_level"]
+
+    def item_counts(self, keys: pl.DataFrame) -> pl.DataFrame:
+        return asof_before(keys.select("item_id", T), self._item_table, ["item_id"])
+
+    def user_item(self, keys: pl.DataFrame) -> pl.DataFrame:
+        return asof_before(
+            keys.select("user_id", "item_id", T), self._pair_table, ["user_id", "item_id"]
+        )
+
+    @cached_property
     def exposure_prior(self) -> float:
         """Engagements per exposure over the whole history: the prior of the smoothed CTR."""
-        ic = self.item_counts
-        if ic.is_empty():
+        totals = self.events.filter(pl.col("item_id") != "")
+        exposed = totals.filter(pl.col("type").is_in(exposure_types(self.types))).height
+        if not exposed:
             return 0.05
-        last = ic.group_by("item_id").agg(pl.col("i_engaged").last(), pl.col("i_exposed").last())
-        exposed = float(last["i_exposed"].sum())
-        return (
-            float(min(max(float(last["i_engaged"].sum()) / exposed, 1e-4), 0.5))
-            if exposed
-            else 0.05
+        return float(min(max(float(totals["engaged"].sum()) / exposed, 1e-4), 0.5))
+
+
+def exposure_types(types: list[str]) -> list[str]:
+    """What counts as showing an item: impressions where the site logs them, else views."""
+    return ["impression"] if "impression" in types else ["view", "click", "page_view"]
+
+
+class Snapshot:
+    """The same lookups as History, at one time `at`, from a batch of users' histories (events
+    before `at`) and a catalogue's counters. Keys' timestamps must be `at`."""
+
+    def __init__(
+        self,
+        histories: pl.DataFrame,
+        profiles: pl.DataFrame,
+        catalogue: Catalogue,
+        settings: Settings,
+        item_attributes: list[str],
+        at: datetime,
+        types: list[str],
+    ) -> None:
+        self.settings, self.at, self.types = settings, at, types
+        self.users, self.items = profiles, catalogue.items
+        self.item_attributes = item_attributes
+        self.catalogue = catalogue
+        self.events = weighted(histories.filter(pl.col(T) < at), catalogue.items, settings, types)
+
+    @cached_property
+    def _user_table(self) -> pl.DataFrame:
+        sums = _user_sums(self.types)
+        return self.events.group_by("user_id").agg(**sums, first_seen=pl.col(T).min())
+
+    def user_counts(self, keys: pl.DataFrame) -> pl.DataFrame:
+        out = keys.select("user_id").join(
+            self._user_table, on="user_id", how="left", maintain_order="left"
         )
+        numeric = [c for c in out.columns if c not in ("user_id", "first_seen")]
+        return out.with_columns(pl.col(numeric).fill_null(0.0))
+
+    def user_hour(self, keys: pl.DataFrame) -> pl.Series:
+        hour = self.at.hour
+        table = (
+            self.events.filter(pl.col(T).dt.hour() == hour)
+            .group_by("user_id")
+            .agg(n_hour=pl.len().cast(pl.Float64))
+        )
+        out = keys.select("user_id").join(table, on="user_id", how="left", maintain_order="left")
+        return out["n_hour"].fill_null(0.0)
+
+    def level_table(self, attr: str) -> pl.DataFrame:
+        """user_id, level, w_level for every (user, level) with weight."""
+        return (
+            _levels(self.events, self.items, attr)
+            .group_by("user_id", "level")
+            .agg(w_level=pl.col("weight").sum())
+        )
+
+    def user_level(self, keys: pl.DataFrame, attr: str) -> pl.Series:
+        out = keys.select("user_id", pl.col("level").cast(pl.String)).join(
+            self.level_table(attr),
+            on=["user_id", "level"],
+            how="left",
+            maintain_order="left",
+            nulls_equal=True,
+        )
+        return out["w_level"].fill_null(0.0)
+
+    def item_table(self) -> pl.DataFrame:
+        return item_totals(self.catalogue, self.settings, self.types)
+
+    def item_counts(self, keys: pl.DataFrame) -> pl.DataFrame:
+        out = keys.select("item_id").join(
+            self.item_table(), on="item_id", how="left", maintain_order="left"
+        )
+        return out.with_columns(pl.exclude("item_id").fill_null(0.0))
+
+    def pair_table(self) -> pl.DataFrame:
+        """user_id, item_id, ui_shown, ui_engaged for every pair in the histories."""
+        ev = self.events.filter(pl.col("item_id") != "")
+        return ev.group_by("user_id", "item_id").agg(**_pair_sums())
+
+    def user_item(self, keys: pl.DataFrame) -> pl.DataFrame:
+        out = keys.select("user_id", "item_id").join(
+            self.pair_table(), on=["user_id", "item_id"], how="left", maintain_order="left"
+        )
+        return out.with_columns(pl.col("ui_shown", "ui_engaged").fill_null(0.0))
+
+
+def item_totals(catalogue: Catalogue, settings: Settings, types: list[str]) -> pl.DataFrame:
+    """Per item of the catalogue's counters: i_n_<type> for `types`, i_engaged, i_weight (once
+    per catalogue, settings and types)."""
+
+    def compute() -> pl.DataFrame:
+        every = sorted(set(types) | set(catalogue.counts["type"].unique().to_list()))
+        counts = weighted(catalogue.counts, catalogue.items, settings, every)
+        return counts.group_by("item_id").agg(**_item_sums(types, pl.col("n")))
+
+    return catalogue.memo(("item_totals", tuple(types), repr(settings)), compute)

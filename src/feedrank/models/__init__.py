@@ -1,44 +1,52 @@
-"""Models behind one small contract (base.py); `MODELS` names them for the CLI and registry."""
+"""Models behind one small contract (base.py), named for the CLI, the registry and the hybrids.
+
+The registry is lazy: a model's module (and the libraries it needs: glum, implicit,
+scikit-learn, torch) is imported only when that model is asked for, so `feedrank --help` and
+serving one model do not pay for the others."""
 
 from __future__ import annotations
 
-from feedrank.models.base import Recommender
-from feedrank.models.bilinear import BilinearRecommender
-from feedrank.models.content import ContentRecommender
-from feedrank.models.ease import EASERecommender
-from feedrank.models.factorization import ALSRecommender, BPRRecommender
-from feedrank.models.glm import GLMRecommender
-from feedrank.models.hybrid import BlendRecommender, HybridRecommender
-from feedrank.models.knn import ItemKNNRecommender, UserKNNRecommender
-from feedrank.models.popularity import PopularityRecommender
-from feedrank.models.twotower import TwoTowerRecommender  # torch is imported only by fit
+import importlib
+from typing import Any
 
-MODELS: dict[str, type[Recommender]] = {
-    GLMRecommender.kind: GLMRecommender,
-    PopularityRecommender.kind: PopularityRecommender,
-    ItemKNNRecommender.kind: ItemKNNRecommender,
-    UserKNNRecommender.kind: UserKNNRecommender,
-    ALSRecommender.kind: ALSRecommender,
-    BPRRecommender.kind: BPRRecommender,
-    EASERecommender.kind: EASERecommender,
-    ContentRecommender.kind: ContentRecommender,
-    HybridRecommender.kind: HybridRecommender,
-    BlendRecommender.kind: BlendRecommender,
-    BilinearRecommender.kind: BilinearRecommender,
-    TwoTowerRecommender.kind: TwoTowerRecommender,
+from feedrank.exceptions import ConfigError
+from feedrank.models.base import Recommender, Scorer
+
+_CLASSES = {
+    "glm": "feedrank.models.glm:GLMRecommender",
+    "popularity": "feedrank.models.popularity:PopularityRecommender",
+    "freshness": "feedrank.models.freshness:FreshnessRecommender",
+    "itemknn": "feedrank.models.knn:ItemKNNRecommender",
+    "userknn": "feedrank.models.knn:UserKNNRecommender",
+    "als": "feedrank.models.factorization:ALSRecommender",
+    "bpr": "feedrank.models.factorization:BPRRecommender",
+    "ease": "feedrank.models.ease:EASERecommender",
+    "content": "feedrank.models.content:ContentRecommender",
+    "hybrid": "feedrank.models.hybrid:HybridRecommender",
+    "blend": "feedrank.models.hybrid:BlendRecommender",
+    "bilinear": "feedrank.models.bilinear:BilinearRecommender",
+    "twotower": "feedrank.models.twotower:TwoTowerRecommender",
 }
+MODELS: tuple[str, ...] = tuple(_CLASSES)
 
-__all__ = [
-    "MODELS",
-    "ALSRecommender",
-    "BPRRecommender",
-    "BlendRecommender",
-    "ContentRecommender",
-    "EASERecommender",
-    "GLMRecommender",
-    "HybridRecommender",
-    "ItemKNNRecommender",
-    "PopularityRecommender",
-    "Recommender",
-    "UserKNNRecommender",
-]
+
+def model_class(kind: str) -> type[Recommender]:
+    if kind not in _CLASSES:
+        raise ConfigError(f"model must be one of {sorted(_CLASSES)}; got '{kind}'")
+    module, name = _CLASSES[kind].split(":")
+    cls: type[Recommender] = getattr(importlib.import_module(module), name)
+    return cls
+
+
+def make(kind: str, **params: Any) -> Recommender:
+    """An unfitted model of this kind with these parameters (unknown names are an error that
+    lists the allowed ones)."""
+    cls = model_class(kind)
+    allowed = sorted(cls().get_params())
+    bad = sorted(set(params) - set(allowed))
+    if bad:
+        raise ConfigError(f"parameters of '{kind}' must be among {allowed}; got {bad}")
+    return cls(**params)
+
+
+__all__ = ["MODELS", "Recommender", "Scorer", "make", "model_class"]

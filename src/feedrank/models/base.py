@@ -1,175 +1,147 @@
-"""The recommender contract, in scikit-learn's manner: __init__ stores parameters, fit returns
-self, fitted attributes end in '_'. A model scores (user, item) pairs as of a serving time and
-recommends top-k per user; batch and per-user results agree by construction, because both go
-through `score`. Saved as a directory (meta.json + arrays.npz), never a pickle."""
+"""The recommender contract, in scikit-learn's manner, split in two:
+
+- a `Recommender` is the fitted model: `__init__` stores parameters, `fit(data, settings)`
+  learns and returns self, fitted attributes end in '_' (arrays, id maps, the settings and the
+  time window it was trained on). Nothing changes them after `fit`; saved as a directory
+  (meta.json + arrays.npz), never a pickle.
+- a `Scorer` is that model serving one view (`model.at(view)`): score, recommend, explain,
+  similar items, reading users' histories from the view a batch at a time. Cheap to make,
+  read-only, thread-safe. Fresh events mean a newer view, never a changed model.
+
+Batch and per-user answers agree by construction: `recommend` scores blocks of users through
+the same `score_users` as `score`. A score of NaN means "no signal" (a user the model knows
+nothing about, an item with no path to the user's history): such items are never returned by
+`recommend`, so a caller can fill the list from a fallback and say so."""
 
 from __future__ import annotations
 
+import inspect
 import json
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
 import polars as pl
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
 from feedrank.exceptions import FeedrankError, NotFittedError, NotFoundError
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
+from feedrank.views.view import View
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # What recommend() returns: one row per (user, rank).
 RECS_SCHEMA = {"user_id": pl.String, "rank": pl.Int32, "item_id": pl.String, "score": pl.Float64}
+SIMILAR_SCHEMA = {
+    "item_id": pl.String,
+    "rank": pl.Int32,
+    "similar_item_id": pl.String,
+    "score": pl.Float64,
+}
 
 
-def default_serving_time(data: SiteData) -> datetime:
-    """Serve as of just after the newest event: a batch run scores the data it was given."""
-    last = data.time_span[1]
-    return (last + timedelta(microseconds=1)) if last else datetime.now().astimezone()
+class Unsupported(FeedrankError):
+    """The model cannot do what was asked (e.g. item similarity from popularity)."""
 
 
 class Recommender(ABC):
     kind: ClassVar[str]
+    # True when scores are engagement probabilities: such models also `predict_proba`.
+    probabilistic: ClassVar[bool] = False
 
-    # -- set by fit / serve_with -------------------------------------------------------------------
-    data_: SiteData
-    at_: datetime
     settings_: Settings
+    window_: tuple[str | None, str | None]  # the training events' time span (ISO 8601)
+    fit_id_: str  # names this fit (caches of per-catalogue work are keyed by it)
 
+    # -- parameters (scikit-learn's get_params / set_params) -----------------------------------
+    def get_params(self) -> dict[str, Any]:
+        names = [
+            p
+            for p in inspect.signature(type(self).__init__).parameters
+            if p not in ("self", "args", "kwargs")
+        ]
+        return {n: _jsonable(getattr(self, n)) for n in names}
+
+    def set_params(self, **params: Any) -> Self:
+        allowed = set(self.get_params())
+        bad = sorted(set(params) - allowed)
+        if bad:
+            raise FeedrankError(
+                f"parameters of '{self.kind}' must be among {sorted(allowed)}; got {bad}"
+            )
+        for k, v in params.items():
+            setattr(self, k, v)
+        return self
+
+    # -- fitting ---------------------------------------------------------------------------------
     @abstractmethod
     def fit(self, data: SiteData, settings: Settings | None = None) -> Self: ...
 
-    def serve_with(self, data: SiteData, at: datetime | None = None) -> Self:
-        """Serve against this data as of `at` (default: just after its newest event), without
-        refitting: fresh events move history features at once."""
-        self.data_ = data
-        self.at_ = at or default_serving_time(data)
-        self._prepare_serving()
-        return self
-
-    def _prepare_serving(self) -> None:  # noqa: B027 - optional hook
-        """Precompute what scoring needs from data_ and at_."""
+    def _fitted_on(self, data: SiteData, settings: Settings | None) -> Settings:
+        """Record what every fit records: the settings, the data's window, a fit id."""
+        self.settings_ = settings or Settings()
+        lo, hi = data.time_span
+        self.window_ = (lo.isoformat() if lo else None, hi.isoformat() if hi else None)
+        self.fit_id_ = uuid.uuid4().hex
+        return self.settings_
 
     @property
     def is_fitted(self) -> bool:
-        return hasattr(self, "data_")
+        return hasattr(self, "fit_id_")
 
     def _check(self) -> None:
         if not self.is_fitted:
-            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() or serve_with()")
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() or load()")
 
-    # -- items and users ---------------------------------------------------------------------------
-    @property
-    def item_ids_(self) -> np.ndarray:
-        """Candidate items: those created at or before the serving time."""
-        items = self.data_.items.filter(pl.col("created_at") <= self.at_)
-        return items["item_id"].to_numpy()
-
-    def _engaged_before(self) -> pl.DataFrame:
-        """Distinct (user_id, item_id) engaged before the serving time: computed once per
-        serving state, not once per batch of users."""
-        cached = getattr(self, "_engaged_cache", None)
-        if cached is not None and cached[0] is self.data_ and cached[1] == self.at_:
-            return cached[2]  # type: ignore[no-any-return]
-        eng = (
-            self.data_.events.filter(
-                pl.col("type").is_in(self.settings_.engagement_types)
-                & (pl.col("timestamp") < self.at_)
-                & (pl.col("item_id") != "")
-            )
-            .select("user_id", "item_id")
-            .unique()
-        )
-        self._engaged_cache = (self.data_, self.at_, eng)
-        return eng
-
-    def seen_mask(self, user_ids: Sequence[str], item_ids: np.ndarray) -> np.ndarray:
-        """True where the user already engaged with the item (before the serving time)."""
-        mask = np.zeros((len(user_ids), len(item_ids)), dtype=bool)
-        users = pl.DataFrame({"user_id": list(user_ids)}, schema={"user_id": pl.String})
-        items = pl.DataFrame({"item_id": item_ids}, schema={"item_id": pl.String})
-        hit = (
-            self._engaged_before()
-            .join(users.with_row_index("__u"), on="user_id")
-            .join(items.with_row_index("__i"), on="item_id")
-        )
-        mask[hit["__u"].to_numpy(), hit["__i"].to_numpy()] = True
-        return mask
-
-    # -- scoring -----------------------------------------------------------------------------------
+    # -- serving ---------------------------------------------------------------------------------
     @abstractmethod
-    def score(self, user_ids: Sequence[str], item_ids: Sequence[str] | np.ndarray) -> np.ndarray:
-        """Scores (higher is better; a probability where the model has one), shape
-        (len(user_ids), len(item_ids))."""
+    def at(self, view: View) -> Scorer:
+        """This model serving `view`."""
 
-    def recommend(
-        self,
-        user_ids: Sequence[str],
-        k: int = 10,
-        exclude_seen: bool = True,
-        batch_size: int = 512,
-    ) -> pl.DataFrame:
-        """Top-k per user: columns user_id, rank (1-based), item_id, score."""
-        self._check()
-        items = self.item_ids_
-        step = self._users_per_batch(batch_size, len(items))
-        frames = []
-        for start in range(0, len(user_ids), step):
-            users = list(user_ids[start : start + step])
-            scores = self.score(users, items).astype(np.float64, copy=True)
-            if exclude_seen:
-                scores[self.seen_mask(users, items)] = -np.inf
-            frames.append(top_k(users, items, scores, k))
-        if not frames:
-            return pl.DataFrame(schema=RECS_SCHEMA)
-        return pl.concat(frames)
-
-    def _users_per_batch(self, batch_size: int, n_items: int) -> int:
-        """Users scored at once by `recommend`; models whose scoring holds more than a score per
-        pair narrow it."""
-        return batch_size
-
-    def explain(self, user_id: str, item_id: str, top: int = 5) -> list[dict[str, Any]]:
-        """The largest contributions to a score; models without a decomposition give none."""
-        return []
-
-    def explain_pairs(
-        self, user_ids: Sequence[str], item_ids: Sequence[str], top: int = 5
-    ) -> list[list[dict[str, Any]]]:
-        """explain() of many pairs; models that can override it with one vectorised pass."""
-        return [self.explain(u, i, top) for u, i in zip(user_ids, item_ids, strict=True)]
-
-    def similar_items(self, item_ids: Sequence[str], k: int = 10) -> pl.DataFrame:
-        """Item-to-item: the k most similar items of each (columns item_id, rank,
-        similar_item_id, score), for models with an item similarity."""
-        raise FeedrankError(
-            f"similar items need a model with item similarity (itemknn, als, bpr, ease, content); "
-            f"got '{self.kind}'"
-        )
+    def predict_proba(self, data: SiteData, rows: pl.DataFrame) -> np.ndarray:
+        """Engagement probability of each row (user_id, item_id, timestamp[, position, device])
+        with features as of the row's own time, read from `data`. Probabilistic models only."""
+        raise Unsupported(f"a '{self.kind}' model gives scores, not probabilities")
 
     # -- persistence -------------------------------------------------------------------------------
-    def _params(self) -> dict[str, Any]:
-        """The constructor's parameters, JSON-able."""
-        raise NotImplementedError(f"{type(self).__name__} must define _params or _state")
-
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """JSON-able metadata and named arrays that fully describe the fitted model. By default
-        the parameters and settings: models whose state is rebuilt from data at serving."""
-        return {"params": self._params(), "settings": self.settings_.to_dict()}, {}
+        """JSON-able metadata and named arrays of the fitted parameters (beyond params, settings,
+        window and fit id, which `save` writes for every model)."""
+        return {}, {}
+
+    def _load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:  # noqa: B027 - models without fitted arrays restore nothing
+        """Restore what `_state` wrote."""
+
+    def dump(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Everything a fitted model is: JSON-able metadata and named arrays."""
+        self._check()
+        meta, arrays = self._state()
+        return {
+            "kind": self.kind,
+            "params": self.get_params(),
+            "settings": self.settings_.to_dict(),
+            "window": list(self.window_),
+            "fit_id": self.fit_id_,
+            **meta,
+        }, arrays
 
     @classmethod
-    def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
+    def restore(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
+        """The fitted model `dump` described."""
         model = cls(**meta["params"])
         model.settings_ = Settings.from_dict(meta["settings"])
+        model.window_ = tuple(meta["window"])  # type: ignore[assignment]
+        model.fit_id_ = meta["fit_id"]
+        model._load_state(meta, arrays)
         return model
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        meta, arrays = self._state()
-        meta = {"format_version": FORMAT_VERSION, "kind": self.kind, **meta, **(extra or {})}
+        meta, arrays = self.dump()
+        meta = {"format_version": FORMAT_VERSION, **meta, **(extra or {})}
         (path / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
         np.savez(path / "arrays.npz", **arrays)  # type: ignore[arg-type]
         return path
@@ -178,25 +150,107 @@ class Recommender(ABC):
     def load(cls, path: str | Path) -> Self:
         path = Path(path)
         if not (path / "meta.json").exists():
-            raise NotFoundError(f"model directory must contain meta.json; got {path}")
+            raise NotFoundError(f"model directory must contain meta.json; got {path.name}")
         meta = json.loads((path / "meta.json").read_text())
         if meta.get("kind") != cls.kind:
             raise NotFoundError(
-                f"model at {path} is a '{meta.get('kind')}' model, not '{cls.kind}'"
+                f"model {path.name} is a '{meta.get('kind')}' model, not '{cls.kind}'"
+            )
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise NotFoundError(
+                f"model {path.name} was saved in format {meta.get('format_version')}; this "
+                f"version reads format {FORMAT_VERSION}: train it again"
             )
         with np.load(path / "arrays.npz", allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-        return cls._from_state(meta, arrays)
+        return cls.restore(meta, arrays)
+
+
+class Scorer(ABC):
+    """A fitted model serving one view. Subclasses implement `score_users`; the rest follows."""
+
+    def __init__(self, model: Recommender, view: View) -> None:
+        model._check()
+        self.model, self.view = model, view
+        self.settings = model.settings_
+
+    def prepare(self) -> Scorer:
+        """Compute now the work that depends on the catalogue only (kept per catalogue), so no
+        request pays for it. Reads no user."""
+        return self
+
+    @abstractmethod
+    def score_users(
+        self, user_ids: Sequence[str], histories: pl.DataFrame, item_ids: np.ndarray
+    ) -> np.ndarray:
+        """Scores (len(user_ids) x len(item_ids), float64; NaN = no signal) of users whose
+        histories (from the view) are given."""
+
+    def score(self, user_ids: Sequence[str], item_ids: Sequence[str] | np.ndarray) -> np.ndarray:
+        """Scores of every (user, item) pair; no signal scores 0."""
+        users = list(user_ids)
+        s = self.score_users(users, self.view.histories(users), np.asarray(item_ids, dtype=object))
+        return np.nan_to_num(s, nan=0.0)
+
+    def recommend(
+        self,
+        user_ids: Sequence[str],
+        k: int = 10,
+        exclude_seen: bool = True,
+        batch_size: int = 512,
+    ) -> pl.DataFrame:
+        """Top-k per user over the view's candidates (columns user_id, rank, item_id, score;
+        users in input order), without items the user already knows and without items the
+        model has no signal for (so a list may be shorter than k)."""
+        items = self.view.candidates()
+        frames = []
+        for start in range(0, len(user_ids), batch_size):
+            users = list(user_ids[start : start + batch_size])
+            hist = self.view.histories(users)
+            scores = self.score_users(users, hist, items).astype(np.float64, copy=True)
+            scores[~np.isfinite(scores)] = -np.inf
+            if exclude_seen:
+                scores[seen_mask(hist, users, items)] = -np.inf
+            frames.append(top_k(users, items, scores, k))
+        return pl.concat(frames) if frames else pl.DataFrame(schema=RECS_SCHEMA)
+
+    def explain_pairs(
+        self, user_ids: Sequence[str], item_ids: Sequence[str], top: int = 5
+    ) -> list[list[dict[str, Any]]]:
+        """The largest contributions to each pair's score; models without a decomposition give
+        none."""
+        return [[] for _ in user_ids]
+
+    def similar_items(self, item_ids: Sequence[str], k: int = 10) -> pl.DataFrame:
+        """Item-to-item: the k most similar candidates of each item (columns SIMILAR_SCHEMA)."""
+        raise Unsupported(
+            f"similar items need a model with item similarity (itemknn, als, bpr, ease, content, "
+            f"transition); got '{self.model.kind}'"
+        )
+
+
+def seen_mask(histories: pl.DataFrame, users: Sequence[str], items: np.ndarray) -> np.ndarray:
+    """True where the user already knows the item (Settings.seen_expr) in their history."""
+    mask = np.zeros((len(users), len(items)), dtype=bool)
+    if histories.is_empty() or not len(items):
+        return mask
+    seen = histories.filter(Settings.seen_expr()).select("user_id", "item_id").unique()
+    u = pl.DataFrame({"user_id": list(users)}, schema={"user_id": pl.String}).with_row_index("__u")
+    i = pl.DataFrame({"item_id": items}, schema={"item_id": pl.String}).with_row_index("__i")
+    hit = seen.join(u, on="user_id").join(i, on="item_id")
+    mask[hit["__u"].to_numpy(), hit["__i"].to_numpy()] = True
+    return mask
 
 
 def top_k(users: Sequence[str], items: np.ndarray, scores: np.ndarray, k: int) -> pl.DataFrame:
-    """Best k items per row of `scores` (argpartition, then a sort of the k), dropping -inf."""
+    """Best k items per row of `scores` (argpartition, then a stable sort of the k; ties go to
+    the earlier item), dropping -inf."""
     k = min(k, scores.shape[1])
-    if k <= 0:
+    if k <= 0 or not len(users):
         return pl.DataFrame(schema=RECS_SCHEMA)
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-part_scores, axis=1, kind="stable")
+    order = np.lexsort((part, -part_scores), axis=1)
     idx = np.take_along_axis(part, order, axis=1)
     sc = np.take_along_axis(part_scores, order, axis=1)
     out = pl.DataFrame(
@@ -209,3 +263,11 @@ def top_k(users: Sequence[str], items: np.ndarray, scores: np.ndarray, k: int) -
         schema=RECS_SCHEMA,
     )
     return out.filter(pl.col("score").is_finite())
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    return v

@@ -32,13 +32,14 @@ import polars as pl
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
 from feedrank.exceptions import ConfigError
 from feedrank.features.examples import build_examples
 from feedrank.features.history import T
-from feedrank.models.base import Recommender
+from feedrank.models.base import Recommender, Scorer
 from feedrank.models.vectors import ItemEmbedder, at_time, lookup, user_vectors_asof
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
+from feedrank.views.view import View
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -138,6 +139,7 @@ class BilinearRecommender(Recommender):
     (weighted means of what each user engaged with before), W at its MAP under an identity prior."""
 
     kind = "bilinear"
+    probabilistic = True
 
     def __init__(
         self,
@@ -176,7 +178,11 @@ class BilinearRecommender(Recommender):
             seed=self.seed,
         )
 
-    def _example_vectors(
+    def item_table(self, items: pl.DataFrame) -> tuple[list[str], np.ndarray]:
+        """Ids and item vectors y_i of these items (the embedder's)."""
+        return items["item_id"].to_list(), self.embedder_.transform(items)
+
+    def example_vectors(
         self, data: SiteData, rows: pl.DataFrame, item_ids: list[str], Y_items: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """User vectors as of each row's time and the rows' item vectors (zeros when unknown)."""
@@ -191,17 +197,16 @@ class BilinearRecommender(Recommender):
             raise ConfigError(
                 f"sigma0 and bias_sigma must be > 0; got {self.sigma0}, {self.bias_sigma}"
             )
-        self.settings_ = settings or Settings()
-        self.embedder_ = self._embedder().fit(data, self.settings_)
-        ex = examples if examples is not None else build_examples(data, self.settings_)
+        settings = self._fitted_on(data, settings)
+        self.embedder_ = self._embedder().fit(data, settings)
+        ex = examples if examples is not None else build_examples(data, settings)
         if ex.is_empty() or ex["label"].n_unique() < 2:
             raise ConfigError(
                 "training needs examples of both classes; got "
                 f"{ex.height} examples with labels {sorted(ex['label'].unique().to_list())}"
             )
-        item_ids = data.items["item_id"].to_list()
-        Y_items = self.embedder_.transform(data.items)
-        X, Y = self._example_vectors(data, ex, item_ids, Y_items)
+        item_ids, Y_items = self.item_table(data.items)
+        X, Y = self.example_vectors(data, ex, item_ids, Y_items)
         c = ex["label"].to_numpy().astype(np.float64)
         d = X.shape[1]
         M, S = np.eye(d), np.full((d, d), self.sigma0)
@@ -216,77 +221,54 @@ class BilinearRecommender(Recommender):
         self.calibration_ = (0.0, 1.0)
         if self.normalize:
             self.calibration_ = fit_calibration(
-                np.einsum("nd,nd->n", X[:, :d], self._normalised(Y[:, :d])), c
+                np.einsum("nd,nd->n", X[:, :d], self.normalised(Y[:, :d])), c
             )
         self.n_examples_ = ex.height
         self.positive_rate_ = float(c.mean())
-        return self.serve_with(data)
+        return self
 
-    def _normalised(self, Y: np.ndarray) -> np.ndarray:
+    def normalised(self, Y: np.ndarray) -> np.ndarray:
         """v_i = W y_i / |W y_i| over the d x d block: the production item vectors."""
         d = self.embedder_.out_dim
         V = Y @ self.W_[:d, :d].T
         norm = np.linalg.norm(V, axis=1, keepdims=True)
         return np.divide(V, norm, out=np.zeros_like(V), where=norm > 0)
 
-    def item_vectors(self, item_ids: Sequence[str]) -> np.ndarray:
+    def index_vectors(self, Y: np.ndarray) -> np.ndarray:
         """What a vector index stores per item: W y_i (normalised with normalize=True)."""
-        self._check()
-        Y = lookup(list(item_ids), self.items_, self.Y_items_)
-        return self._normalised(Y) if self.normalize else Y @ self.W_[: Y.shape[1], : Y.shape[1]].T
+        d = Y.shape[1]
+        return self.normalised(Y) if self.normalize else Y @ self.W_[:d, :d].T
 
-    # -- serving -----------------------------------------------------------------------------------
-    def _prepare_serving(self) -> None:
-        self.items_ = self.data_.items["item_id"].to_list()
-        self.Y_items_ = self.embedder_.transform(self.data_.items)
-        self._users: dict[str, int] | None = None
-
-    def _user_table(self, user_ids: Sequence[str]) -> np.ndarray:
-        """User vectors as of the serving time, computed once for every user with history."""
-        if self._users is None:
-            known = self.data_.events["user_id"].unique().sort().to_list()
-            self._users = {u: i for i, u in enumerate(known)}
-            self.X_users_ = user_vectors_asof(
-                at_time(known, self.at_), self.data_, self.settings_, self.items_, self.Y_items_
-            )
-        j = np.array([self._users.get(u, -1) for u in user_ids], dtype=np.int64)
-        X = np.vstack([self.X_users_, np.zeros((1, self.X_users_.shape[1]))])
-        return X[j]
-
-    def _logits(self, X: np.ndarray, Y: np.ndarray, pairwise: bool) -> np.ndarray:
+    def logits(self, X: np.ndarray, Y: np.ndarray, pairwise: bool) -> np.ndarray:
         if self.normalize:
             a, b = self.calibration_
-            V = self._normalised(Y)
+            V = self.normalised(Y)
             s = X @ V.T if pairwise else np.einsum("nd,nd->n", X, V)
             return a + b * s
         if self.bias:
             X, Y = augment(X), augment(Y)
         return (X @ self.W_) @ Y.T if pairwise else bilinear_logits(X, self.W_, Y)
 
-    def score(self, user_ids: Sequence[str], item_ids: Sequence[str] | np.ndarray) -> np.ndarray:
-        self._check()
-        X = self._user_table(list(user_ids))
-        Y = lookup(list(item_ids), self.items_, self.Y_items_)
-        return sigmoid(self._logits(X, Y, pairwise=True))
+    # -- serving -----------------------------------------------------------------------------------
+    def at(self, view: View) -> BilinearScorer:
+        return BilinearScorer(self, view)
 
-    def predict_rows(self, rows: pl.DataFrame) -> np.ndarray:
+    def predict_proba(self, data: SiteData, rows: pl.DataFrame) -> np.ndarray:
         """Probability per row (user_id, item_id, timestamp[, position, device]), the user vector
         read as of the row's own time — training's path, for arbitrary pairs and times."""
         self._check()
-        X, Y = self._example_vectors(self.data_, rows, self.items_, self.Y_items_)
-        return sigmoid(self._logits(X, Y, pairwise=False))
+        item_ids, Y_items = self.item_table(data.items)
+        X, Y = self.example_vectors(data, rows, item_ids, Y_items)
+        return sigmoid(self.logits(X, Y, pairwise=False))
 
-    def explain(self, user_id: str, item_id: str, top: int = 5) -> list[dict[str, Any]]:
+    def explain_vectors(self, x: np.ndarray, y: np.ndarray, top: int = 5) -> list[dict[str, Any]]:
         """The logit split into the dot-product part x.y (the prior's model), what the learned W
         adds to it, and the bias terms; value is the quantity each contribution comes from."""
-        self._check()
-        x = self._user_table([user_id])[0]
-        y = lookup([item_id], self.items_, self.Y_items_)[0]
         d = len(x)
         parts: list[dict[str, Any]]
         if self.normalize:
             a, b = self.calibration_
-            s = float(x @ self._normalised(y[None, :])[0])
+            s = float(x @ self.normalised(y[None, :])[0])
             parts = [
                 {"feature": "normalised dot product x.v", "value": s, "contribution": b * s},
                 {"feature": "intercept", "value": 1.0, "contribution": a},
@@ -294,12 +276,13 @@ class BilinearRecommender(Recommender):
         else:
             W = self.W_
             dot = float(x @ y)
+            learned = float(x @ (W[:d, :d] - np.eye(d)) @ y)
             parts = [
                 {"feature": "dot product x.y", "value": dot, "contribution": dot},
                 {
                     "feature": "learned interaction x'(W-I)y",
-                    "value": float(x @ (W[:d, :d] - np.eye(d)) @ y),
-                    "contribution": float(x @ (W[:d, :d] - np.eye(d)) @ y),
+                    "value": learned,
+                    "contribution": learned,
                 },
             ]
             if self.bias:
@@ -312,27 +295,10 @@ class BilinearRecommender(Recommender):
         return parts[:top]
 
     # -- persistence -------------------------------------------------------------------------------
-    def _params(self) -> dict[str, Any]:
-        return {
-            "vectors": self.vectors,
-            "dim": self.dim,
-            "source_dim": self.source_dim,
-            "reduction": self.reduction,
-            "text_column": self.text_column,
-            "sigma0": self.sigma0,
-            "bias": self.bias,
-            "bias_sigma": self.bias_sigma,
-            "normalize": self.normalize,
-            "max_iter": self.max_iter,
-            "seed": self.seed,
-        }
-
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         emb_meta, emb_arrays = self.embedder_.to_state()
         meta = {
-            "params": self._params(),
             "embedder": emb_meta,
-            "settings": self.settings_.to_dict(),
             "calibration": list(self.calibration_),
             "n_examples": self.n_examples_,
             "positive_rate": self.positive_rate_,
@@ -341,15 +307,52 @@ class BilinearRecommender(Recommender):
         }
         return meta, {"W": self.W_, **emb_arrays}
 
-    @classmethod
-    def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
-        model = cls(**meta["params"])
-        model.embedder_ = ItemEmbedder.from_state(meta["embedder"], arrays)
-        model.settings_ = Settings.from_dict(meta["settings"])
-        model.W_ = arrays["W"]
+    def _load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.embedder_ = ItemEmbedder.from_state(meta["embedder"], arrays)
+        self.W_ = arrays["W"]
         a, b = meta["calibration"]
-        model.calibration_ = (float(a), float(b))
-        model.n_examples_ = int(meta["n_examples"])
-        model.positive_rate_ = float(meta["positive_rate"])
-        model.converged_, model.n_iter_ = bool(meta["converged"]), int(meta["n_iter"])
-        return model
+        self.calibration_ = (float(a), float(b))
+        self.n_examples_ = int(meta["n_examples"])
+        self.positive_rate_ = float(meta["positive_rate"])
+        self.converged_, self.n_iter_ = bool(meta["converged"]), int(meta["n_iter"])
+
+
+class BilinearScorer(Scorer):
+    """Item vectors once per catalogue; user vectors from the users' histories as of the view."""
+
+    model: BilinearRecommender
+
+    def items(self) -> tuple[list[str], np.ndarray]:
+        return self.view.catalogue.memo(
+            ("bilinear-items", self.model.fit_id_),
+            lambda: self.model.item_table(self.view.catalogue.items),
+        )
+
+    def prepare(self) -> BilinearScorer:
+        self.items()
+        return self
+
+    def user_vectors(self, user_ids: Sequence[str], histories: pl.DataFrame) -> np.ndarray:
+        item_ids, Y_items = self.items()
+        data = SiteData(self.view.profiles(user_ids), self.view.catalogue.items, histories)
+        return user_vectors_asof(
+            at_time(list(user_ids), self.view.at), data, self.settings, item_ids, Y_items
+        )
+
+    def score_users(
+        self, user_ids: Sequence[str], histories: pl.DataFrame, item_ids: np.ndarray
+    ) -> np.ndarray:
+        X = self.user_vectors(user_ids, histories)
+        ids, Y_items = self.items()
+        Y = lookup(list(item_ids), ids, Y_items)
+        return sigmoid(self.model.logits(X, Y, pairwise=True))
+
+    def explain_pairs(
+        self, user_ids: Sequence[str], item_ids: Sequence[str], top: int = 5
+    ) -> list[list[dict[str, Any]]]:
+        users = list(dict.fromkeys(user_ids))
+        X = self.user_vectors(users, self.view.histories(users))
+        row = {u: i for i, u in enumerate(users)}
+        ids, Y_items = self.items()
+        Y = lookup(list(item_ids), ids, Y_items)
+        return [self.model.explain_vectors(X[row[u]], Y[j], top) for j, u in enumerate(user_ids)]

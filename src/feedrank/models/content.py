@@ -9,16 +9,17 @@ reachable at once (item cold start)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import CountVectorizer
 
-from feedrank.data.site import SiteData
 from feedrank.exceptions import ConfigError
-from feedrank.models.matrix import IdMap, Interactions, MatrixRecommender
+from feedrank.models.matrix import IdMap, Interactions, MatrixRecommender, MatrixRows, MatrixScorer
+from feedrank.views.site import SiteData
+from feedrank.views.view import View
 
 TEXT_COLUMNS = ("title", "text", "tags", "description", "summary", "body", "keywords", "name")
 _CATEGORICAL = (pl.String, pl.Categorical, pl.Enum, pl.Boolean)
@@ -109,11 +110,19 @@ class ContentRecommender(MatrixRecommender):
             try:
                 counts = vec.fit_transform(docs)
             except ValueError:  # nothing left after stop words
-                return
-            self.vocabulary_ = vec.get_feature_names_out().astype(str)
-            df = np.bincount(counts.tocsr().indices, minlength=counts.shape[1])
-            # scikit-learn's smooth idf
-            self.idf_ = np.log((1.0 + len(docs)) / (1.0 + df)) + 1.0
+                counts = None
+            if counts is not None:
+                self.vocabulary_ = vec.get_feature_names_out().astype(str)
+                df = np.bincount(counts.tocsr().indices, minlength=counts.shape[1])
+                # scikit-learn's smooth idf
+                self.idf_ = np.log((1.0 + len(docs)) / (1.0 + df)) + 1.0
+        if not self.vocabulary_.size and not self.levels_:
+            raise ConfigError(
+                "the content model needs item attributes: text columns (one of "
+                f"{list(TEXT_COLUMNS)}) or categorical attributes with 2 to {self.max_levels} "
+                f"values; the items have {sorted(present - {'item_id', 'created_at'}) or 'none'} "
+                "(import an items file with them, or pass --param text_columns=[...])"
+            )
 
     def item_vectors(self, items: pl.DataFrame) -> sp.csr_matrix:
         """Unit vectors of these items: sqrt(1-w) x text TF-IDF beside sqrt(w) x metadata."""
@@ -149,56 +158,48 @@ class ContentRecommender(MatrixRecommender):
         return _normalize_rows(sp.hstack(blocks, format="csr"))
 
     # -- serving -----------------------------------------------------------------------------------
-    def _serving_axis(self) -> IdMap:
-        # Every item of the serving data, including those created after the fit.
-        return IdMap(self.data_.items["item_id"])
+    def serving_axis(self, view: View) -> IdMap:
+        # Every item of the catalogue, including those created after the fit (item cold start).
+        return IdMap(view.catalogue.items["item_id"])
 
-    def _prepare_model(self) -> None:
-        order = self.data_.items.join(
-            self.axis_.frame.rename({"id": "item_id"}), on="item_id"
-        ).sort("idx")
-        self.vectors_ = self.item_vectors(order.unique("idx", keep="first", maintain_order=True))
-        self.vectors_t_ = self.vectors_.T.tocsr()
-        # Profiles: weighted mean of engaged items' vectors (normalised, so "mean" = direction).
-        self.profiles_ = _normalize_rows(self.history_.matrix.astype(np.float64) @ self.vectors_)
+    def vectors(self, scorer: MatrixScorer) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """Item vectors on the scorer's axis and their transpose, once per catalogue."""
 
-    def _score_rows(self, rows: np.ndarray) -> np.ndarray:
-        known = rows >= 0
-        out = np.zeros((len(rows), len(self.axis_)), dtype=np.float64)
-        if known.any():
-            out[known] = (self.profiles_[rows[known]] @ self.vectors_t_).toarray()
-        return out
+        def compute() -> tuple[sp.csr_matrix, sp.csr_matrix]:
+            items = scorer.view.catalogue.items.join(
+                scorer.axis.frame.rename({"id": "item_id"}), on="item_id"
+            ).sort("idx")
+            v = self.item_vectors(items.unique("idx", keep="first", maintain_order=True))
+            return v, v.T.tocsr()
 
-    def similar_items(self, item_ids: Sequence[str], k: int = 10) -> pl.DataFrame:
+        return scorer.view.catalogue.memo(("content-vectors", self.fit_id_), compute)
+
+    def _prepare(self, scorer: MatrixScorer) -> None:
+        self.vectors(scorer)
+
+    def _score_rows(self, scorer: MatrixScorer, rows: MatrixRows) -> np.ndarray:
+        vectors, vectors_t = self.vectors(scorer)
+        # A profile is the weighted mean of the engaged items' vectors (normalised: a direction).
+        profiles = _normalize_rows(rows.matrix.astype(np.float64) @ vectors)
+        return np.asarray((profiles @ vectors_t).toarray())
+
+    def _similarity(self, scorer: MatrixScorer, cols: np.ndarray) -> np.ndarray:
         """Cosine similarity of item vectors (text and metadata)."""
-        cols = self._item_cols(item_ids)
-        return self._similar_from(item_ids, (self.vectors_[cols] @ self.vectors_t_).toarray(), k)
+        vectors, vectors_t = self.vectors(scorer)
+        return np.asarray((vectors[cols] @ vectors_t).toarray())
 
     # -- persistence -------------------------------------------------------------------------------
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        meta, arrays = self._base_state()
-        params = {
-            "text_columns": self.text_columns,
-            "metadata_columns": self.metadata_columns,
-            "metadata_weight": self.metadata_weight,
-            "max_features": self.max_features,
-            "min_df": self.min_df,
-            "max_levels": self.max_levels,
-            "stop_words": self.stop_words,
-        }
+        meta, arrays = super()._state()
         return {
-            "params": params,
+            **meta,
             "levels": self.levels_,
             "text_columns_used": self.text_columns_,
-            **meta,
         }, {**arrays, "vocabulary": self.vocabulary_, "idf": self.idf_}
 
-    @classmethod
-    def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
-        model = cls(**meta["params"])
-        model._load_base(meta, arrays)
-        model.levels_ = {k: list(v) for k, v in meta["levels"].items()}
-        model.text_columns_ = list(meta["text_columns_used"])
-        model.vocabulary_ = arrays["vocabulary"]
-        model.idf_ = arrays["idf"]
-        return model
+    def _load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        super()._load_state(meta, arrays)
+        self.levels_ = {k: list(v) for k, v in meta["levels"].items()}
+        self.text_columns_ = list(meta["text_columns_used"])
+        self.vocabulary_ = arrays["vocabulary"]
+        self.idf_ = arrays["idf"]

@@ -4,16 +4,14 @@ baseline; B is dense (items x items), so the model refuses catalogues above `max
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
-import polars as pl
 import scipy.linalg
 
-from feedrank.data.site import SiteData
 from feedrank.exceptions import ConfigError
-from feedrank.models.matrix import Interactions, MatrixRecommender
+from feedrank.models.matrix import Interactions, MatrixRecommender, MatrixRows, MatrixScorer
+from feedrank.views.site import SiteData
 
 
 class EASERecommender(MatrixRecommender):
@@ -55,27 +53,17 @@ class EASERecommender(MatrixRecommender):
         b[np.diag_indices(n)] = 0.0
         self.weights_ = b.astype(np.float32)
 
-    def _score_rows(self, rows: np.ndarray) -> np.ndarray:
-        known = rows >= 0
-        out = np.zeros((len(rows), len(self.axis_)), dtype=np.float32)
-        if known.any():
-            h = self._x(self.history_.matrix[rows[known]])
-            out[known] = h @ self.weights_
-        return out
+    def _score_rows(self, scorer: MatrixScorer, rows: MatrixRows) -> np.ndarray:
+        return np.asarray(self._x(rows.matrix) @ self.weights_)
 
-    def similar_items(self, item_ids: Sequence[str], k: int = 10) -> pl.DataFrame:
+    def _similarity(self, scorer: MatrixScorer, cols: np.ndarray) -> np.ndarray:
         """Row i of B: how much engaging with item i raises each other item's score."""
-        cols = self._item_cols(item_ids)
-        return self._similar_from(item_ids, self.weights_[cols], k)
+        return self.weights_[cols]
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        meta, arrays = self._base_state()
-        params = {"l2": self.l2, "binary": self.binary, "max_items": self.max_items}
-        return {"params": params, **meta}, {**arrays, "weights": self.weights_}
+        meta, arrays = super()._state()
+        return meta, {**arrays, "weights": self.weights_}
 
-    @classmethod
-    def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
-        model = cls(**meta["params"])
-        model._load_base(meta, arrays)
-        model.weights_ = arrays["weights"]
-        return model
+    def _load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        super()._load_state(meta, arrays)
+        self.weights_ = arrays["weights"]

@@ -11,16 +11,21 @@ confidence-weighted mean of their items' factors."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
-import polars as pl
 from threadpoolctl import threadpool_limits
 
-from feedrank.data.site import SiteData
 from feedrank.exceptions import ConfigError
-from feedrank.models.matrix import IdMap, Interactions, MatrixRecommender
+from feedrank.models.matrix import (
+    IdMap,
+    Interactions,
+    MatrixRecommender,
+    MatrixRows,
+    MatrixScorer,
+    trained_until,
+)
+from feedrank.views.site import SiteData
 
 
 def _positive(**values: float) -> None:
@@ -30,6 +35,11 @@ def _positive(**values: float) -> None:
 
 
 class _FactorModel(MatrixRecommender):
+    """Users known at fit keep their fitted factors while their history has nothing newer than
+    the training window; a user with newer events, or unknown at fit, is folded in from their
+    history row (a user with no history has no signal)."""
+
+    zero_is_no_signal = False
     users_: IdMap
     user_factors_: np.ndarray
     item_factors_: np.ndarray
@@ -46,51 +56,51 @@ class _FactorModel(MatrixRecommender):
 
     def _implicit(self) -> Any: ...
 
-    def _fold_in(self, history_rows: np.ndarray) -> np.ndarray:
-        """Factors for serving users unknown at fit, from their history rows."""
+    def _fold_in(self, matrix: Any) -> np.ndarray:
+        """Factors of users from their history rows."""
         raise NotImplementedError
 
-    def _prepare_model(self) -> None:
-        known = self.users_.index(self.history_.users.ids)
-        vecs = np.zeros((len(known), self.user_factors_.shape[1]), dtype=np.float32)
-        vecs[known >= 0] = self.user_factors_[known[known >= 0]]
-        new = np.flatnonzero(known < 0)
-        if new.size:
-            vecs[new] = self._fold_in(new)
-        self.user_vecs_ = vecs
+    def user_vectors(self, rows: MatrixRows) -> np.ndarray:
+        known = self.users_.index(rows.user_ids)
+        end = trained_until(self)
+        fresh = (
+            rows.newest > np.datetime64(end.replace(tzinfo=None), "us")
+            if end is not None
+            else np.ones(len(known), dtype=bool)
+        )
+        fitted = (known >= 0) & ~fresh
+        vecs = np.zeros((len(known), self.item_factors_.shape[1]), dtype=np.float32)
+        vecs[fitted] = self.user_factors_[known[fitted]]
+        fold = np.flatnonzero(~fitted & rows.has_history())
+        if fold.size:
+            vecs[fold] = self._fold_in(rows.matrix[fold])
+        return vecs
 
-    def _score_rows(self, rows: np.ndarray) -> np.ndarray:
-        u = self.user_vecs_[np.maximum(rows, 0)]
-        u[rows < 0] = 0.0
-        return u @ self.item_factors_.T
+    def _score_rows(self, scorer: MatrixScorer, rows: MatrixRows) -> np.ndarray:
+        scores = (self.user_vectors(rows) @ self.item_factors_.T).astype(np.float64)
+        scores[~rows.has_history() & (self.users_.index(rows.user_ids) < 0)] = np.nan
+        return scores
 
-    def similar_items(self, item_ids: Sequence[str], k: int = 10) -> pl.DataFrame:
+    def _similarity(self, scorer: MatrixScorer, cols: np.ndarray) -> np.ndarray:
         """Cosine similarity of item factors."""
-        cols = self._item_cols(item_ids)
         norms = np.linalg.norm(self.item_factors_, axis=1)
         unit = self.item_factors_ / np.where(norms > 0, norms, 1.0)[:, None]
-        return self._similar_from(item_ids, unit[cols] @ unit.T, k)
+        return unit[cols] @ unit.T
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        meta, arrays = self._base_state()
-        return {"params": self._params(), **meta}, {
+        meta, arrays = super()._state()
+        return meta, {
             **arrays,
             "users": self.users_.to_array(),
             "user_factors": self.user_factors_,
             "item_factors": self.item_factors_,
         }
 
-    @classmethod
-    def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
-        model = cls(**meta["params"])
-        model._load_base(meta, arrays)
-        model.users_ = IdMap(arrays["users"].astype(object))
-        model.user_factors_ = arrays["user_factors"]
-        model.item_factors_ = arrays["item_factors"]
-        return model
-
-    def _params(self) -> dict[str, Any]:
-        raise NotImplementedError
+    def _load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        super()._load_state(meta, arrays)
+        self.users_ = IdMap.from_array(arrays["users"])
+        self.user_factors_ = arrays["user_factors"]
+        self.item_factors_ = arrays["item_factors"]
 
 
 class ALSRecommender(_FactorModel):
@@ -119,16 +129,6 @@ class ALSRecommender(_FactorModel):
         if self.regularization < 0:
             raise ConfigError(f"regularization must be >= 0; got {self.regularization}")
 
-    def _params(self) -> dict[str, Any]:
-        return {
-            "factors": self.factors,
-            "regularization": self.regularization,
-            "alpha": self.alpha,
-            "iterations": self.iterations,
-            "random_state": self.random_state,
-            "num_threads": self.num_threads,
-        }
-
     def _implicit(self) -> Any:
         from implicit.cpu.als import AlternatingLeastSquares
 
@@ -141,13 +141,17 @@ class ALSRecommender(_FactorModel):
             num_threads=int(self.num_threads),
         )
 
-    def _fold_in(self, history_rows: np.ndarray) -> np.ndarray:
+    def _fold_in(self, matrix: Any) -> np.ndarray:
+        # implicit's recalculate_user: the least-squares step of ALS for these rows, against
+        # the fitted item factors (the user ids it takes only index `matrix`'s rows).
         with threadpool_limits(1, "blas"):
             model = self._implicit()
             model.item_factors = self.item_factors_
-            model.user_factors = self.user_factors_
-            vecs = model.recalculate_user(history_rows, self.history_.matrix[history_rows])
-        return np.asarray(vecs, dtype=np.float32)
+            model.user_factors = np.zeros(
+                (matrix.shape[0], self.item_factors_.shape[1]), np.float32
+            )
+            vecs = model.recalculate_user(np.arange(matrix.shape[0]), matrix.tocsr())
+        return np.asarray(vecs, dtype=np.float32).reshape(matrix.shape[0], -1)
 
 
 class BPRRecommender(_FactorModel):
@@ -179,16 +183,6 @@ class BPRRecommender(_FactorModel):
         if self.regularization < 0:
             raise ConfigError(f"regularization must be >= 0; got {self.regularization}")
 
-    def _params(self) -> dict[str, Any]:
-        return {
-            "factors": self.factors,
-            "learning_rate": self.learning_rate,
-            "regularization": self.regularization,
-            "iterations": self.iterations,
-            "random_state": self.random_state,
-            "num_threads": self.num_threads,
-        }
-
     def _implicit(self) -> Any:
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
@@ -201,8 +195,8 @@ class BPRRecommender(_FactorModel):
             num_threads=int(self.num_threads),
         )
 
-    def _fold_in(self, history_rows: np.ndarray) -> np.ndarray:
-        h = self.history_.matrix[history_rows].astype(np.float32)
+    def _fold_in(self, matrix: Any) -> np.ndarray:
+        h = matrix.astype(np.float32)
         total = np.asarray(h.sum(axis=1)).ravel()
         vecs = np.asarray(h @ self.item_factors_) / np.where(total > 0, total, 1.0)[:, None]
         vecs[:, -1] = 1.0  # the bias column: users' entry is fixed at 1 in implicit's BPR

@@ -1,18 +1,20 @@
 """Freshness: newest items first, a candidate generator of the hybrid recommenders (and a
-baseline of its own). Items are scored by their age at the serving time alone."""
+baseline of its own). Items are scored by their age at the serving time alone; an item of
+unknown creation time has no signal."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
 import polars as pl
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
 from feedrank.exceptions import ConfigError
-from feedrank.models.base import Recommender
+from feedrank.models.base import Recommender, Scorer
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
+from feedrank.views.view import View
 
 
 class FreshnessRecommender(Recommender):
@@ -24,31 +26,34 @@ class FreshnessRecommender(Recommender):
         self.half_life_days = half_life_days
 
     def fit(self, data: SiteData, settings: Settings | None = None) -> Self:
-        if self.half_life_days <= 0:
+        if not self.half_life_days > 0:
             raise ConfigError(f"half_life_days must be > 0; got {self.half_life_days}")
-        self.settings_ = settings or Settings()
-        return self.serve_with(data)
+        self._fitted_on(data, settings)
+        return self
 
-    def score(self, user_ids: Sequence[str], item_ids: Sequence[str] | np.ndarray) -> np.ndarray:
-        self._check()
-        created = (
-            pl.DataFrame(
-                {"item_id": np.asarray(item_ids, dtype=object)}, schema={"item_id": pl.String}
-            )
+    def at(self, view: View) -> FreshnessScorer:
+        return FreshnessScorer(self, view)
+
+
+class FreshnessScorer(Scorer):
+    model: FreshnessRecommender
+
+    def score_users(
+        self, user_ids: Sequence[str], histories: pl.DataFrame, item_ids: np.ndarray
+    ) -> np.ndarray:
+        age = (
+            pl.DataFrame({"item_id": item_ids}, schema={"item_id": pl.String})
             .join(
-                self.data_.items.select("item_id", "created_at"),
+                self.view.catalogue.items.select("item_id", "created_at"),
                 on="item_id",
                 how="left",
                 maintain_order="left",
             )
-            .select(age=(pl.lit(self.at_) - pl.col("created_at")).dt.total_seconds() / 86400.0)[
+            .select(age=(pl.lit(self.view.at) - pl.col("created_at")).dt.total_seconds() / 86400.0)[
                 "age"
             ]
-            .fill_null(float("inf"))
+            .fill_null(float("nan"))
             .to_numpy()
         )
-        fresh = 0.5 ** (np.maximum(created, 0.0) / self.half_life_days)
+        fresh = 0.5 ** (np.maximum(age, 0.0) / self.model.half_life_days)
         return np.tile(fresh, (len(user_ids), 1))
-
-    def _params(self) -> dict[str, Any]:
-        return {"half_life_days": self.half_life_days}

@@ -8,7 +8,6 @@ approximation; with alpha -> 0 they are the classical ones). Serving splits the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any, Self
 
 import numpy as np
@@ -18,15 +17,16 @@ import tabmat
 from glum import GeneralizedLinearRegressor
 from scipy import stats
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
-from feedrank.exceptions import FeedrankError
+from feedrank.exceptions import ConfigError, FeedrankError
 from feedrank.features.encoder import Encoder
 from feedrank.features.examples import build_examples
 from feedrank.features.groups import FeatureGroups, FeatureSpec
-from feedrank.features.history import History, T
-from feedrank.models.base import Recommender
+from feedrank.features.history import History, Snapshot, T
+from feedrank.models.base import Recommender, Scorer
 from feedrank.models.linear import CONTEXT_COLUMNS, LinearScorer
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
+from feedrank.views.view import View
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -74,6 +74,15 @@ class GLMRecommender(Recommender):
     """Logistic GLM over user, item, history, user x item-attribute and context features."""
 
     kind = "glm"
+    probabilistic = True
+
+    spec_: FeatureSpec
+    encoder_: Encoder
+    coef_: np.ndarray
+    intercept_: float
+    se_: np.ndarray
+    n_examples_: int
+    positive_rate_: float
 
     def __init__(
         self, alpha: float = 1e-4, l1_ratio: float = 0.0, max_levels: int = 50, min_count: int = 5
@@ -88,19 +97,19 @@ class GLMRecommender(Recommender):
         self, data: SiteData, settings: Settings | None = None, examples: pl.DataFrame | None = None
     ) -> Self:
         if not 0.0 <= self.l1_ratio <= 1.0:
-            raise ValueError(f"l1_ratio must be in [0, 1]; got {self.l1_ratio}")
+            raise ConfigError(f"l1_ratio must be in [0, 1]; got {self.l1_ratio}")
         if self.alpha < 0:
-            raise ValueError(f"alpha must be >= 0; got {self.alpha}")
-        self.settings_ = settings or Settings()
-        self.spec_ = FeatureSpec.infer(data, self.settings_)
-        groups = self._groups(data)
-        ex = examples if examples is not None else build_examples(data, self.settings_)
+            raise ConfigError(f"alpha must be >= 0; got {self.alpha}")
+        settings = self._fitted_on(data, settings)
+        self.spec_ = FeatureSpec.infer(data, settings)
+        ex = examples if examples is not None else build_examples(data, settings)
         if ex.is_empty() or ex["label"].n_unique() < 2:
-            raise ValueError(
-                "training needs examples of both classes; got "
-                f"{ex.height} examples with labels {sorted(ex['label'].unique().to_list())}"
+            raise FeedrankError(
+                "the GLM needs training examples of both classes (engagements and impressions or "
+                f"sampled non-engagements); got {ex.height} examples with labels "
+                f"{sorted(ex['label'].unique().to_list())}"
             )
-        raw = groups.rows(ex)
+        raw = self._groups(data).rows(ex)
         categorical = [
             *self.spec_.user_categoricals,
             *self.spec_.item_categoricals,
@@ -115,80 +124,21 @@ class GLMRecommender(Recommender):
         self.coef_, self.intercept_, self.se_ = fit_logistic(X, y, self.alpha, self.l1_ratio)
         self.n_examples_ = ex.height
         self.positive_rate_ = float(y.mean())
-        return self.serve_with(data)
+        return self
 
     def _groups(self, data: SiteData) -> FeatureGroups:
-        return FeatureGroups(
-            self.spec_, data, History(data, self.settings_, self.spec_.share_attributes)
-        )
+        return FeatureGroups(self.spec_, History(data, self.settings_, self.spec_.share_attributes))
 
     # -- serving -----------------------------------------------------------------------------------
-    def _prepare_serving(self) -> None:
-        self.groups_ = self._groups(self.data_)
-        self.scorer_ = LinearScorer(
-            self.groups_, self.encoder_, self.coef_, self.intercept_, self.at_
-        )
+    def at(self, view: View) -> GLMScorer:
+        return GLMScorer(self, view)
 
-    def score(self, user_ids: Sequence[str], item_ids: Sequence[str] | np.ndarray) -> np.ndarray:
-        self._check()
-        return sigmoid(self.scorer_.logits(list(user_ids), np.asarray(item_ids, dtype=object)))
-
-    def predict_rows(self, rows: pl.DataFrame) -> np.ndarray:
+    def predict_proba(self, data: SiteData, rows: pl.DataFrame) -> np.ndarray:
         """Probability for each row (user_id, item_id, timestamp[, position, device]) with features
         as of the row's own timestamp — training's path, for arbitrary pairs and times."""
         self._check()
-        X = self.encoder_.transform(self.groups_.rows(rows))
+        X = self.encoder_.transform(self._groups(data).rows(rows))
         return sigmoid(np.asarray(X @ self.coef_).ravel() + self.intercept_)
-
-    def explain(self, user_id: str, item_id: str, top: int = 5) -> list[dict[str, Any]]:
-        """Largest contributions (coefficient x encoded value, summed per raw feature) to the
-        logit of this pair at the serving time, with the raw value that produced each."""
-        return self.explain_pairs([user_id], [item_id], top)[0]
-
-    def explain_pairs(
-        self, user_ids: Sequence[str], item_ids: Sequence[str], top: int = 5
-    ) -> list[list[dict[str, Any]]]:
-        """explain() of many pairs in one pass: one feature frame, one encoding."""
-        self._check()
-        n = len(user_ids)
-        if n == 0:
-            return []
-        rows = pl.DataFrame(
-            {
-                "user_id": list(user_ids),
-                "item_id": list(item_ids),
-                T: [self.at_] * n,
-                "position": [1] * n,
-                "device": [None] * n,
-            },
-            schema={
-                "user_id": pl.String,
-                "item_id": pl.String,
-                T: pl.Datetime("us", "UTC"),
-                "position": pl.Int32,
-                "device": pl.String,
-            },
-        )
-        raw = self.groups_.rows(rows)
-        weighted = self.encoder_.transform(raw).multiply(self.coef_).tocsc()
-        slices = self.encoder_.column_slices()
-        per_column = []  # (name, contribution per row, raw value per row)
-        for col in self.encoder_.columns_:
-            if col.name in CONTEXT_COLUMNS:
-                continue
-            contrib = np.asarray(weighted[:, slices[col.name]].sum(axis=1)).ravel()
-            if contrib.any():
-                per_column.append((col.name, contrib, col.raw(raw).to_list()))
-        out = []
-        for r in range(n):
-            found = [
-                {"feature": name, "value": values[r], "contribution": float(c[r])}
-                for name, c, values in per_column
-                if c[r] != 0.0
-            ]
-            found.sort(key=lambda d: -abs(d["contribution"]))
-            out.append(found[:top])
-        return out
 
     # -- interpretation ----------------------------------------------------------------------------
     def coef_table(self) -> pl.DataFrame:
@@ -213,32 +163,115 @@ class GLMRecommender(Recommender):
     # -- persistence -------------------------------------------------------------------------------
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta = {
-            "params": {
-                "alpha": self.alpha,
-                "l1_ratio": self.l1_ratio,
-                "max_levels": self.max_levels,
-                "min_count": self.min_count,
-            },
             "spec": self.spec_.to_json(),
             "encoder": self.encoder_.to_json(),
-            "settings": self.settings_.to_dict(),
             "n_examples": self.n_examples_,
             "positive_rate": self.positive_rate_,
             "intercept": self.intercept_,
         }
         return meta, {"coef": self.coef_, "se": self.se_}
 
-    @classmethod
-    def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
-        model = cls(**meta["params"])
-        model.spec_ = FeatureSpec.from_json(meta["spec"])
-        model.encoder_ = Encoder.from_json(meta["encoder"])
-        model.settings_ = Settings.from_dict(meta["settings"])
-        model.coef_, model.se_ = arrays["coef"], arrays["se"]
-        model.intercept_ = float(meta["intercept"])
-        model.n_examples_ = int(meta["n_examples"])
-        model.positive_rate_ = float(meta["positive_rate"])
-        return model
+    def _load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.spec_ = FeatureSpec.from_json(meta["spec"])
+        self.encoder_ = Encoder.from_json(meta["encoder"])
+        self.coef_, self.se_ = arrays["coef"], arrays["se"]
+        self.intercept_ = float(meta["intercept"])
+        self.n_examples_ = int(meta["n_examples"])
+        self.positive_rate_ = float(meta["positive_rate"])
 
-    def serve_at(self, at: datetime) -> Self:
-        return self.serve_with(self.data_, at)
+
+class GLMScorer(Scorer):
+    """The GLM's logit split by scope (models/linear.py) over a Snapshot of the users scored;
+    the item part is computed once per catalogue, as of its time."""
+
+    model: GLMRecommender
+
+    def _snapshot(self, user_ids: Sequence[str], histories: pl.DataFrame) -> Snapshot:
+        m = self.model
+        types = sorted(
+            set(m.spec_.types) | set(self.view.types) | set(histories["type"].unique().to_list())
+        )
+        return Snapshot(
+            histories,
+            self.view.profiles(user_ids),
+            self.view.catalogue,
+            self.settings,
+            m.spec_.share_attributes,
+            self.view.at,
+            types,
+        )
+
+    def _linear(self, user_ids: Sequence[str], histories: pl.DataFrame) -> LinearScorer:
+        m = self.model
+        groups = FeatureGroups(m.spec_, self._snapshot(user_ids, histories))
+        return LinearScorer(groups, m.encoder_, m.coef_, m.intercept_, self.view.at)
+
+    def _item_part(self, linear: LinearScorer, item_ids: np.ndarray) -> np.ndarray:
+        catalogue = self.view.catalogue
+        cand = self.view.candidates()
+        if len(item_ids) != len(cand) or not np.array_equal(item_ids, cand):
+            return linear.item_part(item_ids, catalogue.as_of)
+        return catalogue.memo(
+            ("glm-items", self.model.fit_id_), lambda: linear.item_part(cand, catalogue.as_of)
+        )
+
+    def prepare(self) -> GLMScorer:
+        from feedrank.schema import empty_events
+
+        self._item_part(self._linear([], empty_events()), self.view.candidates())
+        return self
+
+    def score_users(
+        self, user_ids: Sequence[str], histories: pl.DataFrame, item_ids: np.ndarray
+    ) -> np.ndarray:
+        linear = self._linear(user_ids, histories)
+        return sigmoid(linear.logits(list(user_ids), item_ids, self._item_part(linear, item_ids)))
+
+    def explain_pairs(
+        self, user_ids: Sequence[str], item_ids: Sequence[str], top: int = 5
+    ) -> list[list[dict[str, Any]]]:
+        """Largest contributions (coefficient x encoded value, summed per raw feature) to the
+        logit of each pair at the view's time, with the raw value that produced each; one
+        feature frame and one encoding for all pairs."""
+        n = len(user_ids)
+        if n == 0:
+            return []
+        m = self.model
+        users = list(dict.fromkeys(user_ids))
+        groups = FeatureGroups(m.spec_, self._snapshot(users, self.view.histories(users)))
+        rows = pl.DataFrame(
+            {
+                "user_id": list(user_ids),
+                "item_id": list(item_ids),
+                T: [self.view.at] * n,
+                "position": [1] * n,
+                "device": [None] * n,
+            },
+            schema={
+                "user_id": pl.String,
+                "item_id": pl.String,
+                T: pl.Datetime("us", "UTC"),
+                "position": pl.Int32,
+                "device": pl.String,
+            },
+        )
+        raw = groups.rows(rows)
+        weighted = m.encoder_.transform(raw).multiply(m.coef_).tocsc()
+        slices = m.encoder_.column_slices()
+        per_column = []  # (name, contribution per row, raw value per row)
+        for col in m.encoder_.columns_:
+            if col.name in CONTEXT_COLUMNS:
+                continue
+            contrib = np.asarray(weighted[:, slices[col.name]].sum(axis=1)).ravel()
+            if contrib.any():
+                per_column.append((col.name, contrib, col.raw(raw).to_list()))
+        out = []
+        for r in range(n):
+            found = [
+                {"feature": name, "value": values[r], "contribution": float(c[r])}
+                for name, c, values in per_column
+                if c[r] != 0.0
+            ]
+            found.sort(key=lambda d: -abs(d["contribution"]))
+            out.append(found[:top])
+        return out

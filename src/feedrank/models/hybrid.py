@@ -30,24 +30,14 @@ import polars as pl
 import scipy.sparse as sp
 from scipy import stats
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
 from feedrank.exceptions import ConfigError
-from feedrank.models.base import Recommender
-from feedrank.models.freshness import FreshnessRecommender
+from feedrank.models.base import Recommender, Scorer, seen_mask
 from feedrank.models.glm import fit_logistic, sigmoid
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
+from feedrank.views.view import FrameView, View
 
 GeneratorSpec = str | Mapping[str, Any] | Recommender
-
-
-def generator_kinds() -> dict[str, type[Recommender]]:
-    from feedrank.models import MODELS  # late: models/__init__ imports this module
-
-    return {**MODELS, FreshnessRecommender.kind: FreshnessRecommender}
-
-
-def _params(model: Recommender) -> dict[str, Any]:
-    return {k: v for k, v in vars(model).items() if not k.endswith("_") and not k.startswith("_")}
 
 
 def resolve(spec: GeneratorSpec) -> tuple[str, Recommender]:
@@ -55,15 +45,14 @@ def resolve(spec: GeneratorSpec) -> tuple[str, Recommender]:
     model instance (used as a template: it is copied, never fitted in place)."""
     if isinstance(spec, Recommender):
         return spec.kind, copy.deepcopy(spec)
-    kinds = generator_kinds()
+    from feedrank.models import make  # late: the registry names this module
+
     kind, params, name = (
         (spec, {}, spec)
         if isinstance(spec, str)
         else (spec.get("kind"), dict(spec.get("params", {})), spec.get("name", spec.get("kind")))
     )
-    if kind not in kinds:
-        raise ConfigError(f"generator kind must be one of {sorted(kinds)}; got '{kind}'")
-    return str(name), kinds[str(kind)](**params)
+    return str(name), make(str(kind), **params)
 
 
 def minmax_rows(S: np.ndarray, seen: np.ndarray) -> np.ndarray:
@@ -93,7 +82,8 @@ def rank_rows(S: np.ndarray, seen: np.ndarray) -> np.ndarray:
 
 
 class _Ensemble(Recommender):
-    """Shared machinery: generator specs, fitting clones, serving them, nested persistence."""
+    """Shared machinery: generator specs, fitting clones, scoring them through one history
+    read, nested persistence."""
 
     generators: Sequence[GeneratorSpec]
     names_: list[str]
@@ -102,19 +92,58 @@ class _Ensemble(Recommender):
     def _fit_generators(self, data: SiteData) -> list[Recommender]:
         return [resolve(s)[1].fit(data, self.settings_) for s in self.generators]
 
-    def _prepare_serving(self) -> None:
-        for g in self.generators_:
-            if not (g.is_fitted and g.data_ is self.data_ and g.at_ == self.at_):
-                g.serve_with(self.data_, self.at_)
+    def get_params(self) -> dict[str, Any]:
+        params = super().get_params()
+        params["generators"] = [_spec_json(s) for s in self.generators]
+        return params
 
-    def _catalogue(self, item_ids: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scoring runs over the serving catalogue plus any requested item, so ranks and
-        normalisations do not depend on which items were asked for."""
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        metas, arrays = [], {}
+        for i, g in enumerate(self.generators_):
+            m, a = g.dump()
+            metas.append(m)
+            arrays.update({f"g{i}__{k}": v for k, v in a.items()})
+        return {"generators_fitted": metas, "names": self.names_}, arrays
+
+    def _load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        from feedrank.models import model_class
+
+        self.names_ = list(meta["names"])
+        self.generators_ = []
+        for i, m in enumerate(meta["generators_fitted"]):
+            prefix = f"g{i}__"
+            sub = {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
+            self.generators_.append(model_class(m["kind"]).restore(m, sub))
+
+
+def _spec_json(spec: GeneratorSpec) -> Any:
+    if isinstance(spec, Recommender):
+        return {"kind": spec.kind, "params": spec.get_params()}
+    return dict(spec) if isinstance(spec, Mapping) else spec
+
+
+class _EnsembleScorer(Scorer):
+    """Scores every generator on one read of the users' histories. Scoring runs over the view's
+    candidates plus any requested item, so ranks and normalisations do not depend on which
+    items were asked for."""
+
+    model: _Ensemble
+
+    def __init__(self, model: _Ensemble, view: View, generators: Sequence[Recommender]) -> None:
+        super().__init__(model, view)
+        self.scorers = [g.at(view) for g in generators]
+
+    def prepare(self) -> _EnsembleScorer:
+        for sc in self.scorers:
+            sc.prepare()
+        return self
+
+    def _catalogue(self, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         asked = np.asarray(item_ids, dtype=object)
-        cat = self.item_ids_
+        cat = self.view.candidates()
         extra = asked[~np.isin(asked, cat)]
         full = np.concatenate([cat, np.unique(extra)]) if extra.size else cat
-        pos = pl.DataFrame({"item_id": full}).with_row_index("__i")
+        pos = pl.DataFrame({"item_id": full}, schema={"item_id": pl.String}).with_row_index("__i")
         cols = (
             pl.DataFrame({"item_id": asked}, schema={"item_id": pl.String})
             .join(pos, on="item_id", how="left", maintain_order="left")["__i"]
@@ -122,50 +151,26 @@ class _Ensemble(Recommender):
         )
         return full, cols
 
-    def _features(
-        self,
-        models: Sequence[Recommender],
-        users: Sequence[str],
-        items: np.ndarray,
-        seen: np.ndarray,
+    def features(
+        self, users: Sequence[str], histories: pl.DataFrame, items: np.ndarray, seen: np.ndarray
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         norm, ranks = [], []
-        for g in models:
-            S = np.nan_to_num(g.score(list(users), items).astype(np.float64), nan=0.0, neginf=0.0)
+        for sc in self.scorers:
+            S = np.nan_to_num(
+                sc.score_users(users, histories, items).astype(np.float64), nan=0.0, neginf=0.0
+            )
             norm.append(minmax_rows(S, seen))
             ranks.append(rank_rows(S, seen))
         return norm, ranks
 
-    def _users_per_batch(self, batch_size: int, n_items: int) -> int:
-        """Few enough users that a block's feature tensor stays under ~4M cells."""
-        cells = max(1, n_items * 2 * len(self.generators))
-        return min(batch_size, max(1, 4_000_000 // cells))
-
-    def _generator_state(self) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
-        metas, arrays = [], {}
-        for i, (name, g) in enumerate(zip(self.names_, self.generators_, strict=True)):
-            m, a = g._state()
-            metas.append({"name": name, "kind": g.kind, "meta": m})
-            arrays.update({f"g{i}__{k}": v for k, v in a.items()})
-        return metas, arrays
-
-    @staticmethod
-    def _load_generators(
-        metas: list[dict[str, Any]], arrays: dict[str, np.ndarray]
-    ) -> list[Recommender]:
-        kinds = generator_kinds()
-        out = []
-        for i, m in enumerate(metas):
-            prefix = f"g{i}__"
-            sub = {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
-            out.append(kinds[m["kind"]]._from_state(m["meta"], sub))
-        return out
-
-    def _spec_json(self) -> list[Any]:
-        return [
-            {"kind": g.kind, "name": n, "params": _params(g)}
-            for n, g in zip(self.names_, self.generators_, strict=True)
-        ]
+    def recommend(
+        self, user_ids: Sequence[str], k: int = 10, exclude_seen: bool = True, batch_size: int = 512
+    ) -> pl.DataFrame:
+        # Few enough users that a block's feature tensor stays under ~4M cells.
+        cells = max(1, len(self.view.candidates()) * 2 * len(self.scorers))
+        return super().recommend(
+            user_ids, k, exclude_seen, min(batch_size, max(1, 4_000_000 // cells))
+        )
 
 
 class BlendRecommender(_Ensemble):
@@ -186,7 +191,7 @@ class BlendRecommender(_Ensemble):
         self.normalise = normalise if isinstance(normalise, str) else list(normalise)
 
     def fit(self, data: SiteData, settings: Settings | None = None) -> Self:
-        self.settings_ = settings or Settings()
+        self._fitted_on(data, settings)
         if not self.generators:
             raise ConfigError("generators must name at least one generator; got none")
         w = self.weights if self.weights is not None else [1.0] * len(self.generators)
@@ -194,7 +199,6 @@ class BlendRecommender(_Ensemble):
             raise ConfigError(
                 f"weights must be {len(self.generators)} non-negative numbers, not all 0; got {w}"
             )
-        self.weights_ = np.asarray(w, dtype=np.float64)
         norms = (
             [self.normalise] * len(self.generators)
             if isinstance(self.normalise, str)
@@ -205,45 +209,31 @@ class BlendRecommender(_Ensemble):
                 f"normalise must be 'minmax' or 'rank' (or one of them per generator, "
                 f"{len(self.generators)}); got {self.normalise}"
             )
-        self.norms_ = norms
         self.names_ = [resolve(s)[0] for s in self.generators]
         self.generators_ = self._fit_generators(data)
-        return self.serve_with(data)
+        return self
 
-    def score(self, user_ids: Sequence[str], item_ids: Sequence[str] | np.ndarray) -> np.ndarray:
-        self._check()
+    def at(self, view: View) -> BlendScorer:
+        return BlendScorer(self, view, self.generators_)
+
+
+class BlendScorer(_EnsembleScorer):
+    model: BlendRecommender
+
+    def score_users(
+        self, user_ids: Sequence[str], histories: pl.DataFrame, item_ids: np.ndarray
+    ) -> np.ndarray:
+        m = self.model
         users = list(user_ids)
         full, cols = self._catalogue(item_ids)
-        seen = self.seen_mask(users, full)
-        norm, ranks = self._features(self.generators_, users, full, seen)
+        seen = seen_mask(histories, users, full)
+        norm, ranks = self.features(users, histories, full, seen)
+        weights = m.weights if m.weights is not None else [1.0] * len(norm)
+        norms = [m.normalise] * len(norm) if isinstance(m.normalise, str) else m.normalise
         out = np.zeros((len(users), len(full)))
-        for w, how, n, r in zip(self.weights_, self.norms_, norm, ranks, strict=True):
+        for w, how, n, r in zip(weights, norms, norm, ranks, strict=True):
             out += w * (n if how == "minmax" else 1.0 / np.log2(1.0 + r))
         return out[:, cols]
-
-    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        metas, arrays = self._generator_state()
-        meta = {
-            "params": {
-                "generators": self._spec_json(),
-                "weights": self.weights_.tolist(),
-                "normalise": self.norms_,
-            },
-            "settings": self.settings_.to_dict(),
-            "generators": metas,
-            "names": self.names_,
-        }
-        return meta, arrays
-
-    @classmethod
-    def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
-        model = cls(**meta["params"])
-        model.settings_ = Settings.from_dict(meta["settings"])
-        model.weights_ = np.asarray(meta["params"]["weights"], dtype=np.float64)
-        model.norms_ = list(meta["params"]["normalise"])
-        model.names_ = list(meta["names"])
-        model.generators_ = cls._load_generators(meta["generators"], arrays)
-        return model
 
 
 class HybridRecommender(_Ensemble):
@@ -277,11 +267,9 @@ class HybridRecommender(_Ensemble):
     def _holdout(self, data: SiteData) -> tuple[SiteData, pl.DataFrame]:
         """One engaged item per user with >= 2: the latest ("latest"; ties at random, seeded)
         or one at random ("random", seeded)."""
-        eng = data.events.filter(
-            pl.col("type").is_in(self.settings_.engagement_types) & (pl.col("item_id") != "")
-        )
         last = (
-            eng.group_by("user_id", "item_id")
+            data.engagements(self.settings_)
+            .group_by("user_id", "item_id")
             .agg(pl.col("timestamp").max())
             .sort("user_id", "item_id")
         )
@@ -306,27 +294,8 @@ class HybridRecommender(_Ensemble):
         )
         return SiteData(data.users, data.items, events), held
 
-    def _rows(
-        self,
-        models: Sequence[Recommender],
-        users: Sequence[str],
-        items: np.ndarray,
-        seen: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Feature tensor (users x items x features) and the candidate mask."""
-        norm, ranks = self._features(models, users, items, seen)
-        cand = np.zeros(seen.shape, dtype=bool)
-        for n, r in zip(norm, ranks, strict=True):
-            # A generator constant over a user's items proposes none of them.
-            cand |= (r <= self.n_candidates) & (n.max(axis=1, keepdims=True) > 0)
-        cand &= ~seen
-        feats = []
-        for n, r in zip(norm, ranks, strict=True):
-            feats += [n, 1.0 / np.log2(1.0 + r)]
-        return np.stack(feats, axis=2), cand
-
     def fit(self, data: SiteData, settings: Settings | None = None) -> Self:
-        self.settings_ = settings or Settings()
+        settings = self._fitted_on(data, settings)
         if not self.generators:
             raise ConfigError("generators must name at least one generator; got none")
         if self.holdout not in ("latest", "random"):
@@ -339,8 +308,9 @@ class HybridRecommender(_Ensemble):
         inner, held = self._holdout(data)
         if held.is_empty():
             raise ConfigError("the hybrid needs users with >= 2 engaged items to learn its blend")
-        models = self._fit_generators(inner)
-        items = models[0].item_ids_
+        view = FrameView(inner, settings)
+        scorer = HybridScorer(self, view, self._fit_generators(inner))
+        items = view.candidates()
         held_col = (
             held.join(
                 pl.DataFrame({"item_id": items}, schema={"item_id": pl.String}).with_row_index(
@@ -355,11 +325,13 @@ class HybridRecommender(_Ensemble):
         )
         users = held["user_id"].to_list()
         xs, ys = [], []
-        step = self._users_per_batch(len(users), len(items))
+        cells = max(1, len(items) * 2 * len(self.generators))
+        step = min(len(users), max(1, 4_000_000 // cells))
         for s in range(0, len(users), step):
             block = users[s : s + step]
-            seen = models[0].seen_mask(block, items)
-            X3, cand = self._rows(models, block, items, seen)
+            hist = view.histories(block)
+            seen = seen_mask(hist, block, items)
+            X3, cand = scorer.rows(block, hist, items, seen)
             y2 = np.zeros(seen.shape, dtype=bool)
             hc = held_col[s : s + step]
             y2[np.flatnonzero(hc >= 0), hc[hc >= 0]] = True
@@ -380,20 +352,10 @@ class HybridRecommender(_Ensemble):
         self.coef_, self.intercept_, self.se_ = fit_logistic(sp.csr_matrix(Z), y, self.alpha, 0.0)
         self.n_train_rows_, self.positive_rate_ = len(y), float(y.mean())
         self.generators_ = self._fit_generators(data)
-        return self.serve_with(data)
+        return self
 
-    # -- serving -----------------------------------------------------------------------------------
-    def score(self, user_ids: Sequence[str], item_ids: Sequence[str] | np.ndarray) -> np.ndarray:
-        """Candidates get the GLM's probability; other items probability - 1 (below every
-        candidate, still ordered by the GLM)."""
-        self._check()
-        users = list(user_ids)
-        full, cols = self._catalogue(item_ids)
-        seen = self.seen_mask(users, full)
-        X3, cand = self._rows(self.generators_, users, full, seen)
-        z = ((X3 - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
-        p = sigmoid(z)
-        return np.where(cand | seen, p, p - 1.0)[:, cols]
+    def at(self, view: View) -> HybridScorer:
+        return HybridScorer(self, view, self.generators_)
 
     def coef_table(self) -> pl.DataFrame:
         """Per feature: source, coefficient (per standard deviation of the feature), standard
@@ -422,39 +384,58 @@ class HybridRecommender(_Ensemble):
         )
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        metas, arrays = self._generator_state()
-        meta = {
-            "params": {
-                "generators": self._spec_json(),
-                "n_candidates": self.n_candidates,
-                "alpha": self.alpha,
-                "max_train_users": self.max_train_users,
-                "random_state": self.random_state,
-                "holdout": self.holdout,
-            },
-            "settings": self.settings_.to_dict(),
-            "generators": metas,
-            "names": self.names_,
-            "feature_names": self.feature_names_,
-            "intercept": self.intercept_,
-            "n_train_rows": self.n_train_rows_,
-            "positive_rate": self.positive_rate_,
-        }
+        meta, arrays = super()._state()
+        meta.update(
+            {
+                "feature_names": self.feature_names_,
+                "intercept": self.intercept_,
+                "n_train_rows": self.n_train_rows_,
+                "positive_rate": self.positive_rate_,
+            }
+        )
         arrays.update(
             {"coef": self.coef_, "se": self.se_, "mean": self.mean_, "scale": self.scale_}
         )
         return meta, arrays
 
-    @classmethod
-    def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
-        model = cls(**meta["params"])
-        model.settings_ = Settings.from_dict(meta["settings"])
-        model.names_ = list(meta["names"])
-        model.feature_names_ = list(meta["feature_names"])
-        model.intercept_ = float(meta["intercept"])
-        model.n_train_rows_ = int(meta["n_train_rows"])
-        model.positive_rate_ = float(meta["positive_rate"])
-        model.coef_, model.se_ = arrays["coef"], arrays["se"]
-        model.mean_, model.scale_ = arrays["mean"], arrays["scale"]
-        model.generators_ = cls._load_generators(meta["generators"], arrays)
-        return model
+    def _load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        super()._load_state(meta, arrays)
+        self.feature_names_ = list(meta["feature_names"])
+        self.intercept_ = float(meta["intercept"])
+        self.n_train_rows_ = int(meta["n_train_rows"])
+        self.positive_rate_ = float(meta["positive_rate"])
+        self.coef_, self.se_ = arrays["coef"], arrays["se"]
+        self.mean_, self.scale_ = arrays["mean"], arrays["scale"]
+
+
+class HybridScorer(_EnsembleScorer):
+    model: HybridRecommender
+
+    def rows(
+        self, users: Sequence[str], histories: pl.DataFrame, items: np.ndarray, seen: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Feature tensor (users x items x features) and the candidate mask."""
+        norm, ranks = self.features(users, histories, items, seen)
+        cand = np.zeros(seen.shape, dtype=bool)
+        for n, r in zip(norm, ranks, strict=True):
+            # A generator constant over a user's items proposes none of them.
+            cand |= (r <= self.model.n_candidates) & (n.max(axis=1, keepdims=True) > 0)
+        cand &= ~seen
+        feats = []
+        for n, r in zip(norm, ranks, strict=True):
+            feats += [n, 1.0 / np.log2(1.0 + r)]
+        return np.stack(feats, axis=2), cand
+
+    def score_users(
+        self, user_ids: Sequence[str], histories: pl.DataFrame, item_ids: np.ndarray
+    ) -> np.ndarray:
+        """Candidates get the GLM's probability; other items probability - 1 (below every
+        candidate, still ordered by the GLM)."""
+        m = self.model
+        users = list(user_ids)
+        full, cols = self._catalogue(item_ids)
+        seen = seen_mask(histories, users, full)
+        X3, cand = self.rows(users, histories, full, seen)
+        z = ((X3 - m.mean_) / m.scale_) @ m.coef_ + m.intercept_
+        p = sigmoid(z)
+        return np.where(cand | seen, p, p - 1.0)[:, cols]

@@ -7,33 +7,33 @@ columns ("terms"), then
 - "tfidf": cosine of sqrt(count) x idf, idf = log(n_docs) - log1p(docs containing the term);
 - "bm25":  dot product of BM25-weighted rows (k1, b), the same idf.
 Item-kNN keeps each item's `k_neighbours` most similar items (itself included, as implicit does)
-in a sparse matrix S, computed a dense block of items at a time, and scores a user's history
-row h by h @ S. User-kNN finds each user's `k_neighbours` most similar training users at
-serving time and scores their similarity-weighted confidence rows."""
+in a sparse matrix S and scores a user's history row h by h @ S. User-kNN finds each user's
+`k_neighbours` most similar training users at serving time and scores their
+similarity-weighted confidence rows."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
-import polars as pl
 import scipy.sparse as sp
 from implicit.nearest_neighbours import all_pairs_knn
 
-from feedrank.data.site import SiteData
 from feedrank.exceptions import ConfigError
 from feedrank.models.matrix import (
     IdMap,
     Interactions,
     MatrixRecommender,
+    MatrixRows,
+    MatrixScorer,
     block_rows,
     csr_arrays,
     csr_from,
     parallel_map,
     sparse_top_k,
 )
+from feedrank.views.site import SiteData
 
 WEIGHTINGS = ("none", "tfidf", "bm25")
 
@@ -52,7 +52,7 @@ class Weighting:
     @classmethod
     def fit(cls, docs: sp.csr_matrix, scheme: str, k1: float, b: float) -> Weighting:
         df = np.bincount(docs.indices, minlength=docs.shape[1]).astype(np.float64)
-        idf = np.log(float(docs.shape[0])) - np.log1p(df)
+        idf = np.log(float(max(docs.shape[0], 1))) - np.log1p(df)
         lengths = np.asarray(docs.sum(axis=1)).ravel()
         return cls(scheme, idf, float(lengths.mean()) if lengths.size else 1.0, k1, b)
 
@@ -113,15 +113,7 @@ def pruned_similarity(
     return out
 
 
-def _rows_of(m: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
-    """m's rows at `rows`, with empty rows where rows is -1."""
-    out = m[np.maximum(rows, 0)]
-    if (rows < 0).any():
-        out = sp.diags((rows >= 0).astype(m.dtype)) @ out
-    return out.tocsr()
-
-
-class _KNNParams(MatrixRecommender):
+class _KNN(MatrixRecommender):
     def __init__(
         self,
         k_neighbours: int = 50,
@@ -146,16 +138,8 @@ class _KNNParams(MatrixRecommender):
                 f"bm25_k1 must be >= 0 and bm25_b in [0, 1]; got {self.bm25_k1}, {self.bm25_b}"
             )
 
-    def _params(self) -> dict[str, Any]:
-        return {
-            "k_neighbours": self.k_neighbours,
-            "weighting": self.weighting,
-            "bm25_k1": self.bm25_k1,
-            "bm25_b": self.bm25_b,
-        }
 
-
-class ItemKNNRecommender(_KNNParams):
+class ItemKNNRecommender(_KNN):
     kind = "itemknn"
 
     similarity_: sp.csr_matrix  # items x items, k_neighbours per row
@@ -170,32 +154,25 @@ class ItemKNNRecommender(_KNNParams):
         self.similarity_ = sim.tocsr().astype(np.float32)  # scores in float32, as implicit's are
         self.similarity_.sort_indices()
 
-    def _score_sparse(self, rows: np.ndarray) -> sp.csr_matrix:
-        return (_rows_of(self.history_.matrix, rows) @ self.similarity_).tocsr()
+    def _score_sparse(self, scorer: MatrixScorer, rows: MatrixRows) -> sp.csr_matrix:
+        return (rows.matrix @ self.similarity_).tocsr()
 
-    def _score_rows(self, rows: np.ndarray) -> np.ndarray:
-        return self._score_sparse(rows).toarray()
+    def _score_rows(self, scorer: MatrixScorer, rows: MatrixRows) -> np.ndarray:
+        return self._score_sparse(scorer, rows).toarray()
 
-    def similar_items(self, item_ids: Sequence[str], k: int = 10) -> pl.DataFrame:
-        cols = self._item_cols(item_ids)
-        return self._similar_from(item_ids, self.similarity_[cols].toarray(), k)
+    def _similarity(self, scorer: MatrixScorer, cols: np.ndarray) -> np.ndarray:
+        return self.similarity_[cols].toarray()
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        meta, arrays = self._base_state()
-        return {"params": self._params(), **meta}, {
-            **arrays,
-            **csr_arrays("similarity", self.similarity_),
-        }
+        meta, arrays = super()._state()
+        return meta, {**arrays, **csr_arrays("similarity", self.similarity_)}
 
-    @classmethod
-    def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
-        model = cls(**meta["params"])
-        model._load_base(meta, arrays)
-        model.similarity_ = csr_from("similarity", arrays)
-        return model
+    def _load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        super()._load_state(meta, arrays)
+        self.similarity_ = csr_from("similarity", arrays)
 
 
-class UserKNNRecommender(_KNNParams):
+class UserKNNRecommender(_KNN):
     kind = "userknn"
 
     users_: IdMap  # training users: the neighbours
@@ -209,27 +186,24 @@ class UserKNNRecommender(_KNNParams):
         self.neighbours_ = self.weighting_.transform(inter.matrix)
         self.ratings_ = inter.matrix.astype(np.float64)
 
-    def _prepare_model(self) -> None:
-        # A user is not their own neighbour.
-        self.self_index_ = self.users_.index(self.history_.users.ids)
-
-    def _score_sparse(self, rows: np.ndarray) -> sp.csr_matrix:
-        q = self.weighting_.transform(_rows_of(self.history_.matrix, rows))
+    def _score_sparse(self, scorer: MatrixScorer, rows: MatrixRows) -> sp.csr_matrix:
+        q = self.weighting_.transform(rows.matrix)
         sims = (q @ self.neighbours_.T).tocoo()
-        own = np.where(rows >= 0, self.self_index_[np.maximum(rows, 0)], -1)
+        # A user is not their own neighbour.
+        own = self.users_.index(rows.user_ids)
         keep = sims.col != own[sims.row]
         sims = sp.csr_matrix((sims.data[keep], (sims.row[keep], sims.col[keep])), shape=sims.shape)
         sims.eliminate_zeros()
         top = sparse_top_k(sims, int(self.k_neighbours))
         return (top @ self.ratings_).tocsr()
 
-    def _score_rows(self, rows: np.ndarray) -> np.ndarray:
-        return self._score_sparse(rows).toarray()
+    def _score_rows(self, scorer: MatrixScorer, rows: MatrixRows) -> np.ndarray:
+        return self._score_sparse(scorer, rows).toarray()
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        meta, arrays = self._base_state()
+        meta, arrays = super()._state()
         wmeta, warrays = self.weighting_.state("weighting")
-        return {"params": self._params(), **meta, **wmeta}, {
+        return {**meta, **wmeta}, {
             **arrays,
             **warrays,
             "users": self.users_.to_array(),
@@ -237,12 +211,9 @@ class UserKNNRecommender(_KNNParams):
             **csr_arrays("ratings", self.ratings_),
         }
 
-    @classmethod
-    def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
-        model = cls(**meta["params"])
-        model._load_base(meta, arrays)
-        model.users_ = IdMap(arrays["users"].astype(object))
-        model.weighting_ = Weighting.from_state("weighting", meta, arrays, meta["params"])
-        model.neighbours_ = csr_from("neighbours", arrays)
-        model.ratings_ = csr_from("ratings", arrays)
-        return model
+    def _load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        super()._load_state(meta, arrays)
+        self.users_ = IdMap.from_array(arrays["users"])
+        self.weighting_ = Weighting.from_state("weighting", meta, arrays, self.get_params())
+        self.neighbours_ = csr_from("neighbours", arrays)
+        self.ratings_ = csr_from("ratings", arrays)

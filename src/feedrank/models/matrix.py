@@ -1,14 +1,15 @@
-"""The user x item interaction matrix, and the base class of every model served from it.
+"""The user x item interaction matrix, and the base of every model served from it.
 
 - `IdMap` keeps website ids (strings) apart from matrix indices: ids go in, ids come out; an
   index never leaves a model.
-- `interactions(data, settings, at)` builds a CSR of confidence weights — type weight x
-  item-attribute weight x value (History.events' `weight`), summed per (user, item) — over
-  events strictly before `at`.
-- `MatrixRecommender` serves any model that scores a batch of users over its item axis with
-  array products: `score` and `recommend` share one path; `recommend` masks seen items with a
-  sparse matrix and takes the top k by argpartition (dense scores) or by one sort of the stored
-  entries (sparse scores), a block of users at a time on a few threads."""
+- `interactions(data, settings)` builds a CSR of confidence weights (features.history.weighted:
+  type weight x value x item-attribute weight, summed per (user, item)).
+- `MatrixRecommender` fits on that matrix; its `MatrixScorer` reads a batch of users' histories
+  from the view, builds their rows on the model's item axis, and scores them with array
+  products — so a user's first events change the answer at once (fold-in from their own
+  history). `recommend` masks seen items with a sparse matrix and takes the top k by
+  argpartition (dense scores) or by one sort of the stored entries (sparse scores), a block of
+  users at a time on a few threads."""
 
 from __future__ import annotations
 
@@ -18,30 +19,32 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Self, TypeVar
+from functools import partial
+from typing import Any, ClassVar, Self, TypeVar
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
 from feedrank.exceptions import NotFoundError
-from feedrank.features.history import History, T
-from feedrank.models.base import RECS_SCHEMA, Recommender, default_serving_time, top_k
+from feedrank.features.history import weighted
+from feedrank.models.base import (
+    RECS_SCHEMA,
+    SIMILAR_SCHEMA,
+    Recommender,
+    Scorer,
+    Unsupported,
+    top_k,
+)
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
+from feedrank.views.view import View
 
 # Dense score blocks are kept under this many cells (float32: 80 MB) whatever the batch size.
 MAX_BLOCK_CELLS = 20_000_000
 MAX_WORKERS = 4
 T_ = TypeVar("T_")
-
-SIMILAR_SCHEMA = {
-    "item_id": pl.String,
-    "rank": pl.Int32,
-    "similar_item_id": pl.String,
-    "score": pl.Float64,
-}
 
 
 class IdMap:
@@ -69,6 +72,10 @@ class IdMap:
         """For arrays.npz: a fixed-width unicode array (no pickle)."""
         return np.asarray(self.ids, dtype=str)
 
+    @classmethod
+    def from_array(cls, a: np.ndarray) -> IdMap:
+        return cls(a.astype(object), keep_order=True)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, IdMap) and np.array_equal(self.ids, other.ids)
 
@@ -80,9 +87,6 @@ class Interactions:
     matrix: sp.csr_matrix  # users x items, float32 confidence weights
     users: IdMap
     items: IdMap
-    # True when the weighted events are exactly the engagements: the matrix's non-zeros are then
-    # the seen (user, item) pairs, and serving need not build them again.
-    engaged_only: bool = False
 
 
 def to_csr(pairs: pl.DataFrame, users: IdMap, items: IdMap, value: str) -> sp.csr_matrix:
@@ -104,19 +108,21 @@ def to_csr(pairs: pl.DataFrame, users: IdMap, items: IdMap, value: str) -> sp.cs
     return m
 
 
-def interactions(
-    data: SiteData, settings: Settings, at: datetime | None = None, items: IdMap | None = None
-) -> Interactions:
-    """The confidence matrix as of `at` (default: just after the newest event). Rows: users with
-    a weighted event. Columns: `items` when given, else every item of the catalogue and events."""
-    at = at or default_serving_time(data)
-    ev = History(data, settings, []).events.filter((pl.col(T) < at) & (pl.col("item_id") != ""))
-    engaged_only = bool(ev.select(((pl.col("weight") > 0) == pl.col("engaged")).all()).item())
-    ev = ev.filter(pl.col("weight") > 0)
+def weighted_pairs(events: pl.DataFrame, items: pl.DataFrame, settings: Settings) -> pl.DataFrame:
+    """user_id, item_id, weight of the events that weigh something."""
+    types = sorted(events["type"].unique().to_list())
+    ev = weighted(events.filter(pl.col("item_id") != ""), items, settings, types)
+    return ev.filter(pl.col("weight") > 0).select("user_id", "item_id", "weight")
+
+
+def interactions(data: SiteData, settings: Settings, items: IdMap | None = None) -> Interactions:
+    """The confidence matrix of all of `data`. Rows: users with a weighted event. Columns:
+    `items` when given, else every item of the catalogue and of the events."""
+    ev = weighted_pairs(data.events, data.items, settings)
     users = IdMap(ev["user_id"])
     if items is None:
         items = IdMap(pl.concat([data.items["item_id"], ev["item_id"]]))
-    return Interactions(to_csr(ev, users, items, "weight"), users, items, engaged_only)
+    return Interactions(to_csr(ev, users, items, "weight"), users, items)
 
 
 def block_rows(n_cols: int, batch_size: int) -> int:
@@ -134,7 +140,7 @@ def best_k(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         else np.broadcast_to(np.arange(n), block.shape)
     )
     vals = np.take_along_axis(block, part, axis=1)
-    order = np.argsort(-vals, axis=1, kind="stable")
+    order = np.lexsort((part, -vals), axis=1)  # ties: the earlier item first
     return np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
 
 
@@ -161,7 +167,9 @@ def sparse_top_k(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
     # the sign bit flipped (all bits for negatives), order like the float: 7x faster than lexsort.
     u = vals.view(np.uint32)
     mono = np.where(u & np.uint32(0x80000000), ~u, u | np.uint32(0x80000000))
-    order = np.argsort((rows << 32) | (np.uint32(0xFFFFFFFF) - mono).astype(np.int64))
+    order = np.argsort(
+        (rows << 32) | (np.uint32(0xFFFFFFFF) - mono).astype(np.int64), kind="stable"
+    )
     starts = np.cumsum(counts) - counts
     pos = np.arange(order.size) - np.repeat(starts, counts)
     keep = order[pos < k]
@@ -183,25 +191,22 @@ def parallel_map(fn: Callable[[int], T_], starts: Iterable[int]) -> list[T_]:
 class MatrixRecommender(Recommender):
     """Base of the models that score users over an item axis by array products.
 
-    Subclasses implement `_fit_matrix` (learn from the training interactions) and `_score_rows`
-    (a dense block of scores of some users over `axis_`). Serving builds the history matrix as
-    of the serving time on the model's axis, so a fresh engagement moves memory-based scores
-    at once; items a model does not know score 0 (no signal), so scores stay finite."""
+    Subclasses implement `_fit_matrix` (learn from the training interactions) and
+    `_score_rows` (a dense block of scores of some users, given their history rows on the
+    serving axis). An item the model does not know scores NaN (no signal); where
+    `zero_is_no_signal`, a score of exactly 0 (no path from the user's history) is no signal
+    too."""
 
+    zero_is_no_signal: ClassVar[bool] = True
     items_: IdMap  # the item axis learned at fit
-    axis_: IdMap  # the item axis scored at serving (items_ unless a model can embed new items)
-    history_: Interactions  # serving-time confidence matrix on axis_
-    _pending: Interactions | None = None
 
     def fit(self, data: SiteData, settings: Settings | None = None) -> Self:
-        self.settings_ = settings or Settings()
+        settings = self._fitted_on(data, settings)
         self._validate()
-        at = default_serving_time(data)
-        inter = interactions(data, self.settings_, at)
+        inter = interactions(data, settings)
         self.items_ = inter.items
         self._fit_matrix(inter, data)
-        self._pending = inter  # serving as of the same time reuses the matrix just built
-        return self.serve_with(data, at)
+        return self
 
     def _validate(self) -> None:
         """Check parameters (raise ConfigError naming the parameter, allowed values, value got)."""
@@ -210,67 +215,97 @@ class MatrixRecommender(Recommender):
     def _fit_matrix(self, inter: Interactions, data: SiteData) -> None: ...
 
     @abstractmethod
-    def _score_rows(self, rows: np.ndarray) -> np.ndarray:
-        """Dense scores (len(rows) x len(axis_)) for history_ rows (-1: a user with no history)."""
+    def _score_rows(self, scorer: MatrixScorer, rows: MatrixRows) -> np.ndarray:
+        """Dense scores (len(rows) x len(scorer.axis)) of users given their history rows."""
 
-    # -- serving -----------------------------------------------------------------------------------
-    def _serving_axis(self) -> IdMap:
+    def _score_sparse(self, scorer: MatrixScorer, rows: MatrixRows) -> sp.csr_matrix | None:
+        """Scores as a sparse matrix (unstored = no signal) for models whose products are
+        sparse; None where a model's scores are dense."""
+        return None
+
+    def _prepare(self, scorer: MatrixScorer) -> None:
+        """Per-catalogue work a model does before scoring (content: item vectors)."""
+
+    def serving_axis(self, view: View) -> IdMap:
+        """The item axis scored at serving: the fitted one, unless a model can place new items."""
         return self.items_
 
-    def _prepare_serving(self) -> None:
-        self.axis_ = self._serving_axis()
-        pending, self._pending = self._pending, None
-        if pending is not None and pending.items == self.axis_:
-            self.history_ = pending
-        else:
-            self.history_ = interactions(self.data_, self.settings_, self.at_, self.axis_)
-        cand = self.item_ids_
-        self.cand_ids_ = cand
-        self.cand_cols_ = self.axis_.index(cand)
-        self._cand_identity = len(cand) == len(self.axis_) and bool(
-            np.array_equal(self.cand_cols_, np.arange(len(cand)))
+    def at(self, view: View) -> MatrixScorer:
+        return MatrixScorer(self, view)
+
+    def _similarity(self, scorer: MatrixScorer, cols: np.ndarray) -> np.ndarray:
+        """Similarity of the items at `cols` of the axis to every axis item."""
+        raise Unsupported(f"similar items need a model with item similarity; got '{self.kind}'")
+
+    # -- persistence -------------------------------------------------------------------------------
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {}, {"items": self.items_.to_array()}
+
+    def _load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.items_ = IdMap.from_array(arrays["items"])
+
+
+@dataclass(frozen=True)
+class MatrixRows:
+    """A batch of users as a matrix model sees them: their ids, their confidence rows on the
+    serving axis, and when their newest event happened (NaT: no event)."""
+
+    user_ids: list[str]
+    matrix: sp.csr_matrix  # len(user_ids) x len(axis), float32
+    newest: np.ndarray  # datetime64[us] per user
+
+    def has_history(self) -> np.ndarray:
+        return np.diff(self.matrix.indptr) > 0
+
+
+class MatrixScorer(Scorer):
+    model: MatrixRecommender
+
+    def __init__(self, model: MatrixRecommender, view: View) -> None:
+        super().__init__(model, view)
+        self.axis = model.serving_axis(view)
+        cand = view.candidates()
+        self.cand_ids = cand
+        self.cand_cols = self.axis.index(cand)
+        self._identity = len(cand) == len(self.axis) and bool(
+            np.array_equal(self.cand_cols, np.arange(len(cand)))
         )
-        self.cand_map_ = IdMap(cand, keep_order=True)  # candidate id -> its column in a block
-        if self.history_.engaged_only and self._cand_identity:
-            self.seen_users_ = self.history_.users
-            self.seen_ = self.history_.matrix.copy()
-            self.seen_.data[:] = 1.0
-        else:
-            engaged = (
-                self.data_.events.filter(
-                    pl.col("type").is_in(self.settings_.engagement_types)
-                    & (pl.col(T) < self.at_)
-                    & (pl.col("item_id") != "")
-                )
-                .select("user_id", "item_id", one=pl.lit(1.0))
-                .unique(["user_id", "item_id"])
-            )
-            self.seen_users_ = IdMap(engaged["user_id"])
-            self.seen_ = to_csr(engaged, self.seen_users_, self.cand_map_, "one")
-        self._prepare_model()
+        self.cand_map = IdMap(cand, keep_order=True)
 
-    def _prepare_model(self) -> None:
-        """Precompute per-serving state (after history_ is built)."""
+    def prepare(self) -> MatrixScorer:
+        self.model._prepare(self)
+        return self
 
-    def _rows(self, user_ids: Sequence[str]) -> np.ndarray:
-        return self.history_.users.index(user_ids)
-
-    def _on_columns(self, block: np.ndarray, cols: np.ndarray, identity: bool) -> np.ndarray:
-        if identity:
-            return block
-        out = block[:, np.maximum(cols, 0)]
-        out[:, cols < 0] = 0.0
-        return out
-
-    def score(self, user_ids: Sequence[str], item_ids: Sequence[str] | np.ndarray) -> np.ndarray:
-        self._check()
+    def rows(self, user_ids: Sequence[str], histories: pl.DataFrame) -> MatrixRows:
         users = list(user_ids)
-        cols = self.axis_.index(np.asarray(item_ids, dtype=object))
-        rows = self._rows(users)
-        step = block_rows(len(self.axis_), 4096)
-        out = np.empty((len(users), len(cols)), dtype=np.float64)
-        for s in range(0, len(users), step):
-            out[s : s + step] = self._on_columns(self._score_rows(rows[s : s + step]), cols, False)
+        umap = IdMap(users, keep_order=True)
+        pairs = weighted_pairs(histories, self.view.catalogue.items, self.settings)
+        newest = (
+            pl.DataFrame({"user_id": users}, schema={"user_id": pl.String})
+            .join(
+                histories.group_by("user_id").agg(t=pl.col("timestamp").max()),
+                on="user_id",
+                how="left",
+                maintain_order="left",
+            )["t"]
+            .to_numpy()
+        )
+        return MatrixRows(users, to_csr(pairs, umap, self.axis, "weight"), newest)
+
+    def _block(self, rows: MatrixRows) -> np.ndarray:
+        """Dense scores on the axis with no signal as NaN."""
+        block = np.asarray(self.model._score_rows(self, rows), dtype=np.float64)
+        if self.model.zero_is_no_signal:
+            block[block == 0.0] = np.nan
+        return block
+
+    def score_users(
+        self, user_ids: Sequence[str], histories: pl.DataFrame, item_ids: np.ndarray
+    ) -> np.ndarray:
+        rows = self.rows(user_ids, histories)
+        cols = self.axis.index(item_ids)
+        out = self._block(rows)[:, np.maximum(cols, 0)]
+        out[:, cols < 0] = np.nan  # items the model cannot place
         return out
 
     def recommend(
@@ -278,31 +313,26 @@ class MatrixRecommender(Recommender):
         user_ids: Sequence[str],
         k: int = 10,
         exclude_seen: bool = True,
-        batch_size: int = 512,
+        batch_size: int = 4096,
     ) -> pl.DataFrame:
-        """Top-k per user, the same answer as the base class's path through `score` and
-        `seen_mask`: blocks of users scored with array products, seen items masked from a
-        sparse matrix, the best k taken by argpartition (or, for models whose scores are sparse,
-        from the stored entries alone); blocks run on a few threads (the products, sorts and
+        """Top-k per user, the same answer as Scorer.recommend's path through `score_users`:
+        blocks of users scored with array products, seen items masked from a sparse matrix,
+        the best k taken by argpartition (or, for models whose scores are sparse, from the
+        stored entries alone); sub-blocks run on a few threads (the products, sorts and
         partitions release the GIL) and the frame is built once at the end."""
-        self._check()
         users = list(user_ids)
-        kk = min(k, len(self.cand_ids_))
+        kk = min(k, len(self.cand_ids))
         if not users or kk <= 0:
             return pl.DataFrame(schema=RECS_SCHEMA)
-        rows = self._rows(users)
-        seen_rows = self.seen_users_.index(users) if exclude_seen else None
-        step = block_rows(len(self.axis_), batch_size)
-        sparse = self._cand_identity and self._score_sparse(rows[:0]) is not None
-
-        def block_top(s: int) -> tuple[np.ndarray, np.ndarray]:
-            r = rows[s : s + step]
-            sr = None if seen_rows is None else seen_rows[s : s + step]
-            if sparse:
-                return self._sparse_top(r, sr, kk)
-            return self._dense_top(r, sr, kk)
-
-        parts = parallel_map(block_top, range(0, len(users), step))
+        parts = []
+        step = block_rows(len(self.axis), 512)
+        for start in range(0, len(users), batch_size):
+            batch = users[start : start + batch_size]
+            hist = self.view.histories(batch)
+            rows = self.rows(batch, hist)
+            seen = self._seen(batch, hist) if exclude_seen else None
+            top = partial(self._top_slice, rows, seen, step, kk)
+            parts.extend(parallel_map(top, range(0, len(batch), step)))
         idx = np.concatenate([p[0] for p in parts])
         scores = np.concatenate([p[1] for p in parts])
         out = pl.DataFrame(
@@ -313,93 +343,95 @@ class MatrixRecommender(Recommender):
                 "score": scores.ravel().astype(np.float64),
             }
         ).filter(pl.col("score").is_finite())
+        # A list whose tail has no signal keeps its head: ranks stay 1..n.
         return out.select(
             user_id=pl.Series(users, dtype=pl.String).gather(out["__u"]),
             rank=pl.col("rank"),
-            item_id=pl.Series(self.cand_ids_, dtype=pl.String).gather(out["__i"]),
+            item_id=pl.Series(self.cand_ids, dtype=pl.String).gather(out["__i"]),
             score=pl.col("score"),
         )
 
-    def _score_sparse(self, rows: np.ndarray) -> sp.csr_matrix | None:
-        """Scores as a sparse matrix (unstored = 0) for models whose products are sparse;
-        None where a model's scores are dense."""
-        return None
+    def _seen(self, users: list[str], histories: pl.DataFrame) -> sp.csr_matrix:
+        seen = (
+            histories.filter(Settings.seen_expr())
+            .select("user_id", "item_id", one=pl.lit(1.0))
+            .unique(["user_id", "item_id"])
+        )
+        return to_csr(seen, IdMap(users, keep_order=True), self.cand_map, "one")
 
-    def _seen_block(self, seen_rows: np.ndarray) -> sp.csr_matrix:
-        """The seen matrix's rows for these users (empty rows for users with nothing seen)."""
-        known = seen_rows >= 0
-        block = self.seen_[np.maximum(seen_rows, 0)]
-        if not known.all():
-            block = sp.diags(known.astype(np.float32)) @ block
-        return block.tocsr()
-
-    def _dense_top(
-        self, rows: np.ndarray, seen_rows: np.ndarray | None, k: int
+    def _top_slice(
+        self, rows: MatrixRows, seen: sp.csr_matrix | None, step: int, k: int, s: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        block = self._on_columns(self._score_rows(rows), self.cand_cols_, self._cand_identity)
-        if seen_rows is not None:
-            r, c = self._seen_block(seen_rows).nonzero()
-            block[r, c] = -np.inf
-        return best_k(block, k)
+        sub = MatrixRows(
+            rows.user_ids[s : s + step], rows.matrix[s : s + step], rows.newest[s : s + step]
+        )
+        return self._top(sub, None if seen is None else seen[s : s + step], k)
 
-    def _sparse_top(
-        self, rows: np.ndarray, seen_rows: np.ndarray | None, k: int
+    def _on_candidates(self, block: np.ndarray) -> np.ndarray:
+        if self._identity:
+            return block
+        out = block[:, np.maximum(self.cand_cols, 0)]
+        out[:, self.cand_cols < 0] = np.nan
+        return out
+
+    def _top(
+        self, rows: MatrixRows, seen: sp.csr_matrix | None, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Rows with at least k positive unseen scores take their top k from the stored entries
-        (every unstored item scores 0, below them); the rest go through the dense path."""
-        p = self._score_sparse(rows)
+        sparse = self._identity and self.model.zero_is_no_signal
+        p = self.model._score_sparse(self, rows) if sparse else None
         if p is None:
-            return self._dense_top(rows, seen_rows, k)
-        if seen_rows is not None:
-            p = p - p.multiply(self._seen_block(seen_rows).astype(bool))
+            block = self._on_candidates(self._block(rows))
+            block[~np.isfinite(block)] = -np.inf
+            if seen is not None:
+                r, c = seen.nonzero()
+                block[r, c] = -np.inf
+            return best_k(block, k)
+        # Sparse scores: unstored entries are no signal, so each row's top k comes from its
+        # stored entries alone (rows with fewer than k keep what they have, padded with -inf).
+        if seen is not None:
+            p = p - p.multiply(seen.astype(bool))
         p = p.tocsr()
-        p.data[p.data <= 0] = 0.0
         p.eliminate_zeros()
-        enough = np.diff(p.indptr) >= k
-        idx = np.empty((len(rows), k), dtype=np.int64)
-        vals = np.empty((len(rows), k), dtype=p.dtype)
-        if enough.any():
-            top = sparse_top_k(p[enough], k)
-            idx[enough] = top.indices.reshape(-1, k)
-            vals[enough] = top.data.reshape(-1, k)
-        few = np.flatnonzero(~enough)
-        if few.size:
-            dense = self._dense_top(rows[few], None if seen_rows is None else seen_rows[few], k)
-            idx[few], vals[few] = dense[0], dense[1].astype(vals.dtype)
+        top = sparse_top_k(p, k)
+        n = len(rows.user_ids)
+        idx = np.zeros((n, k), dtype=np.int64)
+        vals = np.full((n, k), -np.inf)
+        counts = np.diff(top.indptr)
+        r = np.repeat(np.arange(n), counts)
+        pos = np.arange(top.indptr[-1]) - np.repeat(top.indptr[:-1], counts)
+        idx[r, pos] = top.indices
+        vals[r, pos] = top.data
         return idx, vals
 
     # -- item-to-item ------------------------------------------------------------------------------
-    def _item_cols(self, item_ids: Sequence[str]) -> np.ndarray:
-        self._check()
-        cols = self.axis_.index(list(item_ids))
+    def similar_items(self, item_ids: Sequence[str], k: int = 10) -> pl.DataFrame:
+        """The k most similar candidates of each item, by the model's item similarity; an item
+        is never its own neighbour and a similarity of 0 is none."""
+        cols = self.axis.index(list(item_ids))
         if (cols < 0).any():
             missing = [i for i, c in zip(item_ids, cols, strict=True) if c < 0]
             raise NotFoundError(
-                f"item must be one of the {len(self.axis_)} items the '{self.kind}' model knows; "
-                f"got {missing[:5]}"
+                f"item must be one of the {len(self.axis)} items the '{self.model.kind}' model "
+                f"knows; got {missing[:5]}"
             )
-        return cols
-
-    def _similar_from(self, item_ids: Sequence[str], sims: np.ndarray, k: int) -> pl.DataFrame:
-        """similar_items over the serving candidates, from a (queries x axis_) similarity block;
-        an item is never its own neighbour and zero similarity is no similarity."""
-        block = self._on_columns(sims, self.cand_cols_, self._cand_identity).astype(np.float64)
-        own = self.cand_map_.index(list(item_ids))
+        sims = np.asarray(self.model._similarity(self, cols), dtype=np.float64)
+        block = self._on_candidates(sims)
+        own = self.cand_map.index(list(item_ids))
         has = np.flatnonzero(own >= 0)
         block[has, own[has]] = -np.inf
-        block[block <= 0] = -np.inf
-        recs = top_k(list(item_ids), self.cand_ids_, block, k)
+        block[~np.isfinite(block) | (block <= 0)] = -np.inf
+        recs = top_k(list(item_ids), self.cand_ids, block, k)
         return recs.rename({"user_id": "item_id", "item_id": "similar_item_id"}).select(
             list(SIMILAR_SCHEMA)
         )
 
-    # -- persistence helpers -----------------------------------------------------------------------
-    def _base_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return {"settings": self.settings_.to_dict()}, {"items": self.items_.to_array()}
 
-    def _load_base(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.settings_ = Settings.from_dict(meta["settings"])
-        self.items_ = IdMap(arrays["items"].astype(object))
+def rows_of(m: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
+    """m's rows at `rows`, with empty rows where rows is -1."""
+    out = m[np.maximum(rows, 0)]
+    if (rows < 0).any():
+        out = sp.diags((rows >= 0).astype(m.dtype)) @ out
+    return out.tocsr()
 
 
 def csr_arrays(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
@@ -417,3 +449,8 @@ def csr_from(prefix: str, arrays: dict[str, np.ndarray]) -> sp.csr_matrix:
         (arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"], arrays[f"{prefix}_indptr"]),
         shape=shape,
     )
+
+
+def trained_until(model: Recommender) -> datetime | None:
+    end = model.window_[1]
+    return datetime.fromisoformat(end) if end else None

@@ -56,14 +56,15 @@ from typing import Any, Self
 import numpy as np
 import polars as pl
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
 from feedrank.exceptions import ConfigError, MissingExtraError
 from feedrank.features.examples import build_examples
 from feedrank.features.history import T
-from feedrank.models.base import Recommender
+from feedrank.models.base import Recommender, Scorer
 from feedrank.models.bilinear import sigmoid
 from feedrank.models.vectors import ItemEmbedder, at_time, lookup, user_vectors_asof
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
+from feedrank.views.view import View
 
 N_HOURS, N_POSITIONS, N_WEEKDAYS, N_DEVICES = 24, 48, 7, 3
 CONTEXT_TERMS = ("position", "hour", "weekday", "device")
@@ -266,6 +267,7 @@ class TwoTowerRecommender(Recommender):
     """Two unit-norm towers, context terms and a 2 x 5 head (see the module docstring)."""
 
     kind = "twotower"
+    probabilistic = True
 
     def __init__(
         self,
@@ -310,7 +312,7 @@ class TwoTowerRecommender(Recommender):
         if min(self.sigma_tower, self.sigma_context, self.sigma_head, self.sigma_bias) <= 0:
             raise ConfigError("every sigma_* prior scale must be > 0")
         _torch()  # fail before the feature work when the extra is missing
-        self.settings_ = settings or Settings()
+        settings = self._fitted_on(data, settings)
         self.embedder_ = ItemEmbedder(
             source=self.vectors,
             dim=self.dim,
@@ -318,8 +320,8 @@ class TwoTowerRecommender(Recommender):
             reduction=self.reduction,
             text_column=self.text_column,
             seed=self.seed,
-        ).fit(data, self.settings_)
-        ex = examples if examples is not None else build_examples(data, self.settings_)
+        ).fit(data, settings)
+        ex = examples if examples is not None else build_examples(data, settings)
         if ex.is_empty() or ex["label"].n_unique() < 2:
             raise ConfigError(
                 "training needs examples of both classes; got "
@@ -330,7 +332,7 @@ class TwoTowerRecommender(Recommender):
         )
         item_ids = data.items["item_id"].to_list()
         Y_items = self.embedder_.transform(data.items)
-        X = user_vectors_asof(ex.select("user_id", T), data, self.settings_, item_ids, Y_items)
+        X = user_vectors_asof(ex.select("user_id", T), data, settings, item_ids, Y_items)
         Y = lookup(ex["item_id"].to_list(), item_ids, Y_items)
         c = ex["label"].to_numpy().astype(np.float64)
         ctx = encode_context(ex, self.devices_, self.reference_position)
@@ -350,7 +352,7 @@ class TwoTowerRecommender(Recommender):
         )
         self.n_examples_ = ex.height
         self.positive_rate_ = float(c.mean())
-        return self.serve_with(data)
+        return self
 
     # -- interpretation ----------------------------------------------------------------------------
     def position_effects(self) -> dict[int, float]:
@@ -361,27 +363,10 @@ class TwoTowerRecommender(Recommender):
         return {p + 1: float(coef[1] * (wp[p] - ref)) for p in range(N_POSITIONS)}
 
     # -- serving -----------------------------------------------------------------------------------
-    def _prepare_serving(self) -> None:
-        self.items_ = self.data_.items["item_id"].to_list()
-        self.H_items_ = unit_rows(
-            self.embedder_.transform(self.data_.items) @ self.params_["W_i"].T
-        )
-        self._users: dict[str, int] | None = None
+    def at(self, view: View) -> TwoTowerScorer:
+        return TwoTowerScorer(self, view)
 
-    def _user_towers(self, user_ids: Sequence[str]) -> np.ndarray:
-        """h_u as of the serving time, computed once for every user with history."""
-        if self._users is None:
-            known = self.data_.events["user_id"].unique().sort().to_list()
-            self._users = {u: i for i, u in enumerate(known)}
-            Y_items = self.embedder_.transform(self.data_.items)
-            X = user_vectors_asof(
-                at_time(known, self.at_), self.data_, self.settings_, self.items_, Y_items
-            )
-            self.H_users_ = unit_rows(X @ self.params_["W_u"].T)
-        j = np.array([self._users.get(u, -1) for u in user_ids], dtype=np.int64)
-        return np.vstack([self.H_users_, np.zeros((1, self.H_users_.shape[1]))])[j]
-
-    def _serving_context(self, n: int, at: datetime) -> Context:
+    def serving_context(self, n: int, at: datetime) -> Context:
         """The serving context: the serving time's hour and weekday, the reference position,
         no device (a device term reads 0)."""
         rows = pl.DataFrame(
@@ -390,27 +375,16 @@ class TwoTowerRecommender(Recommender):
         )
         return encode_context(rows, [], self.reference_position)
 
-    def score(self, user_ids: Sequence[str], item_ids: Sequence[str] | np.ndarray) -> np.ndarray:
-        self._check()
-        Hu = self._user_towers(list(user_ids))
-        Hi = lookup(list(item_ids), self.items_, self.H_items_)
-        coef, intercept = head(self.params_)
-        ctx = context_terms(self.params_, self._serving_context(1, self.at_), self.use_position)
-        base = intercept + float(ctx[0] @ coef[1:])
-        return sigmoid(coef[0] * (Hu @ Hi.T) + base)
-
-    def predict_rows(self, rows: pl.DataFrame, debias: bool = False) -> np.ndarray:
+    def predict_proba(self, data: SiteData, rows: pl.DataFrame, debias: bool = False) -> np.ndarray:
         """Probability per row (user_id, item_id, timestamp[, position, device]) with the user
         vector as of the row's time and the row's own context — the click probability where it
         was shown. debias=True holds the position at the reference, as serving does."""
         self._check()
-        emb = self.embedder_
-        Y_items = emb.transform(self.data_.items)
-        X = user_vectors_asof(
-            rows.select("user_id", T), self.data_, self.settings_, self.items_, Y_items
-        )
+        item_ids = data.items["item_id"].to_list()
+        Y_items = self.embedder_.transform(data.items)
+        X = user_vectors_asof(rows.select("user_id", T), data, self.settings_, item_ids, Y_items)
         Hu = unit_rows(X @ self.params_["W_u"].T)
-        Hi = lookup(rows["item_id"].to_list(), self.items_, self.H_items_)
+        Hi = unit_rows(lookup(rows["item_id"].to_list(), item_ids, Y_items) @ self.params_["W_i"].T)
         ctx_rows = rows.with_columns(position=pl.lit(self.reference_position)) if debias else rows
         ctx = context_terms(
             self.params_,
@@ -420,67 +394,93 @@ class TwoTowerRecommender(Recommender):
         coef, intercept = head(self.params_)
         return sigmoid(coef[0] * np.einsum("nd,nd->n", Hu, Hi) + ctx @ coef[1:] + intercept)
 
-    def explain(self, user_id: str, item_id: str, top: int = 6) -> list[dict[str, Any]]:
-        """The logit as the dot-product part and each context term at serving (position held at
-        the reference), with the value each comes from."""
-        self._check()
-        hu = self._user_towers([user_id])[0]
-        hi = lookup([item_id], self.items_, self.H_items_)[0]
-        coef, intercept = head(self.params_)
-        ctx = self._serving_context(1, self.at_)
-        terms = context_terms(self.params_, ctx, self.use_position)[0]
-        values: list[Any] = [
-            self.reference_position,
-            int(ctx.hour[0]),
-            int(ctx.weekday[0]) + 1,
-            None,
-        ]
-        cos = float(hu @ hi)
-        out = [
-            {"feature": "dot product h_u.h_i", "value": cos, "contribution": float(coef[0] * cos)}
-        ]
-        for name, v, t, k in zip(CONTEXT_TERMS, values, terms, coef[1:], strict=True):
-            if name == "position" and not self.use_position:
-                continue
-            out.append({"feature": name, "value": v, "contribution": float(k * t)})
-        out.append({"feature": "intercept", "value": 1.0, "contribution": intercept})
-        return out[:top]
-
     # -- persistence -------------------------------------------------------------------------------
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         emb_meta, emb_arrays = self.embedder_.to_state()
         meta = {
-            "params": {
-                "vectors": self.vectors,
-                "dim": self.dim,
-                "d_out": self.d_out,
-                "source_dim": self.source_dim,
-                "reduction": self.reduction,
-                "text_column": self.text_column,
-                "use_position": self.use_position,
-                "reference_position": self.reference_position,
-                "sigma_tower": self.sigma_tower,
-                "sigma_context": self.sigma_context,
-                "sigma_head": self.sigma_head,
-                "sigma_bias": self.sigma_bias,
-                "max_iter": self.max_iter,
-                "seed": self.seed,
-            },
             "embedder": emb_meta,
-            "settings": self.settings_.to_dict(),
             "devices": self.devices_,
             "n_examples": self.n_examples_,
             "positive_rate": self.positive_rate_,
         }
         return meta, {**{f"tt_{k}": v for k, v in self.params_.items()}, **emb_arrays}
 
-    @classmethod
-    def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
-        model = cls(**meta["params"])
-        model.embedder_ = ItemEmbedder.from_state(meta["embedder"], arrays)
-        model.settings_ = Settings.from_dict(meta["settings"])
-        model.params_ = {k: arrays[f"tt_{k}"] for k in PARAMS}
-        model.devices_ = list(meta["devices"])
-        model.n_examples_ = int(meta["n_examples"])
-        model.positive_rate_ = float(meta["positive_rate"])
-        return model
+    def _load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.embedder_ = ItemEmbedder.from_state(meta["embedder"], arrays)
+        self.params_ = {k: arrays[f"tt_{k}"] for k in PARAMS}
+        self.devices_ = list(meta["devices"])
+        self.n_examples_ = int(meta["n_examples"])
+        self.positive_rate_ = float(meta["positive_rate"])
+
+
+class TwoTowerScorer(Scorer):
+    """Item towers once per catalogue; user towers from the users' histories as of the view."""
+
+    model: TwoTowerRecommender
+
+    def items(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Item ids, item vectors y_i and item towers h_i of the catalogue."""
+
+        def compute() -> tuple[list[str], np.ndarray, np.ndarray]:
+            items = self.view.catalogue.items
+            Y = self.model.embedder_.transform(items)
+            return items["item_id"].to_list(), Y, unit_rows(Y @ self.model.params_["W_i"].T)
+
+        return self.view.catalogue.memo(("twotower-items", self.model.fit_id_), compute)
+
+    def prepare(self) -> TwoTowerScorer:
+        self.items()
+        return self
+
+    def user_towers(self, user_ids: Sequence[str], histories: pl.DataFrame) -> np.ndarray:
+        ids, Y_items, _ = self.items()
+        data = SiteData(self.view.profiles(user_ids), self.view.catalogue.items, histories)
+        X = user_vectors_asof(
+            at_time(list(user_ids), self.view.at), data, self.settings, ids, Y_items
+        )
+        return unit_rows(X @ self.model.params_["W_u"].T)
+
+    def score_users(
+        self, user_ids: Sequence[str], histories: pl.DataFrame, item_ids: np.ndarray
+    ) -> np.ndarray:
+        m = self.model
+        Hu = self.user_towers(user_ids, histories)
+        ids, _, H_items = self.items()
+        Hi = lookup(list(item_ids), ids, H_items)
+        coef, intercept = head(m.params_)
+        ctx = context_terms(m.params_, m.serving_context(1, self.view.at), m.use_position)
+        base = intercept + float(ctx[0] @ coef[1:])
+        return sigmoid(coef[0] * (Hu @ Hi.T) + base)
+
+    def explain_pairs(
+        self, user_ids: Sequence[str], item_ids: Sequence[str], top: int = 6
+    ) -> list[list[dict[str, Any]]]:
+        """The logit as the dot-product part and each context term at serving (position held at
+        the reference), with the value each comes from."""
+        m = self.model
+        users = list(dict.fromkeys(user_ids))
+        H = self.user_towers(users, self.view.histories(users))
+        row = {u: i for i, u in enumerate(users)}
+        ids, _, H_items = self.items()
+        Hi = lookup(list(item_ids), ids, H_items)
+        coef, intercept = head(m.params_)
+        ctx = m.serving_context(1, self.view.at)
+        terms = context_terms(m.params_, ctx, m.use_position)[0]
+        values: list[Any] = [m.reference_position, int(ctx.hour[0]), int(ctx.weekday[0]) + 1, None]
+        out = []
+        for j, u in enumerate(user_ids):
+            cos = float(H[row[u]] @ Hi[j])
+            parts = [
+                {
+                    "feature": "dot product h_u.h_i",
+                    "value": cos,
+                    "contribution": float(coef[0] * cos),
+                }
+            ]
+            for name, v, t, k in zip(CONTEXT_TERMS, values, terms, coef[1:], strict=True):
+                if name == "position" and not m.use_position:
+                    continue
+                parts.append({"feature": name, "value": v, "contribution": float(k * t)})
+            parts.append({"feature": "intercept", "value": 1.0, "contribution": intercept})
+            out.append(parts[:top])
+        return out

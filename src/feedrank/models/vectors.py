@@ -32,11 +32,11 @@ import scipy.sparse as sp
 from sklearn.decomposition import PCA, TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
 from feedrank.exceptions import ConfigError
 from feedrank.features.groups import ITEM_CATEGORICALS
-from feedrank.features.history import History, T
+from feedrank.features.history import T, weighted
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
 
 SOURCES = ("metadata", "text", "cf")
 REDUCTIONS = ("pca", "random", "none")
@@ -145,16 +145,20 @@ class ItemEmbedder:
     # -- fitting -----------------------------------------------------------------------------------
     def fit(self, data: SiteData, settings: Settings) -> ItemEmbedder:
         items = data.items
-        if items.is_empty():
-            raise ConfigError("item vectors need items; got an empty item table")
+        if items.is_empty() and self.source != "cf":
+            raise ConfigError(
+                "item vectors from attributes need an items file; got none (import items, or "
+                "use collaborative vectors: --param vectors=cf)"
+            )
         if self.source == "metadata":
             if not self.columns:
                 self.columns = [c for c in ITEM_CATEGORICALS if c in items.columns]
             missing = [c for c in self.columns if c not in items.columns]
             if not self.columns or missing:
                 raise ConfigError(
-                    "metadata vectors need categorical item attributes; the item columns are "
-                    f"{items.columns}, got columns={self.columns or []}"
+                    f"metadata vectors need categorical item attributes (among "
+                    f"{list(ITEM_CATEGORICALS)}); the item columns are {items.columns}, got "
+                    f"columns={self.columns or []} (use collaborative vectors: --param vectors=cf)"
                 )
             self.levels_ = {
                 c: items[c]
@@ -241,10 +245,10 @@ def engagement_matrix(
     data: SiteData, settings: Settings
 ) -> tuple[list[str], list[str], sp.csr_matrix]:
     """User ids, item ids and the user x item matrix of log(1 + summed engagement weight)."""
-    ev = History(data, settings, []).events.filter(pl.col("engaged") & (pl.col("weight") > 0))
+    ev = engagements(data, settings)
     agg = ev.group_by("user_id", "item_id").agg(pl.col("weight").sum())
     users = sorted(set(agg["user_id"].to_list()))
-    items = data.items["item_id"].to_list()
+    items = sorted(set(data.items["item_id"].to_list()) | set(agg["item_id"].to_list()))
     keep = agg.join(
         pl.DataFrame({"user_id": users}, schema={"user_id": pl.String}).with_row_index("__u"),
         on="user_id",
@@ -282,7 +286,7 @@ def _als_factors(
         from feedrank.models.factorization import ALSRecommender
     except ImportError:
         return None
-    k = max(1, min(k, data.items.height - 1))
+    k = max(1, min(k, data.items.height - 1)) if data.items.height > 1 else k
     model = ALSRecommender(factors=k, random_state=seed).fit(data, settings)
     ids = [str(i) for i in model.items_.ids]
     return ids, np.asarray(model.item_factors_, dtype=np.float64)
@@ -310,8 +314,7 @@ def user_vectors_asof(
         schema={"item_id": pl.String, "__j": pl.Int64},
     )
     ev = (
-        History(data, settings, [])
-        .events.filter(pl.col("engaged") & (pl.col("weight") > 0))
+        engagements(data, settings)
         .select("user_id", "item_id", T, "weight")
         .join(idx, on="item_id")
         .sort("user_id", T)
@@ -357,6 +360,12 @@ def user_vectors_asof(
     rows = got[has].astype(np.int64)
     out[has] = S[rows] / W[rows, None]
     return out
+
+
+def engagements(data: SiteData, settings: Settings) -> pl.DataFrame:
+    """The engagements of `data` with their weight (what user vectors average over)."""
+    ev = weighted(data.events, data.items, settings, data.types)
+    return ev.filter((pl.col("engaged") > 0) & (pl.col("weight") > 0))
 
 
 def lookup(wanted: Sequence[str], item_ids: Sequence[str], table: np.ndarray) -> np.ndarray:

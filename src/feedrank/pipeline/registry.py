@@ -1,5 +1,6 @@
-"""Where trained models live: a directory per model version (meta.json + arrays.npz), named
-<name>/<version>, and which one is the champion that serves.
+"""Where trained models live: a directory per model version (meta.json + arrays.npz, and the
+cold-start fallback fitted beside it in fallback/), named <name>/<version>, and which one is the
+champion that serves.
 
 Exactly one model is champion once any is promoted (champion.json, replaced atomically, keeps the
 history for rollback). Commands load the champion unless told otherwise, else the newest."""
@@ -15,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from feedrank.exceptions import NotFoundError
-from feedrank.models import MODELS, Recommender
+from feedrank.models import Recommender, model_class
+from feedrank.models.popularity import PopularityRecommender
+
+FALLBACK = "fallback"
 
 DEFAULT_DIR = "feedrank_models"
 
@@ -46,7 +50,11 @@ class Registry:
         self.root = root
 
     def save(
-        self, model: Recommender, name: str | None = None, extra: dict[str, Any] | None = None
+        self,
+        model: Recommender,
+        name: str | None = None,
+        extra: dict[str, Any] | None = None,
+        fallback: PopularityRecommender | None = None,
     ) -> ModelRecord:
         name = name or model.kind
         version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -56,6 +64,8 @@ class Registry:
             self.root / name / version,
             {"name": name, "version": version, "parent": parent, **(extra or {})},
         )
+        if fallback is not None:
+            fallback.save(path / FALLBACK)
         return self.record(path)
 
     def record(self, path: Path) -> ModelRecord:
@@ -147,4 +157,10 @@ class Registry:
 
     def load(self, name: str | None = None) -> tuple[Recommender, ModelRecord]:
         rec = self.resolve(name)
-        return MODELS[rec.kind].load(rec.path), rec
+        return model_class(rec.kind).load(rec.path), rec
+
+    @staticmethod
+    def fallback(rec: ModelRecord) -> PopularityRecommender | None:
+        """The popularity fallback saved with a model (None for a model saved without one)."""
+        path = rec.path / FALLBACK
+        return PopularityRecommender.load(path) if (path / "meta.json").exists() else None

@@ -1,119 +1,125 @@
-"""Training with an honest evaluation: fit on events before a cut, measure on the examples
-after it (features of each still strictly point in time), beside a popularity baseline.
+"""Training with an honest evaluation, the same way for every model: fit on a split's training
+data, judge on its held-out part beside popularity (ranking metrics at k for all; AUC, log loss
+and calibration where the model predicts probabilities), and keep the fallback the service
+needs for users the model knows nothing about.
 
-- With a held-out window (test_from / test_days) the returned model is the one fitted before
-  the cut, so it can be judged on that window.
-- Without one, metrics come from an internal split (the last 20% of example time) and the
-  returned model is refitted on everything."""
+- With a held-out window (test_from / test_days) or a --split other than temporal, the model
+  returned is the one fitted on the split's training data, so it is the one judged.
+- Without one, metrics come from an internal split (the last 20% of event time; a seeded
+  leave-one-out when the events carry no time spread) and the returned model is refitted on
+  everything."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
-from feedrank.evaluation.metrics import classification_metrics
+from feedrank.evaluation.offline import Evaluation, evaluate
+from feedrank.evaluation.splits import Split, loo_split, make_split, temporal_split
 from feedrank.exceptions import FeedrankError
-from feedrank.features.examples import build_examples
-from feedrank.features.history import T
-from feedrank.models.glm import GLMRecommender
+from feedrank.models import make
+from feedrank.models.base import Recommender
+from feedrank.models.popularity import PopularityRecommender
+from feedrank.serving.service import fallback_model
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
 
 VALIDATION_SHARE = 0.2
 
 
 @dataclass
 class TrainResult:
-    model: GLMRecommender
+    model: Recommender
+    fallback: PopularityRecommender  # fitted on the same data as `model`
+    evaluation: Evaluation
     split: dict[str, Any]
-    metrics: dict[str, dict[str, float]]  # model name -> metric -> value
     extra: dict[str, Any] = field(default_factory=dict)
 
     def metrics_frame(self) -> pl.DataFrame:
-        names = list(self.metrics)
-        keys = list(next(iter(self.metrics.values())))
-        return pl.DataFrame(
-            {"metric": keys, **{n: [self.metrics[n][k] for k in keys] for n in names}}
-        )
+        return self.evaluation.table()
+
+    def metrics(self) -> dict[str, dict[str, Any]]:
+        """model -> metric -> value (what the registry keeps)."""
+        table = self.metrics_frame()
+        return {
+            row["model"]: {k: v for k, v in row.items() if k != "model" and v is not None}
+            for row in table.to_dicts()
+        }
 
 
-def _cut(data: SiteData, test_from: datetime | None, test_days: float | None) -> datetime | None:
-    if test_from is not None:
-        return test_from
-    if test_days is not None:
-        last = data.time_span[1]
-        if last is None:
-            raise FeedrankError("the store has no events to split")
-        return last - timedelta(days=test_days)
-    return None
-
-
-def split_examples(
-    data: SiteData, settings: Settings, cut: datetime
-) -> tuple[SiteData, pl.DataFrame, pl.DataFrame]:
-    """Training data and examples before `cut`, evaluation examples at or after it."""
-    train = data.until(cut)
-    window = timedelta(seconds=settings.label_window_seconds)
-    # Examples whose label window crosses the cut would be labelled with unseen events: drop them.
-    train_ex = build_examples(train, settings, end=cut - window)
-    test_ex = build_examples(data, settings, start=cut)
-    if train_ex.is_empty() or test_ex.is_empty():
+def require_engagements(data: SiteData, settings: Settings) -> None:
+    """Training on data where nothing counts as an engagement would serve popularity to
+    everyone in silence: say so, naming the types found and the setting to change."""
+    if data.events.is_empty():
+        raise FeedrankError("the store has no events: import interactions first")
+    if data.engagements(settings).is_empty():
+        types = data.events.group_by("type").len().sort("len", descending=True)
+        found = ", ".join(f"{t} ({n})" for t, n in types.iter_rows())
         raise FeedrankError(
-            f"the split at {cut.isoformat()} leaves {train_ex.height} training and {test_ex.height} "
-            "test examples; both must be non-empty (choose another --test-from / --test-days)"
+            f"no stored event counts as an engagement under the settings; types found: {found}. "
+            "Give them a weight > 0 (type_weights) and list them in engagement_types, or lower "
+            "rating_threshold, in a settings file: `feedrank settings import FILE.toml`"
         )
-    return train, train_ex, test_ex
 
 
-def evaluate_split(
-    data: SiteData, settings: Settings, cut: datetime, params: dict[str, Any]
-) -> tuple[GLMRecommender, dict[str, Any], dict[str, dict[str, float]]]:
-    """Fit on events before `cut`, measure on examples at or after it."""
-    train, train_ex, test_ex = split_examples(data, settings, cut)
-    model = GLMRecommender(**params).fit(train, settings, examples=train_ex)
-    model.serve_with(data)  # features of test rows read the events before each row
-    p = model.predict_rows(test_ex)
-    baseline = model.groups_.item(test_ex.select("item_id", T))["item_ctr"].to_numpy()
-    y = test_ex["label"].to_numpy()
-    metrics = {
-        "glm": classification_metrics(y, p),
-        "popularity": classification_metrics(y, baseline),
-    }
-    split = {
-        "cut": cut.isoformat(),
-        "train_examples": train_ex.height,
-        "test_examples": test_ex.height,
-        "train_window": [str(train.time_span[0]), cut.isoformat()],
-        "test_window": [cut.isoformat(), str(data.time_span[1])],
-    }
-    return model, split, metrics
+def internal_split(data: SiteData, settings: Settings, seed: int = 0) -> Split:
+    """The last 20% of event time held out; a seeded leave-one-out when time has no spread."""
+    times = data.events["timestamp"].dt.epoch("us").to_numpy()
+    cut_us = int(np.quantile(times, 1 - VALIDATION_SHARE))
+    if cut_us <= int(times.min()):
+        return loo_split(data, settings, seed)
+    cut: datetime = pl.Series([cut_us]).cast(pl.Datetime("us", "UTC"))[0]
+    try:
+        return temporal_split(data, settings, cut)
+    except FeedrankError:
+        return loo_split(data, settings, seed)
 
 
-def train_glm(
+def train(
     data: SiteData,
     settings: Settings,
-    test_from: datetime | None = None,
+    kind: str = "glm",
+    params: dict[str, Any] | None = None,
+    *,
+    split: str = "temporal",
     test_days: float | None = None,
-    **params: Any,
+    test_from: datetime | None = None,
+    k: int = 10,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    cut = _cut(data, test_from, test_days)
-    if cut is not None:
-        model, split, metrics = evaluate_split(data, settings, cut, params)
-        split["kind"] = "held-out window (model fitted before it)"
-        return TrainResult(model, split, metrics)
-    examples = build_examples(data, settings)
-    if examples.is_empty():
-        raise FeedrankError("no training examples: import interactions first")
-    times = examples[T].dt.epoch("us").to_numpy()
-    inner_cut_us = int(np.quantile(times, 1 - VALIDATION_SHARE))
-    inner_cut = pl.Series([inner_cut_us]).cast(pl.Datetime("us", "UTC"))[0]
-    _, split, metrics = evaluate_split(data, settings, inner_cut, params)
-    split["kind"] = (
-        "internal time-based validation (last 20% of example time); final model refitted on all events"
+    require_engagements(data, settings)
+    params = params or {}
+    make(kind, **params)  # unknown kinds and parameters fail before any work
+    held_out = test_days is not None or test_from is not None or split != "temporal"
+    sp = (
+        make_split(data, settings, split, test_days, test_from, seed=seed)
+        if held_out
+        else internal_split(data, settings, seed)
     )
-    model = GLMRecommender(**params).fit(data, settings, examples=examples)
-    return TrainResult(model, split, metrics)
+    models: dict[str, Recommender] = {kind: make(kind, **params)}
+    if kind != "popularity":
+        models["popularity"] = make("popularity")
+    ev = evaluate(models, sp, settings, k, progress)
+    info: dict[str, Any] = {
+        "kind": sp.kind,
+        "description": sp.description,
+        "at": sp.at.isoformat(),
+        "k": k,
+        "test_users": len(sp.users),
+        "test_examples": sp.examples.height if sp.examples is not None else 0,
+    }
+    if held_out:
+        model, fit_data = ev.models[kind], sp.train
+        info["model"] = "fitted on the training part of the split (the one judged)"
+    else:
+        if progress:
+            progress(f"{kind} (refit on all events)")
+        model, fit_data = make(kind, **params).fit(data, settings), data
+        info["model"] = "judged on an internal split, then refitted on all events"
+    return TrainResult(model, fallback_model(fit_data, settings), ev, info)

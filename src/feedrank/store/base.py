@@ -1,21 +1,28 @@
-"""The Store protocol: the one place events, users, items and served recommendations live.
+"""The Store: the one place events, users, items, settings and served recommendations live.
 
-Backends (the embedded SQLite store, Elasticsearch/OpenSearch) implement this small class and
-run the same contract suite (tests/contract). Frames are Polars frames in the canonical schema
-of feedrank.schema; callers never see backend types.
+Stores know records only (feedrank.schema): no features, no models. Backends (the embedded
+SQLite store, Elasticsearch/OpenSearch) implement this class and run the same contract suite
+(tests/contract). Frames are Polars frames in the canonical schema; callers never see backend
+types.
+
+Beyond the records, a store keeps, up to date at write time:
+- counters per (item, type, value) and per (user, type, value), so serving reads aggregates
+  without reading the event table;
+- a change feed: every write advances a watermark, and `changes(since)` says what is new (the
+  events, the items upserted, whether users were erased), so a server applies changes
+  incrementally instead of reloading;
+- the settings, versioned (`put_settings`, `settings`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import polars as pl
-
-from feedrank.data.site import SiteData
 
 RECOMMENDATION_COLUMNS = {
     "user_id": pl.String(),
@@ -23,6 +30,20 @@ RECOMMENDATION_COLUMNS = {
     "item_id": pl.String(),
     "score": pl.Float64(),
     "source": pl.String(),
+}
+ITEM_COUNT_COLUMNS = {
+    "item_id": pl.String(),
+    "type": pl.String(),
+    "value": pl.Float64(),
+    "n": pl.Int64(),
+}
+USER_COUNT_COLUMNS = {
+    "user_id": pl.String(),
+    "type": pl.String(),
+    "value": pl.Float64(),
+    "n": pl.Int64(),
+    "first_ts": pl.Datetime("us", "UTC"),
+    "last_ts": pl.Datetime("us", "UTC"),
 }
 
 
@@ -38,6 +59,27 @@ class Generation:
     active: bool
 
 
+@dataclass(frozen=True)
+class Watermark:
+    """How far a reader has followed the store's writes: opaque positions, compared only with
+    positions from the same store."""
+
+    events: int = 0
+    items: int = 0
+    erasures: int = 0
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What was written after a watermark: new events (canonical columns), the items upserted
+    (whole rows), and whether any user was erased; `until` is the watermark to ask from next."""
+
+    events: pl.DataFrame
+    items: pl.DataFrame
+    erased: bool
+    until: Watermark
+
+
 class Store(ABC):
     url: str
 
@@ -48,42 +90,96 @@ class Store(ABC):
 
     @abstractmethod
     def upsert_items(self, items: pl.DataFrame) -> int:
-        """Insert or replace items (item_id, created_at + attribute columns)."""
+        """Insert or replace items (item_id, created_at (may be null) + attribute columns)."""
 
     @abstractmethod
     def add_events(self, events: pl.DataFrame) -> int:
         """Append validated events; an event already stored (same event_id, or same
-        user/item/type/timestamp when it has none) is skipped. Returns the number new."""
-
-    # -- reads -----------------------------------------------------------------------------------
-    @abstractmethod
-    def users(self) -> pl.DataFrame: ...
+        user/item/type/timestamp when it has none) is skipped. Counters move with the new
+        events only. Returns the number new."""
 
     @abstractmethod
-    def items(self) -> pl.DataFrame: ...
+    def delete_user(self, user_id: str) -> dict[str, int]:
+        """Erase a user everywhere (profile, events, counters, recommendations); counts of what
+        was removed."""
+
+    # -- records -----------------------------------------------------------------------------------
+    @abstractmethod
+    def users(self, user_ids: Sequence[str] | None = None) -> pl.DataFrame:
+        """Profiles (all, or those of the given ids that exist)."""
 
     @abstractmethod
+    def items(self, item_ids: Sequence[str] | None = None) -> pl.DataFrame:
+        """Items (all, or those of the given ids that exist)."""
+
+    @abstractmethod
+    def scan_events(
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        user_ids: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        batch_rows: int = 500_000,
+    ) -> Iterator[pl.DataFrame]:
+        """Events with start <= timestamp < end in frames of at most `batch_rows`, in time
+        order: a reader's memory follows the batch, not the table."""
+
     def events(
         self,
         start: datetime | None = None,
         end: datetime | None = None,
+        *,
         user_ids: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
     ) -> pl.DataFrame:
-        """Events with start <= timestamp < end, sorted by timestamp."""
+        """Events with start <= timestamp < end, sorted by timestamp, as one frame."""
+        from feedrank.schema import empty_events
 
-    def user_history(self, user_id: str, limit: int | None = None) -> pl.DataFrame:
-        """A user's events, newest first."""
-        h = self.events(user_ids=[user_id]).reverse()
-        return h.head(limit) if limit else h
+        frames = list(self.scan_events(start, end, user_ids=user_ids, types=types))
+        return pl.concat(frames) if frames else empty_events()
 
-    def load(self, until: datetime | None = None) -> SiteData:
-        data = SiteData(self.users(), self.items(), self.events())
-        return data.until(until) if until else data
+    def seen_items(self, user_id: str) -> tuple[set[str], datetime | None]:
+        """The items the user has any event with but impressions (what they already know), and
+        the time of their newest event (None: no event). A server's fast path: backends answer
+        it without building frames."""
+        ev = self.events(user_ids=[user_id])
+        if ev.is_empty():
+            return set(), None
+        known = ev.filter((pl.col("item_id") != "") & (pl.col("type") != "impression"))
+        return set(known["item_id"].to_list()), ev["timestamp"].max()  # type: ignore[return-value]
+
+    # -- counters (kept at write time) -------------------------------------------------------------
+    @abstractmethod
+    def item_counts(self) -> pl.DataFrame:
+        """Events per (item, type, value): ITEM_COUNT_COLUMNS."""
 
     @abstractmethod
-    def delete_user(self, user_id: str) -> dict[str, int]:
-        """Erase a user everywhere (profile, events, recommendations); counts of what was removed."""
+    def user_counts(self, user_ids: Sequence[str] | None = None) -> pl.DataFrame:
+        """Events per (user, type, value) with their first and last time: USER_COUNT_COLUMNS."""
+
+    # -- change feed -------------------------------------------------------------------------------
+    @abstractmethod
+    def watermark(self) -> Watermark:
+        """The position of the newest write."""
+
+    @abstractmethod
+    def changes(self, since: Watermark, max_events: int = 100_000) -> Changes:
+        """What was written after `since` (at most `max_events` events: ask again from
+        `until` for the rest)."""
+
+    # -- settings ------------------------------------------------------------------------------------
+    @abstractmethod
+    def put_settings(self, settings: dict[str, Any]) -> int:
+        """Store a new version of the settings (a JSON-able dict); returns its version."""
+
+    @abstractmethod
+    def settings_versions(self) -> list[tuple[int, datetime]]:
+        """(version, stored at), oldest first."""
+
+    @abstractmethod
+    def stored_settings(self, version: int | None = None) -> dict[str, Any] | None:
+        """The newest stored settings (or the given version); None when none were stored."""
 
     # -- recommendation generations --------------------------------------------------------------
     @abstractmethod

@@ -22,7 +22,7 @@ from typing import Any
 import polars as pl
 
 from feedrank.exceptions import NotFoundError, RowError, StoreError
-from feedrank.store.base import RECOMMENDATION_COLUMNS, Generation, Store
+from feedrank.store.base import RECOMMENDATION_COLUMNS, Changes, Generation, Store, Watermark
 from feedrank.store.search_connect import (
     CLIENTS,
     BulkWriteError,
@@ -90,6 +90,7 @@ class SearchStore(EngineRanking, Store):
         )
         self.client = client if client is not None else connect(config, mod)
         self._seq = time.time_ns() // 1000 * 1000  # arrival order among equal timestamps
+        self._settings: dict[int, tuple[datetime, dict[str, Any]]] = {}  # interim: this process
         try:
             self.ensure_layout()
         except self._transport_errors as exc:
@@ -286,16 +287,40 @@ class SearchStore(EngineRanking, Store):
         except self._not_found:
             return
 
-    def users(self) -> pl.DataFrame:
-        return users_frame(list(self._scan(self.names.users, {"match_all": {}}, None)))
+    def users(self, user_ids: Sequence[str] | None = None) -> pl.DataFrame:
+        return users_frame(list(self._scan_ids(self.names.users, "user_id", user_ids, None)))
 
-    def items(self) -> pl.DataFrame:
-        return items_frame(list(self._scan(self.names.items, {"match_all": {}}, ITEM_SOURCE)))
+    def items(self, item_ids: Sequence[str] | None = None) -> pl.DataFrame:
+        return items_frame(list(self._scan_ids(self.names.items, "item_id", item_ids, ITEM_SOURCE)))
+
+    def _scan_ids(
+        self, index: str, field: str, ids: Sequence[str] | None, source: list[str] | None
+    ) -> Iterator[dict[str, Any]]:
+        if ids is None:
+            yield from self._scan(index, {"match_all": {}}, source)
+            return
+        ids = list(ids)
+        for i in range(0, len(ids), MAX_TERMS):
+            yield from self._scan(index, {"terms": {field: ids[i : i + MAX_TERMS]}}, source)
+
+    def scan_events(
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        user_ids: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        batch_rows: int = 500_000,
+    ) -> Iterator[pl.DataFrame]:
+        frame = self.events(start, end, user_ids=user_ids, types=types)
+        for i in range(0, max(frame.height, 1), batch_rows):
+            yield frame.slice(i, batch_rows)
 
     def events(
         self,
         start: datetime | None = None,
         end: datetime | None = None,
+        *,
         user_ids: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
     ) -> pl.DataFrame:
@@ -319,7 +344,8 @@ class SearchStore(EngineRanking, Store):
     def user_history(self, user_id: str, limit: int | None = None) -> pl.DataFrame:
         """Newest first; with a limit, one routed search sorted by time returns just those."""
         if limit is None or limit > 10_000:
-            return super().user_history(user_id, limit)
+            h = self.events(user_ids=[user_id]).reverse()
+            return h.head(limit) if limit else h
         request = {
             "query": user_query(user_id),
             "sort": [{"ts_us": "desc"}, {"seq": "desc"}],
@@ -469,6 +495,51 @@ class SearchStore(EngineRanking, Store):
             **event_stats(aggs),
         }
 
+    # -- counters, change feed, settings: read from the events (interim, see _interim_note) -----
+    def item_counts(self) -> pl.DataFrame:
+        from feedrank.views.catalogue import count_events
+
+        return count_events(self.events())
+
+    def user_counts(self, user_ids: Sequence[str] | None = None) -> pl.DataFrame:
+        ev = self.events(user_ids=user_ids)
+        return ev.group_by("user_id", "type", "value").agg(
+            n=pl.len().cast(pl.Int64),
+            first_ts=pl.col("timestamp").min(),
+            last_ts=pl.col("timestamp").max(),
+        )
+
+    def watermark(self) -> Watermark:
+        request = {"size": 0, "aggs": {"seq": {"max": {"field": "seq"}}}}
+        aggs = self._search(self.names.events_pattern, request).get("aggregations") or {}
+        top = (aggs.get("seq") or {}).get("value")
+        return Watermark(int(top) if top is not None else 0, 0, 0)
+
+    def changes(self, since: Watermark, max_events: int = 100_000) -> Changes:
+        now = self.watermark()
+        query = {"range": {"seq": {"gt": since.events, "lte": now.events}}}
+        rows = list(self._scan(self.names.events_pattern, query, EVENT_SOURCE))
+        events = events_frame(rows)
+        return Changes(events, items_frame([]), False, now)
+
+    def put_settings(self, settings: dict[str, Any]) -> int:
+        version = len(self.settings_versions()) + 1
+        self._settings[version] = (datetime.now(UTC), dict(settings))
+        return version
+
+    def settings_versions(self) -> list[tuple[int, datetime]]:
+        return [(v, t) for v, (t, _) in sorted(self._settings.items())]
+
+    def stored_settings(self, version: int | None = None) -> dict[str, Any] | None:
+        if not self._settings:
+            if version is not None:
+                raise NotFoundError(f"settings version {version} does not exist")
+            return None
+        v = max(self._settings) if version is None else version
+        if v not in self._settings:
+            raise NotFoundError(f"settings version {version} does not exist")
+        return dict(self._settings[v][1])
+
     def apply_retention(self, now: datetime | None = None) -> list[str]:
         """Drop monthly event indices older than retention_months; returns what was dropped."""
         months = self.config.retention_months
@@ -499,3 +570,7 @@ __all__ = [
     "SearchStore",
     "parse_url",
 ]
+
+
+def _interim_note() -> str:
+    return "aggregated from a scan of the events; the engine's aggregations are to replace it"

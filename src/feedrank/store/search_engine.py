@@ -1,29 +1,25 @@
 """Ranking inside Elasticsearch/OpenSearch, mixed into SearchStore: the GLM evaluated by the
-stored painless script over candidates (with the user's params built from their own documents),
-the per-item features it reads, and similar items by kNN. Precomputed top-K is the store's
+stored painless script over candidates, the per-item features it reads, and similar items by
+kNN. What the script needs comes as plain data — a model's exported params and item fields
+(feedrank.models.glm_export) — so the store imports no model. Precomputed top-K is the store's
 `recommendations` (one GET through the generation alias)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from feedrank.data.site import SiteData
 from feedrank.exceptions import NotFoundError
 from feedrank.store.search_connect import BulkWriteError, as_json
-from feedrank.store.search_frames import ITEM_SOURCE, items_frame, us, users_frame
 from feedrank.store.search_layout import EMBEDDING, Flavor, Names
 from feedrank.store.search_queries import (
-    MAX_TERMS,
     glm_search_body,
     item_feature_actions,
     key_id,
     knn_body,
 )
-from feedrank.store.search_ranking import GLMSplit
 
 
 class EngineRanking:
@@ -47,37 +43,12 @@ class EngineRanking:
 
         def _refresh(self, index: str) -> None: ...
 
-        def events(
-            self,
-            start: datetime | None = None,
-            end: datetime | None = None,
-            user_ids: Sequence[str] | None = None,
-            types: Sequence[str] | None = None,
-        ) -> pl.DataFrame: ...
-
-    def user_site(self, user_id: str) -> SiteData:
-        """What the GLM needs to compute one user's script params: the profile, the user's
-        events (one routed query) and the attributes of the items they touched."""
-        events = self.events(user_ids=[user_id])
-        touched = events.filter(pl.col("item_id") != "")["item_id"].unique().to_list()
-        rows: list[dict[str, Any]] = []
-        for i in range(0, len(touched), MAX_TERMS):
-            q = {"terms": {"item_id": touched[i : i + MAX_TERMS]}}
-            rows.extend(self._scan(self.names.items, q, ITEM_SOURCE))
-        items = items_frame(rows)
-        try:
-            doc = as_json(self.client.get(index=self.names.users, id=key_id(user_id)))["_source"]
-            users = users_frame([doc])
-        except self._not_found:
-            users = pl.DataFrame({"user_id": [user_id]})
-        return SiteData(users, items, events)
-
-    def publish_item_features(self, split: GLMSplit) -> int:
-        """Write the model's per-item numeric features (f.*) as of its serving time."""
-        fields = split.item_fields()
+    def publish_item_features(self, fields: pl.DataFrame, at_us: int) -> int:
+        """Write a model's per-item numeric features (f.*), computed at `at_us`: the item fields
+        of a GLM export."""
         try:
             written, _ = self._bulk(
-                item_feature_actions(fields, self.names, us(split.at)),
+                item_feature_actions(fields, self.names, at_us),
                 fields["item_id"].to_list(),
                 "item features",
             )
@@ -90,31 +61,22 @@ class EngineRanking:
 
     def glm_recommend(
         self,
-        split: GLMSplit,
+        params: dict[str, Any],
         user_id: str,
+        exclude: list[str],
         k: int = 10,
         max_age_days: float | None = None,
         window: int = 2_000,
         prefilter_field: str | None = None,
-        params: dict[str, Any] | None = None,
-        from_store: bool = True,
-        at: datetime | None = None,
     ) -> pl.DataFrame:
-        """Top-k by the GLM evaluated in the engine (stored script in a rescore window).
-
-        The user's params come from this store's current documents (`from_store`: profile,
-        events, touched items) or from the data the model serves, as of `at` (the request
-        time; default the model's serving time: pass now to count the newest engagement).
-        The item side is what publish_item_features wrote."""
-        data = self.user_site(user_id) if from_store else None
-        if params is None:
-            params = split.user_params(user_id, data=data, at=at)
+        """Top-k by the GLM evaluated in the engine (stored script in a rescore window), from a
+        user's exported script params; `exclude`: items the user already knows."""
         body = glm_search_body(
             self.names.glm_script,
             params,
             params["now_us"],
             k,
-            split.seen_items(user_id, data=data, at=at),
+            exclude,
             max_age_days,
             window,
             prefilter_field,

@@ -1,14 +1,20 @@
 """The embedded store: one SQLite file in WAL mode. Nothing to start, safe for one writer and
-many readers; generations of recommendations are swapped by one UPDATE in one transaction."""
+many readers; generations of recommendations are swapped by one UPDATE in one transaction.
+
+Events carry an AUTOINCREMENT `seq`: ids are never reused, so `seq` is the change feed's
+watermark. The unique key (user, time, item, type, event id) doubles as the index of a user's
+history. Counters are updated in the transaction that writes the events, from the new rows only
+(aggregated in Polars, one upsert per key)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +22,41 @@ import polars as pl
 
 from feedrank.exceptions import NotFoundError, StoreError
 from feedrank.schema import EVENT_COLUMNS
-from feedrank.store.base import RECOMMENDATION_COLUMNS, Generation, Store
+from feedrank.store.base import (
+    ITEM_COUNT_COLUMNS,
+    RECOMMENDATION_COLUMNS,
+    USER_COUNT_COLUMNS,
+    Changes,
+    Generation,
+    Store,
+    Watermark,
+)
 
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (user_id TEXT PRIMARY KEY, attributes TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS items (
-    item_id TEXT PRIMARY KEY, created_at INTEGER NOT NULL, attributes TEXT) WITHOUT ROWID;
+    item_id TEXT PRIMARY KEY, created_at INTEGER, attributes TEXT, seq INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS items_seq ON items (seq);
 CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT, user_id TEXT NOT NULL, item_id TEXT NOT NULL, type TEXT NOT NULL,
     ts INTEGER NOT NULL, value REAL NOT NULL, position INTEGER, device TEXT, context TEXT);
--- Idempotence: an event is the same event by its id, or, without one, by who/what/which/when.
+-- Idempotence: an event is the same event by its id, or, without one, by who/when/what/which.
+-- The second index is also how a user's history is read (user_id, then time).
 CREATE UNIQUE INDEX IF NOT EXISTS events_id ON events (event_id) WHERE event_id IS NOT NULL;
-CREATE UNIQUE INDEX IF NOT EXISTS events_natural ON events (user_id, item_id, type, ts)
-    WHERE event_id IS NULL;
-CREATE INDEX IF NOT EXISTS events_user_ts ON events (user_id, ts);
-CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
+CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events (user_id, ts, item_id, type, ifnull(event_id, ''));
+CREATE TABLE IF NOT EXISTS item_counts (
+    item_id TEXT NOT NULL, type TEXT NOT NULL, value REAL NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (item_id, type, value)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS user_counts (
+    user_id TEXT NOT NULL, type TEXT NOT NULL, value REAL NOT NULL, n INTEGER NOT NULL,
+    first_ts INTEGER NOT NULL, last_ts INTEGER NOT NULL,
+    PRIMARY KEY (user_id, type, value)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS erasures (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS settings (
+    version INTEGER PRIMARY KEY AUTOINCREMENT, stored_at INTEGER NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS generations (
     id INTEGER PRIMARY KEY, model TEXT NOT NULL, created_at INTEGER NOT NULL,
     n_users INTEGER NOT NULL, n_rows INTEGER NOT NULL);
@@ -40,16 +66,23 @@ CREATE TABLE IF NOT EXISTS recommendations (
     PRIMARY KEY (generation, user_id, rank)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
 """
+_EVENT_FIELDS = "event_id, user_id, item_id, type, ts, value, position, device, context"
+_READ_SCHEMA = {**EVENT_COLUMNS, "timestamp": pl.Int64()}
 
-_EVENT_SELECT = (
-    "SELECT event_id, user_id, item_id, type, ts, value, position, device, context FROM events"
-)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
 
 
 def _us(t: datetime) -> int:
+    """Exact epoch microseconds (float seconds would lose the last microsecond)."""
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
-    return int(t.timestamp() * 1_000_000)
+    return (t - EPOCH) // MICROSECOND
+
+
+def _time(us: int) -> datetime:
+    return EPOCH + us * MICROSECOND
 
 
 def _attributes_json(df: pl.DataFrame, id_cols: Sequence[str]) -> pl.Expr:
@@ -69,6 +102,16 @@ def _decode_attributes(df: pl.DataFrame) -> pl.DataFrame:
     return df.drop("attributes").with_columns(decoded.struct.unnest())
 
 
+def _to_time(df: pl.DataFrame, *cols: str) -> pl.DataFrame:
+    return df.with_columns(
+        pl.col(c).cast(pl.Datetime("us")).dt.replace_time_zone("UTC") for c in cols
+    )
+
+
+def _in(column: str, values: Sequence[str]) -> tuple[str, list[Any]]:
+    return f"{column} IN ({','.join('?' * len(values))})", list(values)
+
+
 class SQLiteStore(Store):
     def __init__(self, path: str) -> None:
         self.path = path
@@ -82,8 +125,15 @@ class SQLiteStore(Store):
         # An in-memory database is one connection; this lock keeps its statements from
         # interleaving across threads (a file store gives each thread its own connection).
         self._memory_lock = threading.RLock()
-        with self._read() as c:
-            c.executescript(_SCHEMA)
+        with self._tx() as c:
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            old = version < SCHEMA_VERSION and _has_table(c, "events")
+            if old:
+                _migrate_v1(c)
+            _run_script(c, _SCHEMA)
+            if old:
+                _rebuild_counters(c)
+            c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -101,13 +151,15 @@ class SQLiteStore(Store):
             return self._memory_conn
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            try:
+                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"{self.path} must be a feedrank store; got: {exc}") from exc
             # NORMAL: a commit survives a killed process (WAL), not a power cut; durable_writes()
             # asks for a full fsync per commit.
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA cache_size=-262144")  # 256 MiB: index inserts stay in memory
-            conn.execute("PRAGMA foreign_keys=OFF")
             self._local.conn = conn
         return conn
 
@@ -151,13 +203,20 @@ class SQLiteStore(Store):
         return rows.height
 
     def upsert_items(self, items: pl.DataFrame) -> int:
-        rows = items.select(
-            "item_id",
-            pl.col("created_at").dt.epoch("us"),
-            _attributes_json(items, ["item_id", "created_at"]).alias("a"),
+        created = (
+            pl.col("created_at").dt.epoch("us")
+            if "created_at" in items.columns
+            else pl.lit(None, pl.Int64)
         )
         with self._tx() as c:
-            c.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?)", rows.iter_rows())
+            seq = _next_seq(c, "items_seq")
+            rows = items.select(
+                "item_id",
+                created,
+                _attributes_json(items, ["item_id", "created_at"]).alias("a"),
+                pl.lit(seq),
+            )
+            c.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?)", rows.iter_rows())
         return rows.height
 
     def add_events(self, events: pl.DataFrame) -> int:
@@ -168,22 +227,42 @@ class SQLiteStore(Store):
             "user_id",
             "item_id",
             "type",
-            pl.col("timestamp").dt.epoch("us"),
+            pl.col("timestamp").dt.epoch("us").alias("ts"),
             "value",
             "position",
             "device",
             "context",
-        ).sort("user_id", "item_id", "type", "timestamp")
+        ).sort("user_id", "ts", "item_id", "type")
         # Sorted by the unique key: index pages are filled in order instead of at random, which
-        # makes large imports several times faster. (Rows with the same timestamp are read
-        # back in this order too.)
+        # makes large imports several times faster.
         with self._tx() as c:
+            before_seq = c.execute("SELECT ifnull(max(seq), 0) FROM events").fetchone()[0]
             before = c.total_changes
             c.executemany(
-                "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR IGNORE INTO events ({_EVENT_FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows.iter_rows(),
             )
-            return c.total_changes - before
+            new = c.total_changes - before
+            if new == 0:
+                return 0
+            # The new rows are the batch itself when nothing was a duplicate; else read them back.
+            fresh = rows if new == rows.height else self._select_events(c, "seq > ?", [before_seq])
+            _count(c, fresh, +1)
+            return new
+
+    def delete_user(self, user_id: str) -> dict[str, int]:
+        with self._tx() as c:
+            gone = self._select_events(c, "user_id = ?", [user_id])
+            _count(c, gone, -1)
+            counts = {
+                "events": c.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount,
+                "recommendations": c.execute(
+                    "DELETE FROM recommendations WHERE user_id = ?", (user_id,)
+                ).rowcount,
+                "users": c.execute("DELETE FROM users WHERE user_id = ?", (user_id,)).rowcount,
+            }
+            c.execute("INSERT INTO erasures (at) VALUES (?)", (int(time.time() * 1e6),))
+        return counts
 
     # -- reads -----------------------------------------------------------------------------------
     def _frame(self, sql: str, params: Sequence[Any], schema: dict[str, Any]) -> pl.DataFrame:
@@ -191,32 +270,51 @@ class SQLiteStore(Store):
             rows = c.execute(sql, params).fetchall()
         return pl.DataFrame(rows, schema=schema, orient="row")
 
-    def users(self) -> pl.DataFrame:
+    def users(self, user_ids: Sequence[str] | None = None) -> pl.DataFrame:
+        where, params = _in("user_id", user_ids) if user_ids is not None else ("1", [])
         df = self._frame(
-            "SELECT user_id, attributes FROM users ORDER BY user_id",
-            (),
+            f"SELECT user_id, attributes FROM users WHERE {where} ORDER BY user_id",
+            params,
             {"user_id": pl.String, "attributes": pl.String},
         )
         return _decode_attributes(df)
 
-    def items(self) -> pl.DataFrame:
+    def items(self, item_ids: Sequence[str] | None = None) -> pl.DataFrame:
+        where, params = _in("item_id", item_ids) if item_ids is not None else ("1", [])
+        return self._items(f"WHERE {where}", params)
+
+    def _items(self, where: str, params: Sequence[Any]) -> pl.DataFrame:
         df = self._frame(
-            "SELECT item_id, created_at, attributes FROM items ORDER BY item_id",
-            (),
+            f"SELECT item_id, created_at, attributes FROM items {where} ORDER BY item_id",
+            params,
             {"item_id": pl.String, "created_at": pl.Int64, "attributes": pl.String},
         )
-        df = df.with_columns(
-            pl.col("created_at").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-        )
-        return _decode_attributes(df)
+        return _decode_attributes(_to_time(df, "created_at"))
 
-    def events(
+    def _select_events(
+        self,
+        c: sqlite3.Connection,
+        where: str,
+        params: Sequence[Any],
+        limit: int | None = None,
+    ) -> pl.DataFrame:
+        """Events in seq order with the store's raw columns: seq, ..., ts (epoch microseconds)."""
+        sql = f"SELECT seq, {_EVENT_FIELDS} FROM events WHERE {where} ORDER BY seq"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = c.execute(sql, params).fetchall()
+        schema = {"seq": pl.Int64(), **_READ_SCHEMA}
+        return pl.DataFrame(rows, schema=schema, orient="row").rename({"timestamp": "ts"})
+
+    def scan_events(
         self,
         start: datetime | None = None,
         end: datetime | None = None,
+        *,
         user_ids: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
-    ) -> pl.DataFrame:
+        batch_rows: int = 500_000,
+    ) -> Iterator[pl.DataFrame]:
         where: list[str] = []
         params: list[Any] = []
         if start is not None:
@@ -226,29 +324,91 @@ class SQLiteStore(Store):
             where.append("ts < ?")
             params.append(_us(end))
         if user_ids is not None:
-            where.append(f"user_id IN ({','.join('?' * len(user_ids))})")
-            params.extend(user_ids)
+            clause, ids = _in("user_id", user_ids)
+            where.append(clause)
+            params.extend(ids)
         if types is not None:
-            where.append(f"type IN ({','.join('?' * len(types))})")
-            params.extend(types)
-        sql = _EVENT_SELECT + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY ts, rowid"
-        schema = {**EVENT_COLUMNS, "timestamp": pl.Int64}
-        df = self._frame(sql, params, schema)
-        return df.with_columns(
-            pl.col("timestamp").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+            clause, ts = _in("type", types)
+            where.append(clause)
+            params.extend(ts)
+        sql = f"SELECT {_EVENT_FIELDS} FROM events"
+        sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY ts, seq"
+        with self._read() as c:
+            cur = c.execute(sql, params)
+            while rows := cur.fetchmany(batch_rows):
+                yield _to_time(pl.DataFrame(rows, schema=_READ_SCHEMA, orient="row"), "timestamp")
+
+    def seen_items(self, user_id: str) -> tuple[set[str], datetime | None]:
+        with self._read() as c:
+            rows = c.execute(
+                "SELECT item_id, type, ts FROM events WHERE user_id = ?", (user_id,)
+            ).fetchall()
+        if not rows:
+            return set(), None
+        seen = {i for i, t, _ in rows if i and t != "impression"}
+        return seen, _time(max(ts for _, _, ts in rows))
+
+    def item_counts(self) -> pl.DataFrame:
+        return self._frame(
+            "SELECT item_id, type, value, n FROM item_counts", (), dict(ITEM_COUNT_COLUMNS)
         )
 
-    def delete_user(self, user_id: str) -> dict[str, int]:
+    def user_counts(self, user_ids: Sequence[str] | None = None) -> pl.DataFrame:
+        where, params = _in("user_id", user_ids) if user_ids is not None else ("1", [])
+        df = self._frame(
+            f"SELECT user_id, type, value, n, first_ts, last_ts FROM user_counts WHERE {where}",
+            params,
+            {**USER_COUNT_COLUMNS, "first_ts": pl.Int64, "last_ts": pl.Int64},
+        )
+        return _to_time(df, "first_ts", "last_ts")
+
+    # -- change feed -------------------------------------------------------------------------------
+    def watermark(self) -> Watermark:
+        with self._read() as c:
+            return _watermark(c)
+
+    def changes(self, since: Watermark, max_events: int = 100_000) -> Changes:
+        with self._read() as c:
+            c.execute("BEGIN")  # one snapshot for every read below
+            try:
+                now = _watermark(c)
+                events = self._select_events(
+                    c, "seq > ? AND seq <= ?", [since.events, now.events], limit=max_events
+                )
+                items = self._items("WHERE seq > ? AND seq <= ?", [since.items, now.items])
+            finally:
+                c.execute("COMMIT")
+        # More than max_events new: resume after the last one read.
+        upto = int(events["seq"].max()) if events.height == max_events else now.events  # type: ignore[arg-type]
+        events = _to_time(events.drop("seq").rename({"ts": "timestamp"}), "timestamp")
+        return Changes(
+            events, items, now.erasures > since.erasures, Watermark(upto, now.items, now.erasures)
+        )
+
+    # -- settings ------------------------------------------------------------------------------------
+    def put_settings(self, settings: dict[str, Any]) -> int:
         with self._tx() as c:
-            counts = {
-                "events": c.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount,
-                "recommendations": c.execute(
-                    "DELETE FROM recommendations WHERE user_id = ?", (user_id,)
-                ).rowcount,
-                "users": c.execute("DELETE FROM users WHERE user_id = ?", (user_id,)).rowcount,
-            }
-        return counts
+            cur = c.execute(
+                "INSERT INTO settings (stored_at, body) VALUES (?, ?)",
+                (int(time.time() * 1e6), json.dumps(settings, sort_keys=True, default=list)),
+            )
+            return int(cur.lastrowid or 0)
+
+    def settings_versions(self) -> list[tuple[int, datetime]]:
+        with self._read() as c:
+            rows = c.execute("SELECT version, stored_at FROM settings ORDER BY version").fetchall()
+        return [(v, _time(t)) for v, t in rows]
+
+    def stored_settings(self, version: int | None = None) -> dict[str, Any] | None:
+        with self._read() as c:
+            row = (
+                c.execute("SELECT body FROM settings ORDER BY version DESC LIMIT 1").fetchone()
+                if version is None
+                else c.execute("SELECT body FROM settings WHERE version = ?", (version,)).fetchone()
+            )
+        if row is None and version is not None:
+            raise NotFoundError(f"settings version {version} does not exist")
+        return json.loads(row[0]) if row else None
 
     # -- generations -----------------------------------------------------------------------------
     def write_generation(self, recs: pl.DataFrame, model: str, activate: bool = True) -> int:
@@ -307,7 +467,7 @@ class SQLiteStore(Store):
             Generation(
                 id=r[0],
                 model=r[1],
-                created_at=datetime.fromtimestamp(r[2] / 1e6, tz=UTC),
+                created_at=_time(r[2]),
                 n_users=r[3],
                 n_rows=r[4],
                 active=r[0] == active,
@@ -330,27 +490,125 @@ class SQLiteStore(Store):
 
     # -- housekeeping ----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
+        """From the counters: no scan of the event table."""
         with self._read() as c:
-            return self._stats(c)
-
-    def _stats(self, c: sqlite3.Connection) -> dict[str, Any]:
-        per_type = dict(
-            c.execute("SELECT type, COUNT(*) FROM events GROUP BY type ORDER BY type").fetchall()
-        )
-        lo, hi = c.execute("SELECT MIN(ts), MAX(ts) FROM events").fetchone()
+            per_type = dict(
+                c.execute(
+                    "SELECT type, SUM(n) FROM user_counts GROUP BY type ORDER BY type"
+                ).fetchall()
+            )
+            lo, hi = c.execute("SELECT MIN(first_ts), MAX(last_ts) FROM user_counts").fetchone()
+            n_users = c.execute("SELECT COUNT(*) FROM users").fetchone()[0]
+            n_items = c.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+            active_users = c.execute("SELECT COUNT(DISTINCT user_id) FROM user_counts").fetchone()[
+                0
+            ]
 
         def iso(us: int | None) -> str | None:
-            return datetime.fromtimestamp(us / 1e6, tz=UTC).isoformat() if us is not None else None
+            return _time(us).isoformat() if us is not None else None
 
         return {
             "store": self.url,
-            "users": c.execute("SELECT COUNT(*) FROM users").fetchone()[0],
-            "items": c.execute("SELECT COUNT(*) FROM items").fetchone()[0],
+            "users": n_users,
+            "users_with_events": active_users,
+            "items": n_items,
             "events": sum(per_type.values()),
             "events_per_type": per_type,
             "first_event": iso(lo),
             "last_event": iso(hi),
         }
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def _run_script(c: sqlite3.Connection, script: str) -> None:
+    """executescript would COMMIT the open transaction; run the statements one by one."""
+    for stmt in script.split(";"):
+        if stmt.strip():
+            c.execute(stmt)
+
+
+def _has_table(c: sqlite3.Connection, name: str) -> bool:
+    return bool(
+        c.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone()
+    )
+
+
+def _next_seq(c: sqlite3.Connection, key: str) -> int:
+    row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    seq = (int(row[0]) if row else 0) + 1
+    c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(seq)))
+    return seq
+
+
+def _watermark(c: sqlite3.Connection) -> Watermark:
+    seqs = dict(c.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
+    row = c.execute("SELECT value FROM meta WHERE key = 'items_seq'").fetchone()
+    return Watermark(
+        int(seqs.get("events", 0)), int(row[0]) if row else 0, int(seqs.get("erasures", 0))
+    )
+
+
+def _count(c: sqlite3.Connection, events: pl.DataFrame, sign: int) -> None:
+    """Add (sign +1) or remove (-1) the events' contribution to the counters. Events carry the
+    store's raw columns (ts as epoch microseconds)."""
+    if events.is_empty():
+        return
+    items = (
+        events.filter(pl.col("item_id") != "")
+        .group_by("item_id", "type", "value")
+        .agg(n=pl.len() * sign)
+    )
+    users = events.group_by("user_id", "type", "value").agg(
+        n=pl.len() * sign, first_ts=pl.col("ts").min(), last_ts=pl.col("ts").max()
+    )
+    c.executemany(
+        "INSERT INTO item_counts VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
+        items.iter_rows(),
+    )
+    if sign > 0:
+        c.executemany(
+            "INSERT INTO user_counts VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+            "n = n + excluded.n, first_ts = min(first_ts, excluded.first_ts), "
+            "last_ts = max(last_ts, excluded.last_ts)",
+            users.iter_rows(),
+        )
+    else:  # only whole users are removed: their counters go with them
+        c.executemany(
+            "DELETE FROM user_counts WHERE user_id = ?",
+            users.select("user_id").unique().iter_rows(),
+        )
+    c.execute("DELETE FROM item_counts WHERE n <= 0")
+
+
+def _migrate_v1(c: sqlite3.Connection) -> None:
+    """A store written before schema 2: events get a never-reused seq and the new key, items
+    may have no created_at and carry a seq. Rows keep their order."""
+    for index in ("events_id", "events_natural", "events_user_ts", "events_ts"):
+        c.execute(f"DROP INDEX IF EXISTS {index}")
+    c.execute("ALTER TABLE events RENAME TO events_v1")
+    c.execute("ALTER TABLE items RENAME TO items_v1")
+    _run_script(c, _SCHEMA)
+    c.execute(
+        f"INSERT INTO events ({_EVENT_FIELDS}) SELECT {_EVENT_FIELDS} FROM events_v1 ORDER BY rowid"
+    )
+    c.execute("INSERT INTO items SELECT item_id, created_at, attributes, 0 FROM items_v1")
+    c.execute("DROP TABLE events_v1")
+    c.execute("DROP TABLE items_v1")
+
+
+def _rebuild_counters(c: sqlite3.Connection) -> None:
+    c.execute("DELETE FROM item_counts")
+    c.execute("DELETE FROM user_counts")
+    c.execute(
+        "INSERT INTO item_counts SELECT item_id, type, value, COUNT(*) FROM events "
+        "WHERE item_id != '' GROUP BY item_id, type, value"
+    )
+    c.execute(
+        "INSERT INTO user_counts SELECT user_id, type, value, COUNT(*), MIN(ts), MAX(ts) "
+        "FROM events GROUP BY user_id, type, value"
+    )
 
 
 __all__ = ["SQLiteStore"]

@@ -8,10 +8,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from feedrank.api.app import Runtime
 from feedrank.api.auth import require
 from feedrank.api.ingesting import event_items, parse_json
-from feedrank.api.routers import api_settings, runtime
+from feedrank.api.runtime import Runtime, api_settings, runtime
 from feedrank.api.schemas import ERRORS, EVENTS_BODY, IMPRESSIONS_BODY, IngestOut
 from feedrank.api.settings import ApiSettings
 
@@ -29,12 +28,10 @@ async def _ingest(rt: Runtime, items: list[Any], strict: bool) -> JSONResponse:
     ing = rt.ingesting
     result, good = await run_in_threadpool(ing.events, items, strict)
     result = await rt.write(ing.write_events, result, good)
-    rt.fresh.touch(result.user_ids)
     m = rt.metrics
     m.events.labels("stored").inc(result.stored)
     m.events.labels("duplicate").inc(result.duplicates)
     m.events.labels("rejected").inc(result.rejected)
-    m.dirty_users.set(len(rt.fresh.dirty))
     accepted = result.stored + result.duplicates
     code = 200 if not result.errors else (207 if accepted else 422)
     return JSONResponse(result.as_dict(), status_code=code)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from feedrank.api.app import Runtime
 from feedrank.api.auth import require
-from feedrank.api.routers import runtime
+from feedrank.api.ingesting import parse_json
+from feedrank.api.runtime import Runtime, runtime
 from feedrank.api.schemas import ERRORS
+from feedrank.settings import Settings
 
 router = APIRouter(tags=["operations"])
 
@@ -38,3 +40,29 @@ async def health(rt: Runtime = Depends(runtime)) -> JSONResponse:
 def metrics(rt: Runtime = Depends(runtime)) -> Response:
     """Prometheus text format."""
     return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/settings", dependencies=[Depends(require("admin"))], responses=ERRORS)
+def get_settings(rt: Runtime = Depends(runtime)) -> dict[str, Any]:
+    """The settings stored with the data (the defaults when none were stored), and the stored
+    versions."""
+    versions = rt.store.settings_versions()
+    return {
+        "settings": rt.state.settings.to_dict(),
+        "versions": [{"version": v, "stored_at": t.isoformat()} for v, t in versions],
+    }
+
+
+@router.put("/settings", dependencies=[Depends(require("admin"))], responses=ERRORS)
+async def put_settings(request: Request, rt: Runtime = Depends(runtime)) -> dict[str, Any]:
+    """Store new settings (a JSON object of the settings' fields; a new version). Models keep
+    the settings they were trained with until they are retrained."""
+    body = parse_json(await request.body())
+    if not isinstance(body, dict):
+        from feedrank.api.ingesting import BadRequest
+
+        raise BadRequest("the body must be an object of settings")
+    new = Settings.from_dict(body, "the request body")
+    version = await rt.write(rt.store.put_settings, new.to_dict())
+    rt.swap(replace(rt.state, settings=new))
+    return {"version": version, "settings": new.to_dict()}

@@ -8,15 +8,14 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from feedrank.api.app import Runtime
 from feedrank.api.auth import require
 from feedrank.api.exploring import explore as explore_slate
 from feedrank.api.recommending import RecRequest
-from feedrank.api.routers import runtime
+from feedrank.api.runtime import Runtime, runtime
 from feedrank.api.schemas import ERRORS, RecommendationsOut
-from feedrank.config import Settings
 from feedrank.exceptions import NotFoundError
 from feedrank.experiments.ab import Experiment
+from feedrank.settings import Settings
 
 router = APIRouter(tags=["recommendations"], dependencies=[Depends(require("read"))])
 
@@ -55,19 +54,20 @@ async def recommendations(
     state = rt.state  # one consistent model + generation for the whole request
     variant = None
     if experiment is not None:
-        variant = assign_variant(rt.settings.data, experiment, user_id)
+        variant = assign_variant(state.settings, experiment, user_id)
         model = variant
     req = RecRequest(user_id, k, exclude_seen, explain, model or None)
     service = rt.recommending
     # The fast path (about a millisecond) runs on the event loop; live scoring (tens of ms)
     # goes to a worker thread so it never holds up other requests.
-    out = service.from_generation(state, rt.fresh, req)
+    out = service.from_generation(state, req)
     if out is None:
-        out = await run_in_threadpool(service.live, state, rt.fresh, req)
+        out = await run_in_threadpool(service.live, state, req)
     extra: dict[str, Any] = {}
     if explore > 0:
-        seen = await run_in_threadpool(service.engaged, user_id) if exclude_seen else set()
-        out, explored = explore_slate(out, state.catalogue, seen, explore, rt.rng)  # one rng user
+        seen = await run_in_threadpool(service.seen, user_id) if exclude_seen else set()
+        catalogue = state.catalogue.candidates()
+        out, explored = explore_slate(out, catalogue, seen, explore, rt.rng)  # one rng user
         extra = {"explore": explore, "explored": explored}
     if variant is not None:
         extra |= {"experiment": experiment, "variant": variant}
@@ -89,12 +89,9 @@ def assign_variant(settings: Settings, experiment: str, user_id: str) -> str:
 def similar(
     item_id: str = Path(min_length=1, max_length=256),
     k: int = Query(10, ge=1, le=1000),
+    model: str | None = Query(None, description="a registry model name (default: the served one)"),
     rt: Runtime = Depends(runtime),
 ) -> dict[str, Any]:
-    """Items like this one, from the serving model's similar_items (404, saying so, if it has none)."""
-    state = rt.state
-    return {
-        "item_id": item_id,
-        "model": state.label,
-        "similar": rt.recommending.similar(state, item_id, k),
-    }
+    """Items like this one, from a model's item similarity (404, saying so, if it has none)."""
+    label, items = rt.recommending.similar(rt.state, item_id, k, model)
+    return {"item_id": item_id, "model": label, "similar": items}

@@ -6,10 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Request
 
-from feedrank.api.app import Runtime
 from feedrank.api.auth import require
 from feedrank.api.ingesting import parse_json
-from feedrank.api.routers import runtime
+from feedrank.api.runtime import Runtime, runtime
 from feedrank.api.schemas import ATTRIBUTES_BODY, ERRORS
 
 router = APIRouter(tags=["users and items"])
@@ -30,7 +29,6 @@ async def put_user(
     (city, coordinates, postal code, IP, ...) is dropped."""
     body = parse_json(await request.body())
     stored = await rt.write(rt.ingesting.user, user_id, body)
-    rt.fresh.set_profile(user_id, stored)
     return {"user": stored}
 
 
@@ -43,19 +41,18 @@ async def put_user(
 async def put_item(
     request: Request, item_id: str = ITEM_ID, rt: Runtime = Depends(runtime)
 ) -> dict[str, Any]:
-    """Insert or replace an item (created_at defaults to now). New items become candidates at
-    the next reload."""
+    """Insert or replace an item (created_at defaults to now). Every server on the store serves
+    it within a second, without reloading."""
     body = parse_json(await request.body())
     stored = await rt.write(rt.ingesting.item, item_id, body)
-    rt.reload_requested.set()
     return {"item": stored}
 
 
 @router.delete("/users/{user_id}", dependencies=[Depends(require("admin"))], responses=ERRORS)
 async def delete_user(user_id: str = USER_ID, rt: Runtime = Depends(runtime)) -> dict[str, Any]:
-    """Erase the user everywhere: events, profile, recommendations in the store, and the
-    server's in-memory copies (dropped now, and the loaded data is re-read). Says what went."""
+    """Erase the user everywhere: events, profile, counters and recommendations in the store;
+    this server's cached answers for them are dropped now, every server's counters within a
+    second. Says what went."""
     removed = await rt.write(rt.store.delete_user, user_id)
-    rt.fresh.erase(user_id)
-    rt.reload_requested.set()
-    return {"user_id": user_id, "removed": removed, "in_memory": "dropped; data reloading"}
+    rt.state.live.drop_user(user_id)
+    return {"user_id": user_id, "removed": removed, "in_memory": "dropped"}

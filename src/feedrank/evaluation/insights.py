@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import polars as pl
 
-from feedrank.config import Settings
-from feedrank.data.site import SiteData
 from feedrank.features.groups import user_age_band
 from feedrank.features.history import History
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
 
 
 def _engagements(data: SiteData, settings: Settings) -> pl.DataFrame:
@@ -66,11 +66,13 @@ def top_items_per_segment(
 
 def engagement_by_hour(data: SiteData, settings: Settings) -> pl.DataFrame:
     """Engagements per hour of day (UTC), and per impression where impressions are logged."""
-    ev = data.events.with_columns(hour=pl.col("timestamp").dt.hour())
+    ev = data.events.with_columns(
+        hour=pl.col("timestamp").dt.hour(), engaged=settings.engaged_expr(data.types)
+    )
     out = (
         ev.group_by("hour")
         .agg(
-            engagements=(pl.col("type").is_in(settings.engagement_types)).sum(),
+            engagements=pl.col("engaged").sum(),
             impressions=(pl.col("type") == "impression").sum(),
             sessions=(
                 pl.col("type").is_in(settings.itemless_types) & (pl.col("type") != "logout")

@@ -1,6 +1,6 @@
 """The demo site's true click model as code: its coefficients (`DemoTruth`) and its evaluation on
 impressions, logged or hypothetical (what another policy would have shown), through one code path.
-The formula and the numbers are documented in feedrank.data.demo; `DemoSite.click_probability`
+The formula and the numbers are documented in feedrank.datasets.demo; `DemoSite.click_probability`
 and `DemoSite.impression_truth` are the usual way in."""
 
 from __future__ import annotations

@@ -32,9 +32,9 @@ from typing import Any
 
 import polars as pl
 
-from feedrank.config import Settings
 from feedrank.exceptions import RowError, ValidationError
 from feedrank.schema import validate_events, validate_items, validate_users
+from feedrank.settings import Settings
 from feedrank.store.base import Store
 
 EVENT_TYPE = "form_submission"
@@ -219,4 +219,6 @@ def import_clickstream(
     if ev.n_bad:
         raise ValidationError(ev.errors, ev.n_bad)
     written["interactions"] = store.add_events(ev.good)
+    if store.stored_settings() != settings.to_dict():  # settings travel with the data
+        store.put_settings(settings.to_dict())
     return cs, written

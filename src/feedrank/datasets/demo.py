@@ -85,12 +85,12 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from feedrank.data.demo_truth import AGE_BAND_BREAKS as AGE_BAND_BREAKS
-from feedrank.data.demo_truth import AGE_BANDS, DemoTruth, click_probability, impression_truth
-from feedrank.data.demo_truth import age_band as age_band
-from feedrank.data.site import SiteData
+from feedrank.datasets.demo_truth import AGE_BAND_BREAKS as AGE_BAND_BREAKS
+from feedrank.datasets.demo_truth import AGE_BANDS, DemoTruth, click_probability, impression_truth
+from feedrank.datasets.demo_truth import age_band as age_band
 from feedrank.exceptions import ConfigError
 from feedrank.schema import EVENT_COLUMNS
+from feedrank.views.site import SiteData
 
 
 def _frozen(values: list[Any]) -> NDArray[np.float64]:

@@ -1,7 +1,9 @@
 """Reading users, items and interactions from CSV, JSON Lines and Parquet into the store.
 
 Rows are validated in vectorised chunks; good rows are written, bad rows are reported with file
-and line (or nothing is written at all in strict mode)."""
+and line (or nothing is written at all in strict mode). A CSV without a header row takes its
+column names from the caller; event type names can be mapped (pv -> page_view) on the way in.
+The report counts the valid events per type, so a summary can say what each one counts as."""
 
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ from typing import Literal
 
 import polars as pl
 
-from feedrank.config import Settings
 from feedrank.exceptions import RowError, ValidationError
 from feedrank.schema import Validated, validate_events, validate_items, validate_users
+from feedrank.settings import Settings
 from feedrank.store.base import Store
 
 Kind = Literal["users", "items", "interactions"]
@@ -40,6 +42,7 @@ class ImportReport:
     written: int = 0  # new rows (events already stored are not counted)
     bad: int = 0
     errors: list[RowError] = field(default_factory=list)
+    types: dict[str, int] = field(default_factory=dict)  # valid events per type
 
     @property
     def duplicates(self) -> int:
@@ -70,17 +73,47 @@ def detect_format(path: Path, fmt: str | None = None) -> str:
 
 
 def read_table(
-    path: str | Path, fmt: str | None = None, rename: Mapping[str, str] | None = None
+    path: str | Path,
+    fmt: str | None = None,
+    rename: Mapping[str, str] | None = None,
+    columns: list[str] | None = None,
 ) -> tuple[pl.DataFrame, int]:
-    """Read a file as a frame (ids always as strings) and the line number of its first row."""
+    """Read a file as a frame (ids always as strings) and the line number of its first row.
+    `columns`: the names of a CSV's columns when it has no header row."""
     path = Path(path)
     if not path.exists():
         raise ValidationError([RowError(None, "file", f"file must exist; got '{path}'")])
     kind = detect_format(path, fmt)
+    if columns is not None and kind != "csv":
+        raise ValidationError(
+            [RowError(None, "--no-header", f"--no-header applies to CSV files; got a {kind} file")]
+        )
     if kind == "csv":
         # Every column as text: ids like 0042 or 38-digit cookies stay exact; types come later.
-        df = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=False)
-        first_line = 2
+        if columns is not None:
+            df = pl.read_csv(
+                path,
+                infer_schema=False,
+                has_header=False,
+                new_columns=columns,
+                truncate_ragged_lines=False,
+            )
+            if df.width != len(columns):
+                raise ValidationError(
+                    [
+                        RowError(
+                            None,
+                            "--no-header",
+                            f"--no-header must name every column: the file has {df.width}; "
+                            f"got {len(columns)} names {columns}",
+                            str(path.name),
+                        )
+                    ]
+                )
+            first_line = 1
+        else:
+            df = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=False)
+            first_line = 2
     elif kind == "jsonl":
         ids = {c: pl.String for c in _ID_COLUMNS if c in _jsonl_keys(path)}
         df = pl.read_ndjson(path, infer_schema_length=None, schema_overrides=ids or None)
@@ -122,6 +155,14 @@ def _jsonl_keys(path: Path, lines: int = 1000) -> set[str]:
     return keys
 
 
+def map_types(df: pl.DataFrame, mapping: Mapping[str, str]) -> pl.DataFrame:
+    """Event types renamed (pv -> page_view) before validation; others unchanged."""
+    if not mapping or "type" not in df.columns:
+        return df
+    t = pl.col("type").cast(pl.String)
+    return df.with_columns(type=t.replace(dict(mapping)))
+
+
 def validate(
     kind: Kind, df: pl.DataFrame, settings: Settings, source: str | None, first_line: int
 ) -> Validated:
@@ -155,9 +196,18 @@ def import_frame(
     raises ValidationError and nothing is written."""
     settings = settings or Settings()
     report = ImportReport(kind, source or "<frame>", rows=df.height)
+
+    def counted(v: Validated) -> Validated:
+        if kind == "interactions":
+            for t, n in v.good.group_by("type").len().iter_rows():
+                report.types[t] = report.types.get(t, 0) + n
+        return v
+
     chunks = [(off, df.slice(off, CHUNK_ROWS)) for off in range(0, df.height, CHUNK_ROWS)]
     if strict:
-        checked = [validate(kind, c, settings, source, first_line + off) for off, c in chunks]
+        checked = [
+            counted(validate(kind, c, settings, source, first_line + off)) for off, c in chunks
+        ]
         errors = [e for v in checked for e in v.errors]
         n_bad = sum(v.n_bad for v in checked)
         if n_bad:
@@ -168,7 +218,7 @@ def import_frame(
                 progress(chunk.height)
         return report
     for off, chunk in chunks:
-        v = validate(kind, chunk, settings, source, first_line + off)
+        v = counted(validate(kind, chunk, settings, source, first_line + off))
         report.bad += v.n_bad
         report.errors.extend(v.errors[: max(0, 50 - len(report.errors))])
         report.written += write(store, kind, v.good)
@@ -185,14 +235,16 @@ def import_file(
     *,
     fmt: str | None = None,
     rename: Mapping[str, str] | None = None,
+    columns: list[str] | None = None,
+    type_map: Mapping[str, str] | None = None,
     strict: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
-    df, first_line = read_table(path, fmt, rename)
+    df, first_line = read_table(path, fmt, rename, columns)
     return import_frame(
         store,
         kind,
-        df,
+        map_types(df, type_map or {}),
         settings,
         source=Path(path).name,
         first_line=first_line,

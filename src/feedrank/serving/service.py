@@ -1,0 +1,136 @@
+"""The recommendation service shared by the CLI, the batch scorer and the HTTP API: a model's
+top-k, filled where the model has no signal (a user it knows nothing about, a list it cannot
+complete) from popularity — in the user's segment when segments exist and are strong enough,
+else overall — then from the newest items; every row says where it came from."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from feedrank.models.base import RECS_SCHEMA, Recommender, Scorer
+from feedrank.models.freshness import FreshnessRecommender
+from feedrank.models.popularity import PopularityRecommender, PopularityScorer
+from feedrank.views.site import SiteData
+from feedrank.views.view import View
+
+MODEL = "model"
+NEWEST = "newest"
+FALLBACK_SEGMENTS = ("age_band", "gender")
+SERVED_SCHEMA = {**RECS_SCHEMA, "source": pl.String}
+
+
+def fallback_model(data: SiteData, settings: Any) -> PopularityRecommender:
+    """The cold-start fallback fitted on a training window: popularity by age band x gender
+    (overall where a user has no segment or a segment is too thin)."""
+    return PopularityRecommender(segment_by=FALLBACK_SEGMENTS).fit(data, settings)
+
+
+class RecommendationService:
+    def __init__(
+        self,
+        model: Recommender,
+        view: View,
+        fallback: PopularityRecommender | None = None,
+    ) -> None:
+        self.view = view
+        self.scorer: Scorer = model.at(view)
+        if fallback is None:  # no fitted segments: overall popularity, live from the view
+            fallback = PopularityRecommender().fit(empty_site(), model.settings_)
+        self.fallback: PopularityScorer = fallback.at(view)
+        self.newest = FreshnessRecommender().fit(empty_site(), model.settings_).at(view)
+
+    def recommend(
+        self,
+        user_ids: Sequence[str],
+        k: int = 10,
+        exclude_seen: bool = True,
+        batch_size: int = 512,
+        progress: Callable[[int], None] | None = None,
+    ) -> pl.DataFrame:
+        """Columns user_id, rank, item_id, score, source; users in input order."""
+        users = list(user_ids)
+        parts = []
+        for start in range(0, len(users), batch_size):
+            chunk = users[start : start + batch_size]
+            parts.append(self._chunk(chunk, k, exclude_seen))
+            if progress:
+                progress(len(chunk))
+        return pl.concat(parts) if parts else pl.DataFrame(schema=SERVED_SCHEMA)
+
+    def _chunk(self, users: list[str], k: int, exclude_seen: bool) -> pl.DataFrame:
+        recs = self.scorer.recommend(users, k, exclude_seen).with_columns(source=pl.lit(MODEL))
+        short = _short(recs, users, k)
+        if short:
+            pop = self.fallback.recommend(short, k, exclude_seen)
+            src = pl.DataFrame(
+                {"user_id": short, "source": self.fallback.sources(short)},
+                schema={"user_id": pl.String, "source": pl.String},
+            )
+            recs = _fill(recs, pop.join(src, on="user_id", how="left"), k)
+            short = _short(recs, users, k)
+        if short:
+            new = self.newest.recommend(short, k, exclude_seen).with_columns(source=pl.lit(NEWEST))
+            recs = _fill(recs, new, k)
+        order = pl.DataFrame(
+            {"user_id": users, "__o": np.arange(len(users))},
+            schema={"user_id": pl.String, "__o": pl.Int64},
+        )
+        return (
+            recs.join(order, on="user_id")
+            .sort("__o", "rank")
+            .drop("__o")
+            .select(list(SERVED_SCHEMA))
+        )
+
+    def explain(self, recs: pl.DataFrame, top: int = 5) -> list[list[dict[str, Any]]]:
+        """Per row of `recs`: the model's largest contributions (none for fallback rows)."""
+        mine = recs.with_row_index("__row").filter(pl.col("source") == MODEL)
+        why = self.scorer.explain_pairs(mine["user_id"].to_list(), mine["item_id"].to_list(), top)
+        out: list[list[dict[str, Any]]] = [[] for _ in range(recs.height)]
+        for row, reasons in zip(mine["__row"].to_list(), why, strict=True):
+            out[row] = reasons
+        return out
+
+
+def _short(recs: pl.DataFrame, users: list[str], k: int) -> list[str]:
+    """Users with fewer than k rows."""
+    counts = recs.group_by("user_id").len()
+    have = dict(zip(counts["user_id"].to_list(), counts["len"].to_list(), strict=True))
+    return [u for u in users if have.get(u, 0) < k]
+
+
+def _fill(recs: pl.DataFrame, more: pl.DataFrame, k: int) -> pl.DataFrame:
+    """recs, then rows of `more` for items not already in a user's list, up to k per user;
+    ranks renumbered 1..n."""
+    more = more.join(recs.select("user_id", "item_id"), on=["user_id", "item_id"], how="anti")
+    both = pl.concat([recs.with_columns(__p=pl.lit(0)), more.with_columns(__p=pl.lit(1))])
+    return (
+        both.sort("user_id", "__p", "rank")
+        .with_columns(rank=pl.int_range(1, pl.len() + 1, dtype=pl.Int32).over("user_id"))
+        .filter(pl.col("rank") <= k)
+        .drop("__p")
+    )
+
+
+def empty_site() -> SiteData:
+    from feedrank.schema import empty_events
+
+    return SiteData(
+        pl.DataFrame(schema={"user_id": pl.String}),
+        pl.DataFrame(schema={"item_id": pl.String, "created_at": pl.Datetime("us", "UTC")}),
+        empty_events(),
+    )
+
+
+def reason_text(contributions: list[dict[str, Any]], top: int = 3) -> str:
+    """'user_share_content_type=0.62 (+0.84); item_age_days=2.1 (-0.30)'."""
+    parts = []
+    for c in contributions[:top]:
+        v = c["value"]
+        shown = f"{v:.3g}" if isinstance(v, float) else str(v)
+        parts.append(f"{c['feature']}={shown} ({c['contribution']:+.2f})")
+    return "; ".join(parts)

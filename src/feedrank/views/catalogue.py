@@ -1,0 +1,113 @@
+"""The catalogue a view serves from: the items (with their attributes) and the raw counters of
+what every user did with each of them, as of one time. Immutable: a newer state of the store is
+a new Catalogue (a server makes one per change it applies, `Catalogue.apply`).
+
+Counters are raw (events per item, type and value); what they mean under the settings (weights,
+engagements, exposure) is computed by the feature code. Work that depends only on a catalogue
+(a model's item-side scores) is kept per catalogue with `memo`, under a key naming the fitted
+model, so it is computed once per state, not once per request."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import numpy as np
+import polars as pl
+
+from feedrank.store.base import ITEM_COUNT_COLUMNS
+
+T_ = TypeVar("T_")
+_versions = itertools.count(1)
+
+
+def count_events(events: pl.DataFrame) -> pl.DataFrame:
+    """Events per (item, type, value): the store's counters, computed from a frame."""
+    return (
+        events.filter(pl.col("item_id") != "")
+        .group_by("item_id", "type", "value")
+        .agg(n=pl.len().cast(pl.Int64))
+        .select(list(ITEM_COUNT_COLUMNS))
+    )
+
+
+class Catalogue:
+    def __init__(self, items: pl.DataFrame, counts: pl.DataFrame, as_of: datetime) -> None:
+        if "created_at" not in items.columns:
+            items = items.with_columns(created_at=pl.lit(None, pl.Datetime("us", "UTC")))
+        # Items known only from events (no items file) are items all the same.
+        extra = (
+            counts.select("item_id")
+            .unique()
+            .join(items.select("item_id"), on="item_id", how="anti")
+        )
+        if extra.height:
+            items = pl.concat([items, extra], how="diagonal_relaxed")
+        self.items = items.sort("item_id")
+        self.counts = counts
+        self.as_of = as_of
+        self.version = next(_versions)
+        self._memo: dict[Any, Any] = {}
+        self._lock = threading.Lock()
+
+    def candidates(self) -> np.ndarray:
+        """Ids of the items that exist as of the catalogue's time (created at or before it, or
+        of unknown creation time), sorted."""
+        return self.memo(
+            "candidates",
+            lambda: (
+                self.items.filter(
+                    pl.col("created_at").is_null() | (pl.col("created_at") <= self.as_of)
+                )["item_id"]
+                .to_numpy()
+                .astype(object)
+            ),
+        )
+
+    def memo(self, key: Any, compute: Callable[[], T_]) -> T_:
+        """compute() once per catalogue and key (thread-safe; the lock is not held while
+        computing, so two first callers may both compute: the results are equal)."""
+        with self._lock:
+            if key in self._memo:
+                return self._memo[key]  # type: ignore[no-any-return]
+        value = compute()
+        with self._lock:
+            self._memo.setdefault(key, value)
+            if len(self._memo) > 64:  # bounded: keys name models, and models come and go
+                self._memo.pop(next(iter(self._memo)))
+            return self._memo[key]  # type: ignore[no-any-return]
+
+    def apply(self, events: pl.DataFrame, items: pl.DataFrame, as_of: datetime) -> Catalogue:
+        """A new catalogue with new events counted and upserted items replaced."""
+        counts = self.counts
+        if events.height:
+            counts = (
+                pl.concat([counts, count_events(events)])
+                .group_by("item_id", "type", "value")
+                .agg(pl.col("n").sum())
+                .select(list(ITEM_COUNT_COLUMNS))
+            )
+        merged = self.items
+        if items.height:
+            merged = pl.concat(
+                [merged.join(items.select("item_id"), on="item_id", how="anti"), items],
+                how="diagonal_relaxed",
+            )
+        return Catalogue(merged, counts, as_of)
+
+    @classmethod
+    def from_events(cls, items: pl.DataFrame, events: pl.DataFrame, at: datetime) -> Catalogue:
+        """The catalogue as of `at` from frames: events strictly before it, items that exist."""
+        before = events.filter(pl.col("timestamp") < at)
+        return cls(items, count_events(before), at)
+
+
+def just_after(t: datetime | None) -> datetime:
+    """The serving time of data whose newest event is at t: one microsecond later, so every
+    event counts (a strict as-of read of time t itself would leave it out)."""
+    if t is None:  # no event yet: the epoch (an empty catalogue has nothing to age)
+        return datetime(1970, 1, 1, tzinfo=UTC)
+    return t + timedelta(microseconds=1)
