@@ -43,6 +43,7 @@ class ImportReport:
     bad: int = 0
     errors: list[RowError] = field(default_factory=list)
     types: dict[str, int] = field(default_factory=dict)  # valid events per type
+    engagements: int = 0  # valid events that count as engagements under the settings
 
     @property
     def duplicates(self) -> int:
@@ -91,12 +92,22 @@ def read_table(
     if kind == "csv":
         # Every column as text: ids like 0042 or 38-digit cookies stay exact; types come later.
         if columns is not None:
+            twice = sorted({c for c in columns if columns.count(c) > 1})
+            if twice:
+                raise ValidationError(
+                    [
+                        RowError(
+                            None,
+                            "--no-header",
+                            f"--no-header must name each column once; got {twice} more than once",
+                            str(path.name),
+                        )
+                    ]
+                )
+            # Read with polars' own names first: passing new_columns of the wrong length makes
+            # polars raise its SchemaError, not the message below.
             df = pl.read_csv(
-                path,
-                infer_schema=False,
-                has_header=False,
-                new_columns=columns,
-                truncate_ragged_lines=False,
+                path, infer_schema=False, has_header=False, truncate_ragged_lines=False
             )
             if df.width != len(columns):
                 raise ValidationError(
@@ -110,6 +121,7 @@ def read_table(
                         )
                     ]
                 )
+            df = df.rename(dict(zip(df.columns, columns, strict=True)))
             first_line = 1
         else:
             df = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=False)
@@ -198,9 +210,11 @@ def import_frame(
     report = ImportReport(kind, source or "<frame>", rows=df.height)
 
     def counted(v: Validated) -> Validated:
-        if kind == "interactions":
+        if kind == "interactions" and v.good.height:
             for t, n in v.good.group_by("type").len().iter_rows():
                 report.types[t] = report.types.get(t, 0) + n
+            types = sorted(v.good["type"].unique().to_list())
+            report.engagements += v.good.filter(settings.engaged_expr(types)).height
         return v
 
     chunks = [(off, df.slice(off, CHUNK_ROWS)) for off in range(0, df.height, CHUNK_ROWS)]

@@ -1,13 +1,14 @@
 """An in-process app (FastAPI's TestClient runs the real lifespan) over a copy of a small
-synthetic site with a trained GLM and an active generation."""
+synthetic site with a trained GLM (and its fallback) and an active generation."""
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -17,13 +18,29 @@ with warnings.catch_warnings():  # starlette's note about a future httpx, not ab
 
 from feedrank.api import create_app
 from feedrank.api.settings import ApiSettings
+from feedrank.store import Store, open_store
 
-from .sitebuild import DB, MODELS, build_site, copy_site
+from .sitebuild import MODELS, build_site, copy_site, store_url
 
 KEYS = "r-key=read;i-key=ingest;a-key=admin;ri-key=read,ingest"
 READ = {"X-API-Key": "r-key"}
 INGEST = {"X-API-Key": "i-key"}
 ADMIN = {"X-API-Key": "a-key"}
+DEADLINE = 10.0  # seconds: generous for "within a refresh" (0.5 s by default); never a pass bar
+T = TypeVar("T")
+
+
+def eventually(
+    probe: Callable[[], T], ok: Callable[[T], bool], deadline: float = DEADLINE
+) -> T:
+    """probe() until ok(result) or the deadline; returns the last result (the caller asserts on
+    it, so a miss fails with what was seen)."""
+    stop = time.monotonic() + deadline
+    while True:
+        got = probe()
+        if ok(got) or time.monotonic() > stop:
+            return got
+        time.sleep(0.02)
 
 
 @pytest.fixture(scope="session")
@@ -36,9 +53,16 @@ def site(site_template: Path, tmp_path: Path) -> Path:
     return copy_site(site_template, tmp_path / "site")
 
 
+@pytest.fixture
+def store(site: Path) -> Iterator[Store]:
+    """The test's store, opened beside the server (as another writer or reader would)."""
+    with open_store(store_url(site)) as s:
+        yield s
+
+
 def settings_for(site: Path, **kw: Any) -> ApiSettings:
     return ApiSettings(
-        store_url=f"sqlite:///{site / DB}",
+        store_url=store_url(site),
         models_dir=str(site / MODELS),
         keys_spec=kw.pop("keys_spec", KEYS),
         **kw,

@@ -10,28 +10,29 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from feedrank.settings import Settings
 from feedrank.experiments.ab import Experiment, report
 from feedrank.models.popularity import PopularityRecommender
 from feedrank.pipeline.registry import Registry
-from feedrank.store import open_store
+from feedrank.settings import Settings
+from feedrank.store import Store
+from feedrank.views.site import read_site
 
 from .conftest import INGEST, READ
-from .sitebuild import DB, MODELS
+from .sitebuild import MODELS
 
 SHARES = {"glm": 0.5, "pop": 0.5}
 
 
 def test_variants_serve_their_models_and_impressions_report_per_variant(
-    site: Path, make_client: Callable[..., AbstractContextManager[TestClient]]
+    site: Path, store: Store, make_client: Callable[..., AbstractContextManager[TestClient]]
 ) -> None:
-    store = open_store(f"sqlite:///{site / DB}")
-    Registry(site / MODELS).save(PopularityRecommender().fit(store.load(), Settings()), "pop")
-    data = Settings(experiments={"home": SHARES})
+    pop = PopularityRecommender().fit(read_site(store), Settings())
+    Registry(site / MODELS).save(pop, "pop")
+    store.put_settings(Settings(experiments={"home": SHARES}).to_dict())  # settings import
     users = store.users()["user_id"].to_list()[:40]
     expected = dict(zip(users, Experiment("home", SHARES).assign(users), strict=True))
     assert set(expected.values()) == {"glm", "pop"}
-    with make_client(data=data) as client:
+    with make_client() as client:
         for n, u in enumerate(users):
             got = client.get(
                 f"/users/{u}/recommendations", params={"k": 3, "experiment": "home"}, headers=READ
@@ -61,6 +62,6 @@ def test_variants_serve_their_models_and_impressions_report_per_variant(
             f"/users/{users[0]}/recommendations", params={"experiment": "nope"}, headers=READ
         )
         assert missing.status_code == 404 and "home" in missing.text
-    rep = report(open_store(f"sqlite:///{site / DB}").load().events, "home", Settings())
+    rep = report(read_site(store).events, "home", Settings())
     ctr = dict(rep.ctr.select("variant", "ctr").iter_rows())
     assert ctr["pop"] == 0.0 and ctr["glm"] == pytest.approx(1 / 3, rel=1e-12)  # 1 click in 3

@@ -3,16 +3,14 @@ seen items never drawn."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from fastapi.testclient import TestClient
 from scipy import stats
 
-from feedrank.store import open_store
+from feedrank.settings import Settings
+from feedrank.store import Store
 
 from .conftest import READ
-from .sitebuild import DB
 
 
 def _seeded(client: TestClient, seed: int) -> None:
@@ -20,17 +18,18 @@ def _seeded(client: TestClient, seed: int) -> None:
     client.app.state.runtime.rng = np.random.default_rng(seed)  # type: ignore[attr-defined]
 
 
-def _user_and_catalogue(site: Path) -> tuple[str, set[str], set[str]]:
-    store = open_store(f"sqlite:///{site / DB}")
+def _user_and_catalogue(store: Store) -> tuple[str, set[str], set[str]]:
+    """A user, the catalogue, and the items that user knows (any item event but an
+    impression: what seen items are, Settings.seen_expr)."""
     u = str(store.events(types=["like"])["user_id"][0])
-    engaged = set(store.events(user_ids=[u], types=["click", "like"])["item_id"].to_list())
-    return u, set(store.load().items["item_id"].to_list()), engaged
+    seen = store.events(user_ids=[u]).filter(Settings.seen_expr())
+    return u, set(store.items()["item_id"].to_list()), set(seen["item_id"].to_list())
 
 
 def test_propensities_are_exact_and_random_slates_come_at_the_asked_rate(
-    client: TestClient, site: Path
+    client: TestClient, store: Store
 ) -> None:
-    u, catalogue, engaged = _user_and_catalogue(site)
+    u, catalogue, engaged = _user_and_catalogue(store)
     _seeded(client, 1)
     n = len(catalogue - engaged)
     eps, k, requests = 0.3, 5, 300
@@ -55,8 +54,8 @@ def test_propensities_are_exact_and_random_slates_come_at_the_asked_rate(
     assert stats.binomtest(explored, requests, eps).pvalue > 0.001
 
 
-def test_random_slates_draw_every_candidate_uniformly(client: TestClient, site: Path) -> None:
-    u, catalogue, engaged = _user_and_catalogue(site)
+def test_random_slates_draw_every_candidate_uniformly(client: TestClient, store: Store) -> None:
+    u, catalogue, engaged = _user_and_catalogue(store)
     _seeded(client, 2)
     candidates = sorted(catalogue - engaged)
     counts = dict.fromkeys(candidates, 0)
@@ -72,8 +71,8 @@ def test_random_slates_draw_every_candidate_uniformly(client: TestClient, site: 
     assert stats.chisquare(observed).pvalue > 0.001
 
 
-def test_no_exploration_leaves_the_response_as_it_was(client: TestClient, site: Path) -> None:
-    u, _, _ = _user_and_catalogue(site)
+def test_no_exploration_leaves_the_response_as_it_was(client: TestClient, store: Store) -> None:
+    u, _, _ = _user_and_catalogue(store)
     got = client.get(f"/users/{u}/recommendations", params={"k": 3}, headers=READ).json()
     assert "explore" not in got and all("propensity" not in r for r in got["items"])
     bad = client.get(f"/users/{u}/recommendations", params={"explore": 1.5}, headers=READ)

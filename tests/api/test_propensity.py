@@ -4,23 +4,19 @@ as numbers, checked like imported ones, and refused where they would be ambiguou
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 from fastapi.testclient import TestClient
 
-from feedrank.store import open_store
+from feedrank.store import Store
 
 from .conftest import INGEST
-from .sitebuild import DB
 
 
-def _stored(site: Path, user: str) -> list[dict[str, object]]:
-    events = open_store(f"sqlite:///{site / DB}").events(user_ids=[user])
-    return events.sort("position").to_dicts()
+def _stored(store: Store, user: str) -> list[dict[str, object]]:
+    return store.events(user_ids=[user]).sort("position").to_dicts()
 
 
 def test_item_propensities_are_stored_in_the_impression_context(
-    client: TestClient, site: Path
+    client: TestClient, store: Store
 ) -> None:
     body = {
         "user_id": "ope-u",
@@ -36,7 +32,7 @@ def test_item_propensities_are_stored_in_the_impression_context(
     r = client.post("/impressions", json=body, headers=INGEST)
     assert r.status_code == 200, r.text
     assert r.json()["stored"] == 4
-    stored = _stored(site, "ope-u")
+    stored = _stored(store, "ope-u")
     assert [(e["type"], e["item_id"], e["position"]) for e in stored] == [
         ("impression", "p00003", 1),
         ("impression", "p00009", 2),
@@ -53,7 +49,7 @@ def test_item_propensities_are_stored_in_the_impression_context(
 
 
 def test_a_bad_propensity_is_a_per_item_error_and_strict_stores_nothing(
-    client: TestClient, site: Path
+    client: TestClient, store: Store
 ) -> None:
     one_bad = {"user_id": "bad-ope", "items": [{"item_id": "p00003", "propensity": 1.5}]}
     r = client.post("/impressions", json=one_bad, headers=INGEST)
@@ -76,10 +72,10 @@ def test_a_bad_propensity_is_a_per_item_error_and_strict_stores_nothing(
         (2, "propensity"),
     ]
     assert "'often'" in r.json()["errors"][1]["reason"]
-    assert _stored(site, "bad-ope") == []
+    assert _stored(store, "bad-ope") == []
 
 
-def test_a_request_level_propensity_is_refused(client: TestClient, site: Path) -> None:
+def test_a_request_level_propensity_is_refused(client: TestClient, store: Store) -> None:
     bodies = [
         {"user_id": "lvl-u", "items": ["p00003", "p00004"], "propensities": [0.5, 0.5]},
         {"user_id": "lvl-u", "items": ["p00003"], "context": {"propensity": 0.5}},
@@ -88,4 +84,4 @@ def test_a_request_level_propensity_is_refused(client: TestClient, site: Path) -
         r = client.post("/impressions", json=body, headers=INGEST)
         assert r.status_code == 400, body
         assert "per item" in r.json()["detail"] and "propensit" in r.json()["detail"]
-    assert _stored(site, "lvl-u") == []
+    assert _stored(store, "lvl-u") == []

@@ -6,13 +6,17 @@ and says how to build an unfitted model for small data:
             return MyModel(some_param=3)
 
 The mixin fits it on a small synthetic site (the `fitted` fixture) and checks what "a feedrank
-recommender" means: batch equals per-user, the fast path equals the generic one, seen items are
-excluded only when asked, scores are finite and shaped, save/load gives identical scores, and a
-checkerboard's held-out item comes first. Set `checkerboard_skip` to a reason where a model
-cannot solve the checkerboard by design, and `has_similar` where it has item similarity."""
+recommender" means: batch equals per-user equals the store-backed view a server uses, the fast
+path equals the generic one, seen items are excluded only when asked, save/load gives identical
+scores, serving leaves the fitted parameters byte-identical, two threads on one loaded model
+agree, a view at time t answers as if nothing after t had happened, and a checkerboard's
+held-out item comes first. Set `checkerboard_skip` to a reason where a model cannot solve the
+checkerboard by design, and `has_similar` where it has item similarity."""
 
 from __future__ import annotations
 
+import io
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -22,12 +26,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from feedrank.settings import Settings
 from feedrank.datasets.demo import generate_site
-from feedrank.views.site import SiteData
 from feedrank.exceptions import FeedrankError
-from feedrank.models.base import Recommender
+from feedrank.io import import_frame
+from feedrank.models.base import Recommender, Scorer
 from feedrank.schema import EVENT_COLUMNS
+from feedrank.settings import Settings
+from feedrank.store.sqlite import SQLiteStore
+from feedrank.views.site import SiteData
+from feedrank.views.view import FrameView, StoreView, store_catalogue
 
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
 BLOCKS = {
@@ -88,13 +95,10 @@ def held_out(user_id: str, items_per_block: int = 8) -> str:
     return f"i{user_id[1]}{int(user_id[2:]) % items_per_block}"
 
 
-def engaged(model: Recommender, user_id: str) -> set[str]:
-    ev = model.data_.events.filter(
-        (pl.col("user_id") == user_id)
-        & pl.col("type").is_in(model.settings_.engagement_types)
-        & (pl.col("timestamp") < model.at_)
-    )
-    return set(ev["item_id"].to_list())
+def known(view: FrameView, user_id: str) -> set[str]:
+    """The items the user already knows (any event but an impression)."""
+    h = view.histories([user_id]).filter(Settings.seen_expr())
+    return set(h["item_id"].to_list())
 
 
 def assert_same_recs(a: pl.DataFrame, b: pl.DataFrame) -> None:
@@ -109,9 +113,31 @@ def assert_same_recs(a: pl.DataFrame, b: pl.DataFrame) -> None:
         assert set(ga.filter(above)["item_id"]) == set(gb.filter(above)["item_id"]), u
 
 
+def dumped(model: Recommender) -> bytes:
+    """The fitted parameters, byte for byte."""
+    meta, arrays = model.dump()
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    return repr(sorted(meta.items())).encode() + buf.getvalue()
+
+
+def stored(data: SiteData, path: Path) -> SQLiteStore:
+    store = SQLiteStore(str(path))
+    for kind, frame in (
+        ("users", data.users),
+        ("items", data.items),
+        ("interactions", data.events),
+    ):
+        report = import_frame(store, kind, frame, strict=True)  # type: ignore[arg-type]
+        assert report.bad == 0
+    return store
+
+
 class RecommenderContract:
     checkerboard_skip: ClassVar[str | None] = None
     has_similar: ClassVar[bool] = False
+    # Models whose scores are never "no signal" (every candidate listed when k is large).
+    dense: ClassVar[bool] = False
 
     def make_model(self) -> Recommender:
         raise NotImplementedError
@@ -126,96 +152,165 @@ class RecommenderContract:
 
     @pytest.fixture(scope="class")
     @classmethod
-    def warm_users(cls, fitted: Recommender) -> list[str]:
-        ev = fitted.data_.events.filter(pl.col("type").is_in(fitted.settings_.engagement_types))
-        return sorted(ev["user_id"].unique().to_list())[:15]
+    def view(cls) -> FrameView:
+        return FrameView(contract_site(), Settings())
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def scorer(cls, fitted: Recommender, view: FrameView) -> Scorer:
+        return fitted.at(view)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def warm_users(cls) -> list[str]:
+        return sorted(contract_site().engaged_pairs(Settings())["user_id"].unique().to_list())[:15]
 
     # -- the contract ------------------------------------------------------------------------------
-    def test_fit_sets_fitted_state(self, fitted: Recommender) -> None:
+    def test_fit_records_settings_window_and_id(self, fitted: Recommender) -> None:
         assert fitted.is_fitted and fitted.kind
-        assert fitted.at_ > fitted.data_.time_span[1]  # type: ignore[operator]
+        lo, hi = contract_site().time_span
+        assert fitted.window_ == (lo.isoformat(), hi.isoformat())  # type: ignore[union-attr]
+        assert fitted.settings_ == Settings() and len(fitted.fit_id_) == 32
 
-    def test_batch_equals_per_user(self, fitted: Recommender, warm_users: list[str]) -> None:
-        batch = fitted.recommend(warm_users, k=7)
-        one_by_one = pl.concat([fitted.recommend([u], k=7) for u in warm_users])
+    def test_batch_equals_per_user(self, scorer: Scorer, warm_users: list[str]) -> None:
+        batch = scorer.recommend(warm_users, k=7)
+        one_by_one = pl.concat([scorer.recommend([u], k=7) for u in warm_users])
         assert_same_recs(batch, one_by_one)
-        small_batches = fitted.recommend(warm_users, k=7, batch_size=4)
+        small_batches = scorer.recommend(warm_users, k=7, batch_size=4)
         assert_same_recs(batch, small_batches)
 
-    def test_recommend_equals_the_generic_path(
-        self, fitted: Recommender, warm_users: list[str]
-    ) -> None:
-        # The base class's recommend: score() over every candidate, then seen_mask.
+    def test_recommend_equals_the_generic_path(self, scorer: Scorer, warm_users: list[str]) -> None:
+        # The base class's recommend: score_users over every candidate, then the seen mask.
         for exclude in (True, False):
-            fast = fitted.recommend(warm_users, k=10, exclude_seen=exclude)
-            generic = Recommender.recommend(fitted, warm_users, k=10, exclude_seen=exclude)
+            fast = scorer.recommend(warm_users, k=10, exclude_seen=exclude)
+            generic = Scorer.recommend(scorer, warm_users, k=10, exclude_seen=exclude)
             assert_same_recs(fast, generic)
 
-    def test_seen_items_excluded_only_when_asked(
-        self, fitted: Recommender, warm_users: list[str]
+    def test_store_view_equals_frame_view(
+        self, fitted: Recommender, scorer: Scorer, warm_users: list[str], tmp_path: Path
     ) -> None:
-        n = len(fitted.item_ids_)
-        recs = fitted.recommend(warm_users, k=n, exclude_seen=True)
-        kept = fitted.recommend(warm_users, k=n, exclude_seen=False)
+        """What a server or a batch job reads (a store, a user at a time) gives the answers
+        offline evaluation reads from frames."""
+        store = stored(contract_site(), tmp_path / "s.db")
+        frame_view = scorer.view
+        cat = store_catalogue(store)
+        assert cat.as_of == frame_view.at  # the data's clock: just after the newest event
+        store_view = StoreView(store, Settings(), cat)
+        assert_same_recs(
+            fitted.at(store_view).recommend(warm_users, k=7), scorer.recommend(warm_users, k=7)
+        )
+        for u in warm_users[:3]:
+            one = StoreView.for_user(store, Settings(), cat, u)
+            assert_same_recs(fitted.at(one).recommend([u], k=7), scorer.recommend([u], k=7))
+        store.close()
+
+    def test_seen_items_excluded_only_when_asked(
+        self, scorer: Scorer, view: FrameView, warm_users: list[str]
+    ) -> None:
+        n = len(view.candidates())
+        recs = scorer.recommend(warm_users, k=n, exclude_seen=True)
+        kept = scorer.recommend(warm_users, k=n, exclude_seen=False)
         some_seen = False
         for u in warm_users:
-            seen = engaged(fitted, u)
+            seen = known(view, u)
             assert not seen & set(recs.filter(pl.col("user_id") == u)["item_id"]), u
-            got = set(kept.filter(pl.col("user_id") == u)["item_id"])
-            assert seen <= got, u  # every score is finite, so all n items are listed
+            if self.dense:
+                assert seen <= set(kept.filter(pl.col("user_id") == u)["item_id"]), u
             some_seen |= bool(seen)
         assert some_seen
 
-    def test_scores_shape_and_finite(self, fitted: Recommender, warm_users: list[str]) -> None:
+    def test_scores_shape_and_no_signal(
+        self, scorer: Scorer, view: FrameView, warm_users: list[str]
+    ) -> None:
         users = [*warm_users, "no-such-user"]
-        items = fitted.item_ids_
-        s = fitted.score(users, items)
+        items = view.candidates()
+        s = scorer.score(users, items)
         assert s.shape == (len(users), len(items))
-        assert np.isfinite(s).all()
-        recs = fitted.recommend(warm_users[:3], k=5)
+        assert np.isfinite(s).all()  # no signal scores 0 here; recommend leaves it out
+        recs = scorer.recommend(warm_users[:3], k=5)
         assert recs.columns == ["user_id", "rank", "item_id", "score"]
         assert recs.group_by("user_id").len()["len"].max() <= 5  # type: ignore[operator]
         for (_u,), g in recs.group_by(["user_id"]):
             assert g["rank"].to_list() == list(range(1, g.height + 1))
             assert (np.diff(g["score"].to_numpy()) <= 1e-12).all()
 
-    def test_save_load_round_trip(
+    def test_serving_leaves_the_fitted_parameters_unchanged(
         self, fitted: Recommender, warm_users: list[str], tmp_path: Path
+    ) -> None:
+        before = dumped(fitted)
+        later = FrameView(contract_site(), Settings(), contract_site().time_span[1])  # type: ignore[arg-type]
+        for view in (FrameView(contract_site(), Settings()), later):
+            sc = fitted.at(view)
+            sc.prepare()
+            sc.recommend([*warm_users, "new-user"], k=5)
+            sc.score(warm_users, view.candidates())
+            sc.explain_pairs(warm_users[:2], list(view.candidates()[:2]))
+        assert dumped(fitted) == before
+
+    def test_save_load_round_trip(
+        self, fitted: Recommender, scorer: Scorer, warm_users: list[str], tmp_path: Path
     ) -> None:
         path = fitted.save(tmp_path / "model")
         assert {p.name for p in path.iterdir()} >= {"meta.json", "arrays.npz"}
-        loaded = type(fitted).load(path).serve_with(fitted.data_, fitted.at_)
-        items = fitted.item_ids_
+        loaded = type(fitted).load(path)
+        assert dumped(loaded) == dumped(fitted)
+        items = scorer.view.candidates()
+        again = loaded.at(scorer.view)
         np.testing.assert_array_equal(
-            loaded.score(warm_users, items), fitted.score(warm_users, items)
+            again.score(warm_users, items), scorer.score(warm_users, items)
         )
-        assert_same_recs(loaded.recommend(warm_users, k=5), fitted.recommend(warm_users, k=5))
+        assert_same_recs(again.recommend(warm_users, k=5), scorer.recommend(warm_users, k=5))
+
+    def test_two_threads_on_one_loaded_model_agree(
+        self, fitted: Recommender, warm_users: list[str], tmp_path: Path
+    ) -> None:
+        loaded = type(fitted).load(fitted.save(tmp_path / "model"))
+        view = FrameView(contract_site(), Settings())
+        with ThreadPoolExecutor(2) as pool:
+            a, b = pool.map(lambda _: loaded.at(view).recommend(warm_users, k=6), range(2))
+        assert_same_recs(a, b)
+        assert_same_recs(a, fitted.at(view).recommend(warm_users, k=6))
+
+    def test_a_view_at_t_ignores_what_came_after(
+        self, fitted: Recommender, warm_users: list[str]
+    ) -> None:
+        """Point in time: serving the whole site as of t equals serving the site cut at t."""
+        data = contract_site()
+        lo, hi = data.time_span
+        t = lo + (hi - lo) * 0.6  # type: ignore[operator]
+        whole = fitted.at(FrameView(data, Settings(), t)).recommend(warm_users, k=6)
+        cut = data.until(t)
+        alone = fitted.at(FrameView(SiteData(cut.users, data.items, cut.events), Settings(), t))
+        assert_same_recs(whole, alone.recommend(warm_users, k=6))
+        later = fitted.at(FrameView(data, Settings())).recommend(warm_users, k=6)
+        assert not whole.equals(later)  # and time did move the answer
 
     def test_checkerboard_held_out_item_first(self) -> None:
         if self.checkerboard_skip:
             pytest.skip(self.checkerboard_skip)
         data = checkerboard()
         model = self.checkerboard_model().fit(data, Settings())
+        view = FrameView(data, Settings())
+        sc = model.at(view)
         users = data.users["user_id"].to_list()
-        recs = model.recommend(users, k=len(model.item_ids_), exclude_seen=True)
+        items = view.candidates()
+        recs = sc.recommend(users, k=len(items), exclude_seen=True)
         first = dict(recs.filter(pl.col("rank") == 1).select("user_id", "item_id").iter_rows())
         assert first == {u: held_out(u) for u in users}
         # and the held-out item strictly beats every item of the other block
-        s = model.score(users, model.item_ids_)
-        items = list(model.item_ids_)
+        s = sc.score(users, items)
+        listed = list(items)
         for r, u in enumerate(users):
-            other = [items.index(i) for i in items if i[1] != u[1]]
-            assert s[r, items.index(held_out(u))] > s[r, other].max(), u
+            other = [listed.index(i) for i in listed if i[1] != u[1]]
+            assert s[r, listed.index(held_out(u))] > s[r, other].max(), u
 
-    def test_similar_items(self, fitted: Recommender) -> None:
-        item = fitted.data_.events.filter(pl.col("type").is_in(fitted.settings_.engagement_types))[
-            "item_id"
-        ].mode()[0]
+    def test_similar_items(self, scorer: Scorer) -> None:
+        item = contract_site().engagements(Settings())["item_id"].mode()[0]
         if not self.has_similar:
             with pytest.raises(FeedrankError, match="similar"):
-                fitted.similar_items([item], k=5)
+                scorer.similar_items([item], k=5)
             return
-        sim = fitted.similar_items([item], k=5)
+        sim = scorer.similar_items([item], k=5)
         assert sim.columns == ["item_id", "rank", "similar_item_id", "score"]
         assert 0 < sim.height <= 5 and set(sim["item_id"]) == {item}
         assert item not in set(sim["similar_item_id"])

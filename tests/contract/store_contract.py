@@ -23,7 +23,8 @@ import pytest
 
 from feedrank.exceptions import FeedrankError, NotFoundError
 from feedrank.schema import EVENT_COLUMNS
-from feedrank.store.base import RECOMMENDATION_COLUMNS, Store
+from feedrank.store.base import RECOMMENDATION_COLUMNS, Store, Watermark
+from feedrank.views.site import read_site
 
 T0 = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)
 COOKIE = "20239734541707312813871963623233721188"  # 38 digits: beyond int64 and exact float
@@ -225,7 +226,7 @@ class StoreContract:
         assert store.events()["user_id"].to_list() == ids
         assert store.events(user_ids=[COOKIE])["user_id"].to_list() == [COOKIE]
         assert store.events(user_ids=["42"]).height == 1
-        assert store.user_history("0042")["item_id"].to_list() == ["007"]
+        assert store.seen_items("0042")[0] == {"007"}
         assert items_of(store.recommendations(COOKIE)) == ["007"]
         assert items_of(store.recommendations("0042")) == ["7"]
         assert store.recommendations("42").height == 0
@@ -381,13 +382,119 @@ class StoreContract:
         assert got["type"].to_list() == ["login", "click", "logout"]
         assert store.add_events(events_frame(rows[:1])) == 0  # keyed with the empty item too
 
-    def test_user_history_is_newest_first(self, store: Store) -> None:
+    def test_a_users_history_is_in_time_order(self, store: Store) -> None:
         rows = [ev("u1", f"i{m}", "click", T0 + timedelta(minutes=m)) for m in (2, 0, 3, 1)]
         rows.append(ev("u2", "other", "click", T0 + timedelta(minutes=10)))
         store.add_events(events_frame(rows))
-        assert items_of(store.user_history("u1")) == ["i3", "i2", "i1", "i0"]
-        assert items_of(store.user_history("u1", limit=2)) == ["i3", "i2"]
-        assert store.user_history("nobody").height == 0
+        assert items_of(store.events(user_ids=["u1"])) == ["i0", "i1", "i2", "i3"]
+        assert store.events(user_ids=["nobody"]).height == 0
+
+    def test_seen_items_are_a_users_items_but_impressions(self, store: Store) -> None:
+        store.add_events(
+            events_frame(
+                [
+                    ev("u1", "shown", "impression", T0),
+                    ev("u1", "clicked", "click", T0 + timedelta(seconds=1)),
+                    ev("u1", "", "login", T0 + timedelta(seconds=2)),
+                    ev("u1", "rated", "rating", T0 + timedelta(seconds=3), value=1.0),
+                    ev("u2", "other", "click", T0 + timedelta(seconds=9)),
+                ]
+            )
+        )
+        seen, newest = store.seen_items("u1")
+        assert seen == {"clicked", "rated"}  # a low rating is still an item the user knows
+        assert newest == T0 + timedelta(seconds=3)
+        assert store.seen_items("nobody") == (set(), None)
+
+    def test_scan_events_reads_in_bounded_batches(self, store: Store) -> None:
+        rows = [ev("u1", f"i{m}", "click", T0 + timedelta(minutes=m)) for m in range(7)]
+        store.add_events(events_frame(rows))
+        batches = list(store.scan_events(batch_rows=3))
+        assert [b.height for b in batches] == [3, 3, 1]
+        assert pl.concat(batches).equals(store.events())
+
+    # -- counters ------------------------------------------------------------------------------------
+    def test_counters_follow_new_events_only(self, store: Store) -> None:
+        rows = [
+            ev("u1", "i1", "click", T0),
+            ev("u1", "i1", "rating", T0 + timedelta(seconds=1), value=4.0),
+            ev("u2", "i1", "click", T0 + timedelta(seconds=2), event_id="e"),
+            ev("u2", "", "login", T0 + timedelta(seconds=3)),
+        ]
+        store.add_events(events_frame(rows))
+        store.add_events(events_frame(rows))  # duplicates move nothing
+        items = store.item_counts().sort("item_id", "type", "value")
+        assert items.select("item_id", "type", "value", "n").rows() == [
+            ("i1", "click", 1.0, 2),
+            ("i1", "rating", 4.0, 1),
+        ]
+        users = store.user_counts().sort("user_id", "type")
+        assert users.select("user_id", "type", "n").rows() == [
+            ("u1", "click", 1),
+            ("u1", "rating", 1),
+            ("u2", "click", 1),
+            ("u2", "login", 1),
+        ]
+        u1 = store.user_counts(["u1"])
+        assert u1["first_ts"].min() == T0 and u1["last_ts"].max() == T0 + timedelta(seconds=1)
+        store.delete_user("u1")
+        assert store.item_counts().select("type", "n").rows() == [("click", 1)]
+        assert store.user_counts(["u1"]).height == 0
+
+    def test_stats_come_from_the_counters(self, store: Store) -> None:
+        store.add_events(
+            events_frame(
+                [ev("u1", "i1", "click", T0), ev("u2", "i1", "like", T0 + timedelta(hours=1))]
+            )
+        )
+        stats = store.stats()
+        assert stats["events"] == 2 and stats["events_per_type"] == {"click": 1, "like": 1}
+        assert stats["users_with_events"] == 2
+        assert stats["first_event"] == T0.isoformat()
+
+    # -- change feed ---------------------------------------------------------------------------------
+    def test_changes_since_a_watermark(self, store: Store) -> None:
+        start = store.watermark()
+        assert store.changes(start).events.height == 0
+        store.add_events(events_frame([ev("u1", "i1", "click", T0), ev("u2", "i2", "click", T0)]))
+        store.upsert_items(pl.DataFrame({"item_id": ["i9"], "created_at": [T0]}))
+        got = store.changes(start)
+        assert sorted(got.events["user_id"].to_list()) == ["u1", "u2"]
+        assert got.items["item_id"].to_list() == ["i9"] and not got.erased
+        assert got.until == store.watermark() != start
+        # the same events again are no change; an erasure is
+        store.add_events(events_frame([ev("u1", "i1", "click", T0)]))
+        assert store.changes(got.until).events.height == 0
+        store.delete_user("u2")
+        erased = store.changes(got.until)
+        assert erased.erased and erased.events.height == 0
+
+    def test_changes_resume_after_max_events(self, store: Store) -> None:
+        start = store.watermark()
+        store.add_events(
+            events_frame([ev(f"u{n}", "i", "click", T0 + timedelta(seconds=n)) for n in range(5)])
+        )
+        first = store.changes(start, max_events=3)
+        second = store.changes(first.until, max_events=3)
+        third = store.changes(second.until, max_events=3)
+        assert first.events.height == 3 and second.events.height == 2
+        assert third.events.height == 0 and third.until == second.until
+        users = first.events["user_id"].to_list() + second.events["user_id"].to_list()
+        assert sorted(users) == [f"u{n}" for n in range(5)]
+
+    def test_watermarks_start_at_zero(self, store: Store) -> None:
+        assert store.watermark() == Watermark(0, 0, 0)
+
+    # -- settings ------------------------------------------------------------------------------------
+    def test_settings_are_stored_in_versions(self, store: Store) -> None:
+        assert store.stored_settings() is None and store.settings_versions() == []
+        v1 = store.put_settings({"negative_ratio": 2})
+        v2 = store.put_settings({"negative_ratio": 3, "type_weights": {"pv": 1.0}})
+        assert [v for v, _ in store.settings_versions()] == [v1, v2]
+        assert store.stored_settings() == {"negative_ratio": 3, "type_weights": {"pv": 1.0}}
+        assert store.stored_settings(v1) == {"negative_ratio": 2}
+        with pytest.raises(NotFoundError, match="settings version"):
+            store.stored_settings(v2 + 10)
 
     # -- deleting a user -------------------------------------------------------------------------
     def test_delete_user_removes_everything_of_that_user_only(self, store: Store) -> None:
@@ -530,7 +637,15 @@ class StoreContract:
         assert stats["events_per_type"] == {}
         assert stats["first_event"] is None and stats["last_event"] is None
 
-    def test_load_until_excludes_events_at_or_after_t(self, store: Store) -> None:
+    def test_items_without_created_at_and_lookups_by_id(self, store: Store) -> None:
+        store.upsert_items(pl.DataFrame({"item_id": ["a", "b"], "lang": ["en", "de"]}))
+        store.upsert_users(pl.DataFrame({"user_id": ["u1", "u2"], "country": ["NO", "SE"]}))
+        items = store.items(["b", "zz"])
+        assert items["item_id"].to_list() == ["b"] and items["created_at"].to_list() == [None]
+        assert store.users(["u2"])["country"].to_list() == ["SE"]
+        assert store.items([]).height == 0
+
+    def test_read_site_until_excludes_events_at_or_after_t(self, store: Store) -> None:
         t = T0 + timedelta(hours=1)
         us = timedelta(microseconds=1)
         store.upsert_users(pl.DataFrame({"user_id": ["u1"]}))
@@ -547,10 +662,11 @@ class StoreContract:
                 ]
             )
         )
-        data = store.load(until=t)
+        data = read_site(store).until(t)
         assert data.events["type"].to_list() == ["click", "like"]
         assert data.items["item_id"].to_list() == ["old"]
         assert data.users["user_id"].to_list() == ["u1"]
-        everything = store.load()
+        assert read_site(store, end=t).events.height == 2
+        everything = read_site(store)
         assert everything.events.height == 4
         assert everything.items.height == 2

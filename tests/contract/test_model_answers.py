@@ -1,5 +1,5 @@
 """The interaction matrix, known answers of the collaborative and content models (against
-implicit and the closed forms), fold-in, fresh events, and cold start."""
+implicit and the closed forms), fold-in, fresh events, and cold start through the service."""
 
 from __future__ import annotations
 
@@ -10,18 +10,19 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 
-from feedrank.settings import AttributeWeights, Settings
-from feedrank.views.site import SiteData
 from feedrank.exceptions import ConfigError, NotFoundError
-from feedrank.models.base import Recommender
+from feedrank.models.base import Scorer
 from feedrank.models.content import ContentRecommender
 from feedrank.models.ease import EASERecommender
 from feedrank.models.factorization import ALSRecommender, BPRRecommender
 from feedrank.models.knn import ItemKNNRecommender, UserKNNRecommender, Weighting, pruned_similarity
 from feedrank.models.matrix import IdMap, interactions, sparse_top_k
-from feedrank.models.popularity import IN_SEGMENT
-from feedrank.serving.service import MODEL, RecommendationService
+from feedrank.models.popularity import IN_SEGMENT, OVERALL, PopularityRecommender
 from feedrank.schema import EVENT_COLUMNS
+from feedrank.serving.service import MODEL, NEWEST, RecommendationService
+from feedrank.settings import AttributeWeights, Settings
+from feedrank.views.site import SiteData
+from feedrank.views.view import FrameView
 
 from .recommender_contract import T0, assert_same_recs, checkerboard, held_out
 
@@ -30,6 +31,10 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:OpenBLAS is configured"),
     pytest.mark.filterwarnings("ignore:Method expects CSR input"),
 ]
+
+
+def view(data: SiteData, at: datetime | None = None) -> FrameView:
+    return FrameView(data, Settings(), at)
 
 
 def events(rows: list[tuple[str, str, str, datetime, float]]) -> pl.DataFrame:
@@ -88,7 +93,8 @@ def test_matrix_weights_are_type_times_attribute_times_value_before_at() -> None
         {"item_id": ["f1", "f2"], "created_at": [T0, T0], "asset": ["guide", "pricing"]}
     ).with_columns(pl.col("created_at").cast(pl.Datetime("us", "UTC")))
     settings = Settings(attribute_weights=AttributeWeights("asset", {"pricing": 3.0}))
-    inter = interactions(SiteData(pl.DataFrame({"user_id": ["0042"]}), items, ev), settings, at)
+    data = SiteData(pl.DataFrame({"user_id": ["0042"]}), items, ev).until(at)
+    inter = interactions(data, settings)
     assert list(inter.users.ids) == ["0042"] and list(inter.items.ids) == ["f1", "f2"]
     np.testing.assert_allclose(inter.matrix.toarray(), [[3.0, 9.0]])
 
@@ -121,7 +127,7 @@ def test_item_similarity_equals_implicits(weighting: str, peer) -> None:  # type
     )
     # and scoring is the user's row times the similarity, as implicit's scorer does
     ids, scores = ref.recommend(3, x[3], N=5)
-    recs = model.recommend(["u003"], k=5)
+    recs = model.at(view(data)).recommend(["u003"], k=5)
     positive = scores > 0
     assert recs["item_id"].to_list()[: positive.sum()] == [f"i{i:03d}" for i in ids[positive]]
 
@@ -149,7 +155,7 @@ def test_als_equals_implicit_on_the_same_matrix() -> None:
     np.testing.assert_allclose(model.item_factors_, ref.item_factors, rtol=1e-4, atol=1e-5)
     users = [f"u{r:03d}" for r in range(10)]
     ids, _ = ref.recommend(np.arange(10), x[:10], N=5)
-    recs = model.recommend(users, k=5)
+    recs = model.at(view(data)).recommend(users, k=5)
     assert recs["item_id"].to_list() == [f"i{i:03d}" for i in ids.ravel()]
 
 
@@ -161,8 +167,9 @@ def test_ease_is_the_closed_form() -> None:
     expected = -p / np.diag(p)
     np.fill_diagonal(expected, 0.0)
     np.testing.assert_allclose(model.weights_, expected, rtol=1e-4, atol=1e-6)
+    v = view(data)
     np.testing.assert_allclose(
-        model.score(["u005"], model.item_ids_)[0], b[5] @ expected, rtol=1e-4, atol=1e-6
+        model.at(v).score(["u005"], v.candidates())[0], b[5] @ expected, rtol=1e-4, atol=1e-6
     )
 
 
@@ -193,15 +200,14 @@ def test_fresh_engagement_moves_recommendations_without_refit() -> None:
     data = checkerboard()
     model = ItemKNNRecommender(k_neighbours=20).fit(data, Settings())
     user, item = "ua00", held_out("ua00")
-    assert model.recommend([user], k=1)["item_id"].to_list() == [item]
+    assert model.at(view(data)).recommend([user], k=1)["item_id"].to_list() == [item]
     later = T0 + timedelta(days=60)
     fresh = SiteData(
         data.users,
         data.items,
         pl.concat([data.events, events([(user, item, "click", later, 1.0)])]),
     )
-    model.serve_with(fresh)
-    assert item not in model.recommend([user], k=20)["item_id"].to_list()
+    assert item not in model.at(view(fresh)).recommend([user], k=20)["item_id"].to_list()
 
 
 @pytest.mark.parametrize(
@@ -218,8 +224,8 @@ def test_users_unknown_at_fit_are_folded_in(make) -> None:  # type: ignore[no-un
     train = SiteData(
         data.users, data.items, data.events.filter(~pl.col("user_id").is_in(newcomers))
     )
-    model = make().fit(train, Settings()).serve_with(data)
-    recs = model.recommend(newcomers, k=1)
+    model = make().fit(train, Settings())
+    recs = model.at(view(data)).recommend(newcomers, k=1)
     assert dict(recs.select("user_id", "item_id").iter_rows()) == {
         u: held_out(u) for u in newcomers
     }
@@ -233,12 +239,12 @@ def test_similar_items_stay_in_the_block() -> None:
         ContentRecommender(),
         ALSRecommender(factors=8, regularization=0.05, iterations=10, random_state=1),
     ):
-        sim = model.fit(data, Settings()).similar_items(["ia1", "ib2"], k=5)
+        sim = model.fit(data, Settings()).at(view(data)).similar_items(["ia1", "ib2"], k=5)
         assert sim.height == 10, model.kind
         for item, other in sim.select("item_id", "similar_item_id").iter_rows():
             assert item[1] == other[1] and item != other, model.kind
     with pytest.raises(NotFoundError, match="no-such-item"):
-        ItemKNNRecommender().fit(data, Settings()).similar_items(["no-such-item"])
+        ItemKNNRecommender().fit(data, Settings()).at(view(data)).similar_items(["no-such-item"])
 
 
 # -- cold start ----------------------------------------------------------------------------------
@@ -257,18 +263,22 @@ def test_a_new_item_reaches_users_through_content_similarity() -> None:
         }
     ).with_columns(pl.col("created_at").cast(pl.Datetime("us", "UTC")))
     later = SiteData(data.users, pl.concat([data.items, new]), data.events)
-    model.serve_with(later, fit_at + timedelta(hours=2))  # type: ignore[operator]
+    v = view(later, fit_at + timedelta(hours=2))  # type: ignore[operator]
+    sc = model.at(v)
     garden = [u for u in later.users["user_id"] if u.startswith("ua")]
     kitchen = [u for u in later.users["user_id"] if u.startswith("ub")]
-    recs = model.recommend(garden + kitchen, k=2)
+    recs = sc.recommend(garden + kitchen, k=2)
     for u in garden:  # the held-out item (same text and type) and the new one lead
         assert set(recs.filter(pl.col("user_id") == u)["item_id"]) == {held_out(u), "ia-new"}
     # kitchen readers share nothing with it (one language only: no metadata level in common)
-    assert (model.score(kitchen, ["ia-new"]) == 0.0).all()
-    assert (model.score(garden, ["ia-new"]) > 0.5).all()
-    # a model of interactions alone has no signal for it: score 0, never a leading item
-    als = ALSRecommender(factors=8, iterations=5).fit(data, Settings()).serve_with(later)
-    assert als.score(garden[:1], ["ia-new"])[0, 0] == 0.0
+    assert (sc.score(kitchen, ["ia-new"]) == 0.0).all()
+    assert (sc.score(garden, ["ia-new"]) > 0.5).all()
+    # a model of interactions alone has no signal for it: never recommended
+    als = ALSRecommender(factors=8, iterations=5).fit(data, Settings()).at(v)
+    assert np.isnan(als.score_users(garden[:1], v.histories(garden[:1]), np.array(["ia-new"])))[
+        0, 0
+    ]
+    assert "ia-new" not in als.recommend(garden, k=8)["item_id"].to_list()
 
 
 def test_a_new_user_gets_segment_popularity_from_the_service() -> None:
@@ -276,36 +286,70 @@ def test_a_new_user_gets_segment_popularity_from_the_service() -> None:
     newcomer = pl.DataFrame({"user_id": ["newbie"], "age": [31], "gender": ["female"]})
     data = SiteData(pl.concat([data.users, newcomer]), data.items, data.events)
     model = ItemKNNRecommender(k_neighbours=20).fit(data, Settings())
-    service = RecommendationService(model)
-    service.fallback.min_segment_weight = 1.0
-    service.fallback.serve_with(data, model.at_)
+    fallback = PopularityRecommender(segment_by=["age_band", "gender"], min_segment_weight=1.0)
+    service = RecommendationService(model, view(data), fallback.fit(data, Settings()))
     recs = service.recommend(["ua01", "newbie"], k=3)
-    assert set(recs.filter(pl.col("user_id") == "ua01")["source"]) == {MODEL}
+    # ua01's one unseen garden item is the model's; the kitchen has no path from its history
+    mine = recs.filter(pl.col("user_id") == "ua01")
+    assert mine["source"].to_list() == [MODEL, IN_SEGMENT, IN_SEGMENT]
+    assert mine["item_id"][0] == held_out("ua01")
     assert set(recs.filter(pl.col("user_id") == "newbie")["source"]) == {IN_SEGMENT}
     assert recs.filter(pl.col("user_id") == "newbie").height == 3
 
 
+def test_without_a_users_file_cold_start_is_overall_popularity_then_the_newest() -> None:
+    """No profiles: no segment can be claimed. A score of 0 is never a model answer: lists the
+    model cannot fill are filled by popularity (items someone engaged with), then the newest
+    items, each row saying where it came from."""
+    data = checkerboard()
+    fresh = pl.DataFrame(
+        {"item_id": ["brand-new"], "created_at": [T0 + timedelta(days=40)], "content_type": ["x"]}
+    ).with_columns(pl.col("created_at").cast(pl.Datetime("us", "UTC")))
+    nobody = SiteData(
+        pl.DataFrame(schema={"user_id": pl.String}),
+        pl.concat([data.items, fresh], how="diagonal_relaxed"),
+        data.events,
+    )
+    model = ItemKNNRecommender(k_neighbours=20).fit(nobody, Settings())
+    fallback = PopularityRecommender(segment_by=["age_band", "gender"]).fit(nobody, Settings())
+    service = RecommendationService(model, view(nobody, T0 + timedelta(days=41)), fallback)
+    recs = service.recommend(["stranger", "ua00"], k=17)
+    stranger = recs.filter(pl.col("user_id") == "stranger")
+    assert stranger["source"].to_list() == [OVERALL] * 16 + [NEWEST]
+    assert stranger["item_id"][-1] == "brand-new" and (stranger["score"] > 0).all()
+    mine = recs.filter(pl.col("user_id") == "ua00")
+    assert mine.height == 10  # 17 items, 7 seen
+    model_rows = mine.filter(pl.col("source") == MODEL)
+    assert model_rows.height and (model_rows["score"] > 0).all()
+    assert set(mine["source"]) <= {MODEL, OVERALL, NEWEST}
+
+
 def test_serving_time_is_respected() -> None:
     data = checkerboard()
-    early = datetime(2025, 6, 1, 5, tzinfo=UTC)  # only the first few clicks happened
-    model = EASERecommender(l2=5.0).fit(data, Settings()).serve_with(data, early)
-    assert model.history_.matrix.sum() == pytest.approx(5.0)
+    early = datetime(2025, 6, 1, 5, tzinfo=UTC)  # only the first five clicks happened
+    v = view(data, early)
+    assert v.histories(v.active_users()).height == 5
+    model = EASERecommender(l2=5.0).fit(data, Settings())
+    rows = model.at(v).rows(v.active_users(), v.histories(v.active_users()))  # type: ignore[attr-defined]
+    assert rows.matrix.sum() == pytest.approx(5.0)
 
 
-def test_weighted_views_are_signal_but_not_seen() -> None:
-    # A view has a weight (1) but is not an engagement: it feeds the matrix, yet the viewed
-    # item stays recommendable; the fast path and the generic one agree on it.
+def test_a_viewed_item_is_signal_and_seen() -> None:
+    # A view weighs (1) and counts as an engagement by default: it feeds the matrix, and the
+    # viewed item is one the user knows, so it leaves their list; the fast path and the
+    # generic one agree on it.
     data = checkerboard()
     user, item = "ua00", held_out("ua00")
-    view = events([(user, item, "view", T0 + timedelta(days=20), 1.0)])
-    data = SiteData(data.users, data.items, pl.concat([data.events, view]).sort("timestamp"))
+    seen = events([(user, item, "view", T0 + timedelta(days=20), 1.0)])
+    data = SiteData(data.users, data.items, pl.concat([data.events, seen]).sort("timestamp"))
     model = ItemKNNRecommender(k_neighbours=20).fit(data, Settings())
-    assert not model.history_.engaged_only
-    assert model.history_.matrix[model.history_.users.index([user])[0]].nnz == 8
-    fast = model.recommend([user, "ua01"], k=3)
-    generic = Recommender.recommend(model, [user, "ua01"], k=3)
+    v = view(data)
+    sc = model.at(v)
+    assert sc.rows([user], v.histories([user])).matrix.nnz == 8  # type: ignore[attr-defined]
+    fast = sc.recommend([user, "ua01"], k=3)
+    generic = Scorer.recommend(sc, [user, "ua01"], k=3)
     assert_same_recs(fast, generic)
-    assert fast.filter(pl.col("user_id") == user)["item_id"][0] == item
+    assert item not in fast.filter(pl.col("user_id") == user)["item_id"].to_list()
 
 
 def test_sparse_top_k_keeps_each_rows_largest_stored_entries() -> None:

@@ -24,11 +24,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from feedrank.settings import Settings
 from feedrank.datasets.demo import generate_site
-from feedrank.io import import_frame
 from feedrank.exceptions import NotFoundError
+from feedrank.io import import_frame
 from feedrank.models.glm import GLMRecommender
+from feedrank.settings import Settings
 from feedrank.store import open_store
 from feedrank.store.base import Store
 from feedrank.store.search import BulkWriteError, SearchStore

@@ -127,3 +127,42 @@ def test_durable_writes_sets_a_full_fsync_on_this_threads_connection(tmp_path) -
     store.durable_writes()
     with store._read() as c:
         assert c.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+V1_SCHEMA = """
+CREATE TABLE users (user_id TEXT PRIMARY KEY, attributes TEXT) WITHOUT ROWID;
+CREATE TABLE items (item_id TEXT PRIMARY KEY, created_at INTEGER NOT NULL, attributes TEXT) WITHOUT ROWID;
+CREATE TABLE events (
+    event_id TEXT, user_id TEXT NOT NULL, item_id TEXT NOT NULL, type TEXT NOT NULL,
+    ts INTEGER NOT NULL, value REAL NOT NULL, position INTEGER, device TEXT, context TEXT);
+CREATE UNIQUE INDEX events_id ON events (event_id) WHERE event_id IS NOT NULL;
+CREATE UNIQUE INDEX events_natural ON events (user_id, item_id, type, ts) WHERE event_id IS NULL;
+CREATE INDEX events_user_ts ON events (user_id, ts);
+CREATE INDEX events_ts ON events (ts);
+INSERT INTO users VALUES ('u1', '{"country": "NO"}');
+INSERT INTO items VALUES ('i1', 1709294400000000, '{"lang": "en"}');
+INSERT INTO events VALUES (NULL, 'u1', 'i1', 'click', 1709294400000000, 1.0, 1, NULL, NULL);
+INSERT INTO events VALUES ('e2', 'u1', 'i1', 'like', 1709294401000000, 1.0, NULL, NULL, NULL);
+"""
+
+
+def test_a_store_written_by_the_previous_version_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as c:
+        c.executescript(V1_SCHEMA)
+    store = SQLiteStore(str(path))
+    assert store.events()["type"].to_list() == ["click", "like"]
+    assert store.item_counts().select("type", "n").sort("type").rows() == [
+        ("click", 1),
+        ("like", 1),
+    ]
+    assert store.stats()["events"] == 2
+    # the new key still keeps events idempotent, and items may now lack a creation time
+    store.add_events(events_frame([ev("u1", "i1", "click", T0)]))
+    assert store.events().height == 2
+    store.upsert_items(pl.DataFrame({"item_id": ["i2"]}))
+    assert store.items(["i2"])["created_at"].to_list() == [None]
+    store.close()
+    assert SQLiteStore(str(path)).events().height == 2  # opening again migrates nothing

@@ -13,15 +13,16 @@ from scipy.optimize import check_grad
 from typer.testing import CliRunner
 
 from feedrank.cli.main import app
-from feedrank.settings import Settings
 from feedrank.datasets.demo import DemoSite, generate_site
-from feedrank.views.site import SiteData
 from feedrank.exceptions import ConfigError
 from feedrank.features.examples import build_examples
 from feedrank.features.history import T
 from feedrank.models import MODELS
 from feedrank.models.bilinear import BilinearRecommender, fit_bilinear, sigmoid
 from feedrank.models.vectors import ItemEmbedder, reduce_dim, user_vectors_asof
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
+from feedrank.views.view import FrameView
 
 
 def simulate(n: int, W: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -131,11 +132,7 @@ def test_user_vectors_see_only_engagements_strictly_before(data: SiteData) -> No
     np.testing.assert_allclose(x[0], x_cut[0])
     assert not np.allclose(x[0], x[1])  # one microsecond later the click at t counts
     # and it is the weighted mean of the items engaged before
-    eng = data.events.filter(
-        (pl.col("user_id") == user)
-        & pl.col("type").is_in(settings.engagement_types)
-        & (pl.col(T) <= t)
-    )
+    eng = data.engagements(settings).filter((pl.col("user_id") == user) & (pl.col(T) <= t))
     w = eng["type"].replace_strict(settings.type_weights, return_dtype=pl.Float64).to_numpy()
     rows = Y[[ids.index(i) for i in eng["item_id"].to_list()]]
     np.testing.assert_allclose(x[1], (w[:, None] * rows).sum(0) / w.sum())
@@ -147,46 +144,57 @@ def fitted(data: SiteData) -> BilinearRecommender:
     return BilinearRecommender(dim=8).fit(data, Settings())
 
 
+@pytest.fixture(scope="module")
+def view(data: SiteData) -> FrameView:
+    return FrameView(data, Settings())
+
+
 def test_scores_agree_with_row_predictions_at_the_serving_time(
-    fitted: BilinearRecommender, data: SiteData
+    fitted: BilinearRecommender, view: FrameView, data: SiteData
 ) -> None:
     users = data.users["user_id"].to_list()[:5]
     items = data.items["item_id"].to_list()[:7]
-    S = fitted.score(users, items)
+    S = fitted.at(view).score(users, items)
     rows = pl.DataFrame(
         {
             "user_id": np.repeat(users, len(items)),
             "item_id": np.tile(items, len(users)),
-            T: [fitted.at_] * (len(users) * len(items)),
+            T: [view.at] * (len(users) * len(items)),
         }
     )
-    np.testing.assert_allclose(S.ravel(), fitted.predict_rows(rows), rtol=1e-10)
+    np.testing.assert_allclose(S.ravel(), fitted.predict_proba(data, rows), rtol=1e-10)
 
 
-def test_explanation_adds_up_to_the_logit(fitted: BilinearRecommender, data: SiteData) -> None:
+def test_explanation_adds_up_to_the_logit(
+    fitted: BilinearRecommender, view: FrameView, data: SiteData
+) -> None:
     user, item = data.users["user_id"][0], data.items["item_id"][3]
-    parts = fitted.explain(user, item, top=10)
+    sc = fitted.at(view)
+    parts = sc.explain_pairs([user], [item], top=10)[0]
     assert {p["feature"] for p in parts} >= {"dot product x.y", "item bias", "intercept"}
     logit = sum(p["contribution"] for p in parts)
-    assert sigmoid(np.array([logit]))[0] == pytest.approx(fitted.score([user], [item])[0, 0])
+    assert sigmoid(np.array([logit]))[0] == pytest.approx(sc.score([user], [item])[0, 0])
 
 
 def test_save_and_load_give_the_same_scores(
-    fitted: BilinearRecommender, data: SiteData, tmp_path: Path
+    fitted: BilinearRecommender, view: FrameView, data: SiteData, tmp_path: Path
 ) -> None:
-    loaded = BilinearRecommender.load(fitted.save(tmp_path / "m")).serve_with(data, fitted.at_)
+    loaded = BilinearRecommender.load(fitted.save(tmp_path / "m")).at(view)
     users, items = data.users["user_id"].to_list()[:4], data.items["item_id"].to_list()
-    np.testing.assert_allclose(loaded.score(users, items), fitted.score(users, items))
+    np.testing.assert_allclose(loaded.score(users, items), fitted.at(view).score(users, items))
 
 
-def test_normalised_serving_is_a_dot_product_with_unit_item_vectors(data: SiteData) -> None:
+def test_normalised_serving_is_a_dot_product_with_unit_item_vectors(
+    view: FrameView, data: SiteData
+) -> None:
     m = BilinearRecommender(dim=8, normalize=True).fit(data, Settings())
+    sc = m.at(view)
     items = data.items["item_id"].to_list()
-    V = m.item_vectors(items)
+    V = m.index_vectors(m.item_table(data.items)[1])
     np.testing.assert_allclose(np.linalg.norm(V, axis=1), 1.0, atol=1e-9)
     users = data.users["user_id"].to_list()[:6]
-    X = m._user_table(users)
-    S = m.score(users, items)
+    X = sc.user_vectors(users, view.histories(users))
+    S = sc.score(users, items)
     # same ranking as the plain dot product x . v (b > 0: more aligned, more likely)
     assert m.calibration_[1] > 0
     np.testing.assert_array_equal(np.argsort(-S, axis=1), np.argsort(-(X @ V.T), axis=1))
@@ -196,14 +204,11 @@ def test_bilinear_beats_chance_on_held_out_time(site: DemoSite, data: SiteData) 
     s = Settings()
     cut = site.end - timedelta(days=2)
     train = data.until(cut)
-    m = BilinearRecommender(dim=8).fit(
-        train, s, examples=build_examples(train, s, end=cut - timedelta(hours=1))
-    )
-    m.serve_with(data)
+    m = BilinearRecommender(dim=8).fit(train, s)
     test = build_examples(data, s, start=cut)
     from sklearn.metrics import roc_auc_score
 
-    assert roc_auc_score(test["label"].to_numpy(), m.predict_rows(test)) > 0.55
+    assert roc_auc_score(test["label"].to_numpy(), m.predict_proba(data, test)) > 0.55
 
 
 # -- the CLI ------------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ from feedrank.settings import Settings
 from feedrank.views.site import SiteData
 from feedrank.features.examples import build_examples
 from feedrank.features.groups import FeatureGroups, FeatureSpec, age_band_expr
-from feedrank.features.history import History
+from feedrank.features.history import History, Snapshot
 from feedrank.schema import validate_events, validate_items, validate_users
+from feedrank.views.view import FrameView
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 
@@ -37,7 +38,7 @@ def _data(events: list[tuple[str, str, str, datetime]], settings: Settings) -> S
 
 def _groups(data: SiteData, settings: Settings, spec: FeatureSpec | None = None) -> FeatureGroups:
     spec = spec or FeatureSpec.infer(data, settings)
-    return FeatureGroups(spec, data, History(data, settings, spec.share_attributes))
+    return FeatureGroups(spec, History(data, settings, spec.share_attributes))
 
 
 def test_impression_example_sees_only_strictly_earlier_events() -> None:
@@ -139,3 +140,37 @@ def test_age_band_from_age_else_a_stored_band() -> None:
     assert band is not None
     assert users.select(band).to_series().to_list() == ["25-34", "65+", None]
     assert user_age_band(users.select("user_id"), [18]) is None
+
+
+def test_serving_snapshot_reads_the_same_features_as_training_history(
+    small_data: SiteData,
+) -> None:
+    """History (each key as of its own time) and Snapshot (everything as of one time, from a
+    view) are two readings of the same counters: at the same time they give the same rows."""
+    s = Settings()
+    spec = FeatureSpec.infer(small_data, s)
+    history = _groups(small_data, s, spec)
+    times = small_data.events["timestamp"]
+    users = small_data.users["user_id"].to_list()[::20]
+    items = small_data.items["item_id"].to_list()[::7]
+    for q in (0.3, 0.9):
+        t = times.quantile(q, interpolation="nearest")
+        view = FrameView(small_data, s, t)
+        snapshot = Snapshot(
+            view.histories(users),
+            view.profiles(users),
+            view.catalogue,
+            s,
+            spec.share_attributes,
+            t,
+            sorted(set(spec.types) | set(view.types)),
+        )
+        keys = pl.DataFrame(
+            [(u, i) for u in users for i in items], schema=["user_id", "item_id"], orient="row"
+        ).with_columns(pl.lit(t).alias("timestamp"), position=pl.lit(1, pl.Int32))
+        served = FeatureGroups(spec, snapshot).rows(keys)
+        trained = history.rows(keys)
+        assert served.columns == trained.columns
+        assert trained["user_n_click"].sum() > 0 and trained["pair_shown"].sum() > 0
+        # equal up to float rounding (polars' default tolerances: relative 1e-5, absolute 1e-8)
+        assert_frame_equal(served, trained, check_exact=False)

@@ -10,10 +10,23 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 
-from feedrank.settings import Settings
 from feedrank.datasets.demo import DemoSite
+from feedrank.exceptions import FeedrankError
+from feedrank.models.glm import GLMRecommender, GLMScorer, fit_logistic, sigmoid
+from feedrank.schema import empty_events
+from feedrank.settings import Settings
 from feedrank.views.site import SiteData
-from feedrank.models.glm import GLMRecommender, fit_logistic, sigmoid
+from feedrank.views.view import FrameView
+
+
+@pytest.fixture(scope="module")
+def scorer(fitted_glm: GLMRecommender, small_data: SiteData) -> GLMScorer:
+    return fitted_glm.at(FrameView(small_data, Settings()))
+
+
+def context_part(sc: GLMScorer) -> float:
+    lin = sc._linear([], empty_events())
+    return float(lin.partial(lin.groups.context(lin.context_row), lin.parts.context)[0])
 
 
 def test_fit_logistic_recovers_known_coefficients_within_tolerance() -> None:
@@ -73,86 +86,86 @@ def _rows(users: list[str], items: list[str], at) -> pl.DataFrame:  # type: igno
     )
 
 
-def test_factorised_scores_equal_row_wise_predictions(fitted_glm: GLMRecommender) -> None:
-    m = fitted_glm
-    users = m.data_.users["user_id"].to_list()[:40]
-    items = m.item_ids_
-    scores = m.score(users, items)
+def test_factorised_scores_equal_row_wise_predictions(
+    scorer: GLMScorer, small_data: SiteData
+) -> None:
+    """Serving's factorised logit (a Snapshot of the users at the view's time) equals the
+    training path (as-of joins at each row's own time) row by row."""
+    m, view = scorer.model, scorer.view
+    users = small_data.users["user_id"].to_list()[:40]
+    items = view.candidates()
+    scores = scorer.score(users, items)
     rng = np.random.default_rng(0)
     ui, ii = rng.integers(0, len(users), 300), rng.integers(0, len(items), 300)
     # include pairs with history (shown or engaged before), whose pair features are non-zero
-    hist = m.data_.events.filter(pl.col("user_id").is_in(users) & (pl.col("item_id") != "")).head(
-        100
-    )
+    hist = small_data.events.filter(
+        pl.col("user_id").is_in(users) & pl.col("item_id").is_in(items.tolist())
+    ).head(100)
     u_h = [users.index(u) for u in hist["user_id"]]
     i_h = [int(np.flatnonzero(items == i)[0]) for i in hist["item_id"]]
     ui, ii = np.concatenate([ui, u_h]), np.concatenate([ii, i_h])
-    p = m.predict_rows(_rows([users[i] for i in ui], items[ii].tolist(), m.at_))
+    p = m.predict_proba(small_data, _rows([users[i] for i in ui], items[ii].tolist(), view.at))
     np.testing.assert_allclose(p, scores[ui, ii], rtol=0, atol=1e-12)
 
 
-def test_explanation_adds_up_to_the_logit(fitted_glm: GLMRecommender) -> None:
-    m = fitted_glm
-    u, i = m.data_.users["user_id"][0], m.item_ids_[3]
-    contributions = m.explain(u, i, top=10_000)
-    context = float(
-        m.scorer_.partial(m.groups_.context(m.scorer_.context_row), m.scorer_.cols_context)[0]
-    )
-    z = m.intercept_ + context + sum(c["contribution"] for c in contributions)
-    assert sigmoid(np.array([z]))[0] == pytest.approx(m.score([u], [i])[0, 0], abs=1e-12)
+def test_explanation_adds_up_to_the_logit(scorer: GLMScorer, small_data: SiteData) -> None:
+    m = scorer.model
+    u, i = small_data.users["user_id"][0], scorer.view.candidates()[3]
+    contributions = scorer.explain_pairs([u], [i], top=10_000)[0]
+    z = m.intercept_ + context_part(scorer) + sum(c["contribution"] for c in contributions)
+    assert sigmoid(np.array([z]))[0] == pytest.approx(scorer.score([u], [i])[0, 0], abs=1e-12)
     assert all(
         abs(a["contribution"]) >= abs(b["contribution"])
         for a, b in itertools.pairwise(contributions)
     )
 
 
-def test_explanations_of_many_pairs_add_up_to_each_logit(fitted_glm: GLMRecommender) -> None:
-    m = fitted_glm
-    users = m.data_.users["user_id"].to_list()[:6]
-    items = list(m.item_ids_[:5])
+def test_explanations_of_many_pairs_add_up_to_each_logit(
+    scorer: GLMScorer, small_data: SiteData
+) -> None:
+    m = scorer.model
+    users = small_data.users["user_id"].to_list()[:6]
+    items = list(scorer.view.candidates()[:5])
     pairs_u = [u for u in users for _ in items]
     pairs_i = items * len(users)
-    many = m.explain_pairs(pairs_u, pairs_i, top=10_000)
-    context = float(
-        m.scorer_.partial(m.groups_.context(m.scorer_.context_row), m.scorer_.cols_context)[0]
-    )
-    scores = m.score(users, items).ravel()
+    many = scorer.explain_pairs(pairs_u, pairs_i, top=10_000)
+    scores = scorer.score(users, items).ravel()
     for reasons, score in zip(many, scores, strict=True):
-        z = m.intercept_ + context + sum(c["contribution"] for c in reasons)
+        z = m.intercept_ + context_part(scorer) + sum(c["contribution"] for c in reasons)
         assert sigmoid(np.array([z]))[0] == pytest.approx(score, abs=1e-12)
-    assert m.explain_pairs([], []) == []  # e.g. a cold-start user: no model rows to explain
-    alone = m.explain(pairs_u[7], pairs_i[7], top=10_000)
+    assert scorer.explain_pairs([], []) == []  # e.g. a cold-start user: no model rows to explain
+    alone = scorer.explain_pairs([pairs_u[7]], [pairs_i[7]], top=10_000)[0]
     assert [c["feature"] for c in many[7]] == [c["feature"] for c in alone]
     for a, b in zip(many[7], alone, strict=True):  # equal up to float rounding
         assert a["contribution"] == pytest.approx(b["contribution"], abs=1e-12)
 
 
-def test_batch_recommendations_equal_per_user_and_exclude_seen(fitted_glm: GLMRecommender) -> None:
-    m = fitted_glm
-    users = m.data_.users["user_id"].to_list()[:25]
-    batch = m.recommend(users, k=10, batch_size=7)
-    single = pl.concat([m.recommend([u], k=10) for u in users])
+def test_batch_recommendations_equal_per_user_and_exclude_seen(
+    scorer: GLMScorer, small_data: SiteData
+) -> None:
+    users = small_data.users["user_id"].to_list()[:25]
+    batch = scorer.recommend(users, k=10, batch_size=7)
+    single = pl.concat([scorer.recommend([u], k=10) for u in users])
     assert batch.equals(single)
-    engaged = m.data_.engaged_pairs(m.settings_.engagement_types)
-    assert batch.join(engaged, on=["user_id", "item_id"], how="inner").is_empty()
-    with_seen = m.recommend(users, k=len(m.item_ids_), exclude_seen=False)
-    assert not with_seen.join(engaged, on=["user_id", "item_id"], how="inner").is_empty()
+    seen = small_data.seen_pairs()
+    assert batch.join(seen, on=["user_id", "item_id"], how="inner").is_empty()
+    every = len(scorer.view.candidates())
+    with_seen = scorer.recommend(users, k=every, exclude_seen=False)
+    assert not with_seen.join(seen, on=["user_id", "item_id"], how="inner").is_empty()
 
 
 def test_fresh_events_move_scores_without_refitting(
-    fitted_glm: GLMRecommender, small_data: SiteData
+    fitted_glm: GLMRecommender, scorer: GLMScorer, small_data: SiteData
 ) -> None:
-    m = fitted_glm
     u = small_data.users["user_id"][0]
-    item = m.recommend([u], k=1)["item_id"][0]
-    at = m.at_
+    item = scorer.recommend([u], k=1)["item_id"][0]
     click = pl.DataFrame(
         {
             "event_id": ["fresh"],
             "user_id": [u],
             "item_id": [item],
             "type": ["click"],
-            "timestamp": [at],
+            "timestamp": [scorer.view.at],
             "value": [1.0],
             "position": [None],
             "device": [None],
@@ -161,23 +174,20 @@ def test_fresh_events_move_scores_without_refitting(
         schema=small_data.events.schema,
     )
     fresh = SiteData(small_data.users, small_data.items, pl.concat([small_data.events, click]))
-    try:
-        m.serve_with(fresh)
-        assert item not in m.recommend([u], k=50)["item_id"].to_list()
-    finally:
-        m.serve_with(small_data)
+    newer = fitted_glm.at(FrameView(fresh, Settings()))
+    assert item not in newer.recommend([u], k=50)["item_id"].to_list()
+    assert item in scorer.recommend([u], k=1)["item_id"].to_list()  # the old view is unchanged
 
 
 def test_save_load_round_trip(
-    tmp_path: Path, fitted_glm: GLMRecommender, small_data: SiteData
+    tmp_path: Path, fitted_glm: GLMRecommender, scorer: GLMScorer, small_data: SiteData
 ) -> None:
     fitted_glm.save(tmp_path / "m")
-    loaded = GLMRecommender.load(tmp_path / "m").serve_with(small_data)
+    loaded = GLMRecommender.load(tmp_path / "m").at(scorer.view)
     users = small_data.users["user_id"].to_list()[:10]
-    np.testing.assert_array_equal(
-        loaded.score(users, loaded.item_ids_), fitted_glm.score(users, fitted_glm.item_ids_)
-    )
-    assert loaded.coef_table().equals(fitted_glm.coef_table())
+    items = scorer.view.candidates()
+    np.testing.assert_array_equal(loaded.score(users, items), scorer.score(users, items))
+    assert loaded.model.coef_table().equals(fitted_glm.coef_table())
     assert not list(tmp_path.glob("m/*.pkl"))
 
 
@@ -186,5 +196,5 @@ def test_fit_rejects_a_single_class(small_data: SiteData) -> None:
     from feedrank.features.examples import build_examples
 
     ex = build_examples(small_data, s).filter(pl.col("label") == 0)
-    with pytest.raises(ValueError, match="both classes"):
+    with pytest.raises(FeedrankError, match="both classes"):
         GLMRecommender().fit(small_data, s, examples=ex)

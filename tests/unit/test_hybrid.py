@@ -9,19 +9,21 @@ import numpy as np
 import polars as pl
 import pytest
 
-from feedrank.settings import Settings
-from feedrank.views.site import SiteData
 from feedrank.exceptions import ConfigError
-from feedrank.models import MODELS
+from feedrank.models import model_class
+from feedrank.models.base import seen_mask
+from feedrank.models.freshness import FreshnessRecommender
 from feedrank.models.hybrid import (
     BlendRecommender,
-    FreshnessRecommender,
     HybridRecommender,
     minmax_rows,
     rank_rows,
 )
 from feedrank.models.popularity import PopularityRecommender
 from feedrank.schema import validate_events, validate_items, validate_users
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
+from feedrank.views.view import FrameView
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 SETTINGS = Settings()
@@ -56,8 +58,14 @@ def pop_site() -> SiteData:
     )
 
 
+@pytest.fixture(scope="module")
+def view(pop_site: SiteData) -> FrameView:
+    return FrameView(pop_site, SETTINGS)
+
+
 def test_registered() -> None:
-    assert MODELS["hybrid"] is HybridRecommender and MODELS["blend"] is BlendRecommender
+    assert model_class("hybrid") is HybridRecommender
+    assert model_class("blend") is BlendRecommender
 
 
 def test_rank_and_minmax_helpers() -> None:
@@ -78,20 +86,21 @@ def test_hybrid_learns_the_informative_generator(pop_site: SiteData) -> None:
     assert set(table.columns) >= {"feature", "source", "coefficient", "std_error", "p_value"}
 
 
-def test_hybrid_contract(pop_site: SiteData, tmp_path: Path) -> None:
+def test_hybrid_contract(pop_site: SiteData, view: FrameView, tmp_path: Path) -> None:
     model = HybridRecommender(["popularity", "freshness"], n_candidates=10).fit(pop_site, SETTINGS)
+    sc = model.at(view)
     users = pop_site.users["user_id"].to_list()[:6]
-    items = model.item_ids_
-    batch = model.score(users, items)
+    items = view.candidates()
+    batch = sc.score(users, items)
     for i, u in enumerate(users):
-        np.testing.assert_allclose(model.score([u], items)[0], batch[i])
+        np.testing.assert_allclose(sc.score([u], items)[0], batch[i])
     # scoring a subset of items gives the same numbers (ranks use the whole catalogue)
-    np.testing.assert_allclose(model.score(users, items[5:9]), batch[:, 5:9])
-    recs = model.recommend(users, k=5)
+    np.testing.assert_allclose(sc.score(users, items[5:9]), batch[:, 5:9])
+    recs = sc.recommend(users, k=5)
     seen = set(pop_site.events.select("user_id", "item_id").iter_rows())
     assert not any((u, i) in seen for u, i in recs.select("user_id", "item_id").iter_rows())
-    again = HybridRecommender.load(model.save(tmp_path / "h")).serve_with(pop_site)
-    np.testing.assert_allclose(again.score(users, items), batch)
+    again = HybridRecommender.load(model.save(tmp_path / "h"))
+    np.testing.assert_allclose(again.at(view).score(users, items), batch)
     assert again.coef_table().equals(model.coef_table())
 
 
@@ -108,34 +117,34 @@ def test_hybrid_training_rows_hold_out_the_latest_item(pop_site: SiteData) -> No
     assert not set(held.iter_rows()) & set(inner.events.select("user_id", "item_id").iter_rows())
 
 
-def test_blend_invariants(pop_site: SiteData, tmp_path: Path) -> None:
+def test_blend_invariants(pop_site: SiteData, view: FrameView, tmp_path: Path) -> None:
     users = pop_site.users["user_id"].to_list()[:8]
     only_pop = BlendRecommender(["popularity", "freshness"], [1.0, 0.0]).fit(pop_site, SETTINGS)
-    items = only_pop.item_ids_
-    seen = only_pop.seen_mask(users, items)
-    raw = PopularityRecommender().fit(pop_site, SETTINGS).score(users, items)
-    np.testing.assert_allclose(only_pop.score(users, items), minmax_rows(raw, seen))
+    items = view.candidates()
+    seen = seen_mask(view.histories(users), users, items)
+    raw = PopularityRecommender().fit(pop_site, SETTINGS).at(view).score(users, items)
+    np.testing.assert_allclose(only_pop.at(view).score(users, items), minmax_rows(raw, seen))
     mixed = BlendRecommender(["popularity", "freshness"], [0.6, 0.4]).fit(pop_site, SETTINGS)
     scaled = BlendRecommender(["popularity", "freshness"], [1.8, 1.2]).fit(pop_site, SETTINGS)
-    a, b = mixed.score(users, items), scaled.score(users, items)
+    a, b = mixed.at(view).score(users, items), scaled.at(view).score(users, items)
     np.testing.assert_allclose(b, 3 * a)
     assert (a[~seen] >= -1e-12).all() and (a[~seen] <= 1 + 1e-12).all()
     for i, u in enumerate(users):
-        np.testing.assert_allclose(mixed.score([u], items)[0], a[i])
-    again = BlendRecommender.load(mixed.save(tmp_path / "b")).serve_with(pop_site)
-    np.testing.assert_allclose(again.score(users, items), a)
+        np.testing.assert_allclose(mixed.at(view).score([u], items)[0], a[i])
+    again = BlendRecommender.load(mixed.save(tmp_path / "b"))
+    np.testing.assert_allclose(again.at(view).score(users, items), a)
 
 
-def test_blend_rank_normalisation(pop_site: SiteData) -> None:
+def test_blend_rank_normalisation(pop_site: SiteData, view: FrameView) -> None:
     users = pop_site.users["user_id"].to_list()[:5]
     model = BlendRecommender(
         ["popularity", "freshness"], [2.0, 0.0], normalise=["rank", "minmax"]
     ).fit(pop_site, SETTINGS)
-    items = model.item_ids_
-    seen = model.seen_mask(users, items)
-    raw = PopularityRecommender().fit(pop_site, SETTINGS).score(users, items)
+    items = view.candidates()
+    seen = seen_mask(view.histories(users), users, items)
+    raw = PopularityRecommender().fit(pop_site, SETTINGS).at(view).score(users, items)
     expected = 2.0 / np.log2(1.0 + rank_rows(raw, seen))
-    np.testing.assert_allclose(model.score(users, items), expected)
+    np.testing.assert_allclose(model.at(view).score(users, items), expected)
     with pytest.raises(ConfigError, match="normalise must be 'minmax' or 'rank'"):
         BlendRecommender(["popularity"], normalise="zscore").fit(pop_site, SETTINGS)
 
@@ -143,7 +152,7 @@ def test_blend_rank_normalisation(pop_site: SiteData) -> None:
 def test_bad_configuration_is_named(pop_site: SiteData) -> None:
     with pytest.raises(ConfigError, match="weights must be 2"):
         BlendRecommender(["popularity", "freshness"], [1.0]).fit(pop_site, SETTINGS)
-    with pytest.raises(ConfigError, match=r"generator kind must be one of .*got 'nope'"):
+    with pytest.raises(ConfigError, match=r"model must be one of .*got 'nope'"):
         BlendRecommender(["nope"]).fit(pop_site, SETTINGS)
     with pytest.raises(ConfigError, match="distinct"):
         HybridRecommender(["popularity", "popularity"]).fit(pop_site, SETTINGS)

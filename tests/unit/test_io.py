@@ -16,9 +16,11 @@ from feedrank.io import (
     import_file,
     import_frame,
     import_pandas,
+    map_types,
     read_table,
 )
 from feedrank.exceptions import ValidationError
+from feedrank.settings import Settings
 from feedrank.store.sqlite import SQLiteStore
 
 NOON = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -92,27 +94,30 @@ def test_csv_import_reports_bad_rows_and_keeps_good_ones(
     path.write_text(CSV_EVENTS)
     report = import_file(mem_store, "interactions", path)
     assert (report.kind, report.source) == ("interactions", "events.csv")
-    assert (report.rows, report.written, report.bad, report.duplicates) == (6, 3, 3, 0)
-    assert [(e.line, e.field) for e in report.errors] == [
-        (3, "type"),
-        (5, "item_id"),
-        (7, "timestamp"),
-    ]
+    # Changed on purpose: the unknown type 'clik' (line 3) is kept, not rejected; the report
+    # counts it per type so the summary can note what it weighs (Settings.describe_types).
+    assert (report.rows, report.written, report.bad, report.duplicates) == (6, 4, 2, 0)
+    assert [(e.line, e.field) for e in report.errors] == [(5, "item_id"), (7, "timestamp")]
     assert all(e.source == "events.csv" for e in report.errors)
-    assert "'clik'" in report.errors[0].message
-    assert str(report.errors[0]).endswith("(line 3 of events.csv)")
-    assert "'tomorrow'" in report.errors[2].message
+    assert str(report.errors[0]).endswith("(line 5 of events.csv)")
+    assert "'tomorrow'" in report.errors[1].message
+    assert report.types == {"click": 1, "clik": 1, "login": 1, "like": 1}
+    notes = {r["type"]: r["note"] for r in Settings().describe_types(report.types)}
+    assert notes["clik"] == "not in the settings: weight 1" and notes["click"] == ""
     got = mem_store.events()
-    assert got["user_id"].to_list() == ["0042", "u3", "u5"]
-    assert got["item_id"].to_list() == ["i1", "", "i5"]
-    assert got["value"].to_list() == [1.0, 1.0, 2.5]
-    assert got["position"].to_list() == [None, None, 3]
+    assert got["user_id"].to_list() == ["0042", "u2", "u3", "u5"]
+    assert got["item_id"].to_list() == ["i1", "i2", "", "i5"]
+    assert got["type"].to_list() == ["click", "clik", "login", "like"]
+    assert got["value"].to_list() == [1.0, 1.0, 1.0, 2.5]
+    assert got["position"].to_list() == [None, None, None, 3]
     assert got["timestamp"].to_list() == [
         NOON,
+        NOON + timedelta(minutes=1),
         NOON + timedelta(minutes=2),
         NOON + timedelta(minutes=4),
     ]
     assert [json.loads(c) for c in got["context"]] == [
+        {"page": "home"},
         {"page": "home"},
         {"page": None},
         {"page": "feed"},
@@ -124,9 +129,9 @@ def test_jsonl_lines_start_at_one(tmp_path: Path, mem_store: SQLiteStore) -> Non
         {"event_id": f"e{n}", "user_id": "u1", "item_id": f"i{n}", "type": "click", "timestamp": n}
         for n in range(4)
     ]
-    rows[2]["type"] = "clik"
+    rows[2]["item_id"] = ""  # a click needs an item
     report = import_file(mem_store, "interactions", write_jsonl(tmp_path / "ev.jsonl", rows))
-    assert [(e.line, e.field, e.source) for e in report.errors] == [(3, "type", "ev.jsonl")]
+    assert [(e.line, e.field, e.source) for e in report.errors] == [(3, "item_id", "ev.jsonl")]
     assert mem_store.events()["item_id"].to_list() == ["i0", "i1", "i3"]
 
 
@@ -137,13 +142,9 @@ def test_strict_import_writes_nothing_when_a_row_is_bad(
     path.write_text(CSV_EVENTS)
     with pytest.raises(ValidationError) as info:
         import_file(mem_store, "interactions", path, strict=True)
-    assert info.value.total_bad == 3
-    assert [(e.line, e.field) for e in info.value.errors] == [
-        (3, "type"),
-        (5, "item_id"),
-        (7, "timestamp"),
-    ]
-    assert "line 3 of events.csv" in str(info.value)
+    assert info.value.total_bad == 2  # the unknown type on line 3 is not an error any more
+    assert [(e.line, e.field) for e in info.value.errors] == [(5, "item_id"), (7, "timestamp")]
+    assert "line 5 of events.csv" in str(info.value)
     assert mem_store.events().height == 0
     assert mem_store.stats()["events"] == 0
 
@@ -331,9 +332,9 @@ def test_importing_the_same_file_twice_adds_nothing(
     first = import_file(mem_store, "interactions", path)
     before = stored(mem_store)
     second = import_file(mem_store, "interactions", path)
-    assert (first.written, first.duplicates) == (3, 0)
-    assert (second.rows, second.bad, second.written) == (6, 3, 0)
-    assert second.duplicates == second.rows - second.bad == 3
+    assert (first.written, first.duplicates) == (4, 0)
+    assert (second.rows, second.bad, second.written) == (6, 2, 0)
+    assert second.duplicates == second.rows - second.bad == 4
     assert stored(mem_store) == before
 
 
@@ -414,8 +415,8 @@ def test_import_pandas_counts_lines_from_one(mem_store: SQLiteStore) -> None:
         {
             "user_id": ["0042", "u2"],
             "item_id": ["i1", "i2"],
-            "type": ["click", "clik"],
-            "timestamp": ["2024-03-01T12:00:00Z", "2024-03-01T12:00:00Z"],
+            "type": ["click", "click"],
+            "timestamp": ["2024-03-01T12:00:00Z", "someday"],
         }
     )
     report = import_pandas(mem_store, "interactions", frame)
@@ -429,14 +430,16 @@ def test_large_csv_imports_across_chunks_with_exact_lines(
 ) -> None:
     n = 450_000
     assert n > 2 * CHUNK_ROWS  # at least three chunks
-    bad_rows = {0: "clik", CHUNK_ROWS: "clikk", n - 7: "clak"}  # first row, chunk edge, near end
+    bad_rows = {0: "never", CHUNK_ROWS: "later", n - 7: "soon"}  # first, chunk edge, near end
     idx = pl.int_range(0, n, eager=True)
     df = pl.DataFrame(
         {
             "user_id": ("u" + (idx % 5000).cast(pl.String)),
             "item_id": ("i" + (idx % 977).cast(pl.String)),
-            "type": pl.Series(["click"] * n).scatter(list(bad_rows), list(bad_rows.values())),
-            "timestamp": (idx + 1709294400).cast(pl.String),  # epoch seconds from NOON
+            "type": "click",
+            "timestamp": (idx + 1709294400)  # epoch seconds from NOON
+            .cast(pl.String)
+            .scatter(list(bad_rows), list(bad_rows.values())),
         }
     )
     path = tmp_path / "big.csv"
@@ -447,16 +450,16 @@ def test_large_csv_imports_across_chunks_with_exact_lines(
     assert (report.rows, report.bad, report.written, report.duplicates) == (n, 3, n - 3, 0)
     # CSV: header is line 1, row i is line i + 2
     assert [(e.line, e.field) for e in report.errors] == [
-        (2, "type"),
-        (CHUNK_ROWS + 2, "type"),
-        (n - 7 + 2, "type"),
+        (2, "timestamp"),
+        (CHUNK_ROWS + 2, "timestamp"),
+        (n - 7 + 2, "timestamp"),
     ]
-    assert ["'clik'" in report.errors[0].message, "'clak'" in report.errors[2].message] == [
+    assert ["'never'" in report.errors[0].message, "'soon'" in report.errors[2].message] == [
         True,
         True,
     ]
     assert mem_store.stats()["events"] == n - 3
-    last = mem_store.user_history(f"u{(n - 1) % 5000}", limit=1).row(0, named=True)
+    last = mem_store.events(user_ids=[f"u{(n - 1) % 5000}"]).row(-1, named=True)
     assert last["timestamp"] == NOON + timedelta(seconds=n - 1)
     assert last["item_id"] == f"i{(n - 1) % 977}"
 
@@ -475,11 +478,128 @@ def test_large_strict_import_reports_lines_across_chunks(
             "timestamp": idx,
         }
     ).with_columns(
-        pl.when(idx == n - 1).then(pl.lit("nope")).otherwise(pl.col("type")).alias("type")
+        pl.when(idx == n - 1).then(pl.lit("")).otherwise(pl.col("item_id")).alias("item_id")
     )
     path = tmp_path / "big.parquet"
     rows.write_parquet(path)
     with pytest.raises(ValidationError) as info:
         import_file(mem_store, "interactions", path, strict=True)
-    assert [(e.line, e.field) for e in info.value.errors] == [(n, "type")]  # Parquet: from 1
+    assert [(e.line, e.field) for e in info.value.errors] == [(n, "item_id")]  # Parquet: from 1
     assert mem_store.events().height == 0
+
+
+# -- CSV without a header row (--no-header) --------------------------------------------------------
+NO_HEADER = ["user_id", "item_id", "type", "timestamp"]
+
+
+def test_no_header_csv_takes_the_given_names_and_counts_lines_from_one(
+    tmp_path: Path, mem_store: SQLiteStore
+) -> None:
+    path = tmp_path / "clicks.csv"
+    path.write_text(
+        f"{COOKIE},007,click,2024-03-01T12:00:00Z\n"
+        "u2,,click,2024-03-01T12:01:00Z\n"  # line 2: a click needs an item
+        "u3,i3,like,1709294520\n"
+    )
+    df, first_line = read_table(path, columns=NO_HEADER)
+    assert first_line == 1  # no header: the first row is line 1
+    assert df.columns == NO_HEADER
+    assert df["user_id"].to_list() == [COOKIE, "u2", "u3"]  # ids stay exact text
+    assert df["item_id"].to_list() == ["007", None, "i3"]
+    report = import_file(mem_store, "interactions", path, columns=NO_HEADER)
+    assert (report.rows, report.written, report.bad) == (3, 2, 1)
+    assert [(e.line, e.field, e.source) for e in report.errors] == [(2, "item_id", "clicks.csv")]
+    got = mem_store.events()
+    assert got["user_id"].to_list() == [COOKIE, "u3"]
+    assert got["item_id"].to_list() == ["007", "i3"]
+    assert got["timestamp"].to_list() == [NOON, NOON + timedelta(minutes=2)]
+
+
+def test_no_header_strict_import_reports_lines_from_one(
+    tmp_path: Path, mem_store: SQLiteStore
+) -> None:
+    path = tmp_path / "clicks.csv"
+    path.write_text("u1,i1,click,2024-03-01T12:00:00Z\nu2,i2,click,tomorrow\n")
+    with pytest.raises(ValidationError, match=r"'tomorrow' \(line 2 of clicks\.csv\)"):
+        import_file(mem_store, "interactions", path, columns=NO_HEADER, strict=True)
+    assert mem_store.events().height == 0
+
+
+@pytest.mark.parametrize(
+    "names", [["user_id", "item_id", "type"], [*NO_HEADER, "value"]], ids=["fewer", "more"]
+)
+def test_no_header_must_name_every_column(tmp_path: Path, names: list[str]) -> None:
+    path = tmp_path / "clicks.csv"
+    path.write_text("u1,i1,click,2024-03-01T12:00:00Z\n")
+    with pytest.raises(ValidationError) as info:
+        read_table(path, columns=names)
+    (err,) = info.value.errors
+    assert (err.field, err.line, err.source) == ("--no-header", None, "clicks.csv")
+    assert err.message == (
+        f"--no-header must name every column: the file has 4; got {len(names)} names {names}"
+    )
+
+
+def test_no_header_names_each_column_once(tmp_path: Path) -> None:
+    path = tmp_path / "clicks.csv"
+    path.write_text("u1,i1,click,2024-03-01T12:00:00Z\n")
+    with pytest.raises(ValidationError, match=r"name each column once; got \['item_id'\]"):
+        read_table(path, columns=["user_id", "item_id", "item_id", "timestamp"])
+
+
+def test_no_header_applies_to_csv_only(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "ev.jsonl", [{"user_id": "u1"}])
+    with pytest.raises(ValidationError, match="--no-header applies to CSV files; got a jsonl file"):
+        read_table(path, columns=["user_id"])
+
+
+def test_no_header_then_rename(tmp_path: Path, mem_store: SQLiteStore) -> None:
+    path = tmp_path / "forms.csv"
+    path.write_text(f"{COOKIE},F-01,form_submission,0\n")
+    report = import_file(
+        mem_store,
+        "interactions",
+        path,
+        columns=["cookie", "form", "type", "timestamp"],
+        rename={"cookie": "user_id", "form": "item_id"},
+    )
+    assert (report.written, report.bad) == (1, 0)
+    (got,) = stored(mem_store)
+    assert (got["user_id"], got["item_id"], got["context"]) == (COOKIE, "F-01", None)
+
+
+# -- event type names mapped on the way in (--map-type) --------------------------------------------
+def test_map_types_renames_only_the_mapped_types() -> None:
+    df = pl.DataFrame({"type": ["pv", "buy", "click", None, "PV"], "user_id": list("abcde")})
+    got = map_types(df, {"pv": "page_view", "buy": "purchase"})
+    # exact names only: validation lower-cases later, so 'PV' is left for it (and stays unknown)
+    assert got["type"].to_list() == ["page_view", "purchase", "click", None, "PV"]
+    assert got["user_id"].to_list() == list("abcde")
+    assert map_types(df, {}).equals(df)
+    no_type = pl.DataFrame({"user_id": ["a"]})
+    assert map_types(no_type, {"pv": "page_view"}).equals(no_type)
+
+
+def test_import_with_a_type_map_stores_the_mapped_names(
+    tmp_path: Path, mem_store: SQLiteStore
+) -> None:
+    path = tmp_path / "shop.csv"
+    path.write_text(
+        "user_id,item_id,type,timestamp\n"
+        "u1,p1,pv,2024-03-01T12:00:00Z\n"
+        "u1,p1,cart,2024-03-01T12:01:00Z\n"
+        "u1,p1,buy,2024-03-01T12:02:00Z\n"
+        "u2,p2,click,2024-03-01T12:03:00Z\n"
+    )
+    settings = Settings()
+    # Unmapped, the names are unknown types: the summary suggests the mapping, never applies it.
+    plain = import_file(SQLiteStore(":memory:"), "interactions", path)
+    notes = {r["type"]: r["note"] for r in settings.describe_types(plain.types)}
+    assert notes["pv"].endswith("(to treat it as 'page_view': --map-type pv=page_view)")
+    assert notes["buy"].endswith("--map-type buy=purchase)")
+    mapping = {"pv": "page_view", "cart": "add_to_cart", "buy": "purchase"}
+    report = import_file(mem_store, "interactions", path, type_map=mapping)
+    assert (report.written, report.bad) == (4, 0)
+    assert report.types == {"page_view": 1, "add_to_cart": 1, "purchase": 1, "click": 1}
+    assert all(r["note"] == "" for r in settings.describe_types(report.types))
+    assert mem_store.events()["type"].to_list() == ["page_view", "add_to_cart", "purchase", "click"]

@@ -100,25 +100,27 @@ def test_empty_events_has_the_canonical_schema() -> None:
 
 
 # -- events: errors name field, allowed values, value got and line ---------------------------------
-def test_unknown_type_lists_the_allowed_types(settings: Settings) -> None:
+def test_unknown_type_is_accepted_and_left_to_the_settings(settings: Settings) -> None:
+    # Changed on purpose: types are open strings. An unknown type ('clik') is no longer a row
+    # error at validation; it is kept, weighs the settings' unknown_type_weight, and the import
+    # summary notes it (Settings.describe_types).
     v = validate_events(events(type=["click", "click", "clik"]), settings, source="events.csv")
-    err = only_error(v)
-    assert err.field == "type"
-    assert err.line == 4  # header is line 1: rows are lines 2, 3, 4
-    assert err.source == "events.csv"
-    assert "'clik'" in err.message
-    for t in DEFAULT_TYPE_WEIGHTS:
-        assert f"'{t}'" in err.message
-    assert str(err).endswith("(line 4 of events.csv)")
-    assert v.good.height == 2
+    assert v.errors == [] and v.n_bad == 0
+    assert v.good["type"].to_list() == ["click", "click", "clik"]
+    assert "clik" not in DEFAULT_TYPE_WEIGHTS
+    assert settings.weight_of("clik") == settings.unknown_type_weight == 1.0
+    (row,) = [r for r in settings.describe_types({"clik": 1, "click": 2}) if r["type"] == "clik"]
+    assert row["note"] == "not in the settings: weight 1"
+    assert row["engagement"] is True
 
 
 def test_configured_types_are_accepted() -> None:
     settings = Settings().with_types({"download": 2.0})
     v = validate_events(events(type=["download", "clik"]), settings)
-    assert v.good["type"].to_list() == ["download"]
-    err = only_error(v)
-    assert "'download'" in err.message and err.line == 3
+    assert v.good["type"].to_list() == ["download", "clik"] and v.n_bad == 0
+    notes = {r["type"]: r["note"] for r in settings.describe_types({"download": 1, "clik": 1})}
+    assert notes == {"download": "", "clik": "not in the settings: weight 1"}
+    assert settings.weight_of("download") == 2.0
 
 
 @pytest.mark.parametrize(
@@ -159,7 +161,7 @@ def test_a_bad_field_is_reported_with_its_line_and_the_rest_kept(
 
 def test_every_bad_row_is_reported_with_its_own_line(settings: Settings) -> None:
     df = events(
-        type=["click", "clik", "click", "view", "like"],
+        type=["click", "", "click", "view", "like"],
         timestamp=["2024-03-01", "2024-03-01", "never", "2024-03-01", "2024-03-01"],
         item_id=["a", "b", "c", "", "e"],
     )
@@ -170,12 +172,12 @@ def test_every_bad_row_is_reported_with_its_own_line(settings: Settings) -> None
 
 
 def test_first_line_shifts_line_numbers(settings: Settings) -> None:
-    v = validate_events(events(type=["clik"]), settings, first_line=200_002)
+    v = validate_events(events(timestamp=["never"]), settings, first_line=200_002)
     assert only_error(v).line == 200_002
 
 
 def test_max_errors_caps_the_list_but_not_the_count(settings: Settings) -> None:
-    v = validate_events(events(type=["nope"] * 30 + ["click"]), settings, max_errors=10)
+    v = validate_events(events(timestamp=["nope"] * 30 + ["2024-03-01"]), settings, max_errors=10)
     assert v.n_bad == 30
     assert len(v.errors) == 10
     assert [e.line for e in v.errors] == list(range(2, 12))
@@ -405,7 +407,7 @@ def test_propensity_survives_the_sqlite_store_as_a_float(mem_store: SQLiteStore)
     third = 1 / 3
     df = events(type=["impression"] * 2, item_id=["i1", "i2"], propensity=["0.25", str(third)])
     assert import_frame(mem_store, "interactions", df, strict=True).written == 2
-    loaded = mem_store.load().events.sort("item_id")
+    loaded = mem_store.events().sort("item_id")
     assert [json.loads(c) for c in loaded["context"]] == [
         {"propensity": 0.25},
         {"propensity": third},
@@ -481,12 +483,17 @@ def test_bad_items_are_reported() -> None:
         {"item_id": ["a", "", "c", "d"], "created_at": ["2024-03-01", "2024-03-01", "soon", None]}
     )
     v = validate_items(df, "items.csv")
-    assert [(e.line, e.field) for e in v.errors] == [
-        (3, "item_id"),
-        (4, "created_at"),
-        (5, "created_at"),
-    ]
+    assert [(e.line, e.field) for e in v.errors] == [(3, "item_id"), (4, "created_at")]
     assert "'soon'" in v.errors[1].message
-    assert v.good["item_id"].to_list() == ["a"]
-    with pytest.raises(ValidationError, match="'created_at' is required"):
-        validate_items(pl.DataFrame({"item_id": ["a"]}))
+    # Changed on purpose: a missing creation time is unknown, not an error (and not invented).
+    assert v.good["item_id"].to_list() == ["a", "d"]
+    assert v.good["created_at"].to_list() == [NOON - timedelta(hours=12), None]
+
+
+def test_items_without_created_at_are_accepted_with_it_unknown() -> None:
+    # Changed on purpose: the column is optional; it was required before.
+    v = validate_items(pl.DataFrame({"item_id": ["a", "b"], "topic": ["news", "sport"]}))
+    assert v.n_bad == 0
+    assert v.good.columns == ["item_id", "created_at", "topic"]
+    assert v.good["created_at"].dtype == pl.Datetime("us", "UTC")
+    assert v.good["created_at"].to_list() == [None, None]

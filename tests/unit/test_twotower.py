@@ -16,13 +16,14 @@ from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
 from feedrank.cli.main import app
-from feedrank.settings import Settings
 from feedrank.datasets.demo import DemoSite, age_band, generate_site, position_effect
-from feedrank.views.site import SiteData
 from feedrank.exceptions import MissingExtraError
 from feedrank.features.history import T
 from feedrank.models.bilinear import sigmoid
-from feedrank.models.twotower import TwoTowerRecommender, unit_rows
+from feedrank.models.twotower import TwoTowerRecommender, TwoTowerScorer, unit_rows
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
+from feedrank.views.view import FrameView
 
 SLATE = 8
 PROMOTED = "podcast"  # the logging policy's favourite: shown first whatever the user likes
@@ -85,10 +86,15 @@ def true_relevance(site: DemoSite, users: list[str], items: pl.DataFrame) -> np.
     return out
 
 
-def with_history(m: TwoTowerRecommender) -> list[str]:
+def with_history(view: FrameView) -> list[str]:
     """Users who engaged before the serving time (the others have a zero user tower)."""
-    ev = m.data_.events.filter((pl.col("type") == "click") & (pl.col(T) < m.at_))
+    ev = view.histories(view.active_users()).filter(pl.col("type") == "click")
     return ev["user_id"].unique().sort().to_list()
+
+
+@pytest.fixture(scope="module")
+def view(data: SiteData) -> FrameView:
+    return FrameView(data, Settings())
 
 
 @pytest.fixture(scope="module")
@@ -125,33 +131,34 @@ def test_learned_position_effects_follow_the_true_ones(
 
 
 def test_debiased_ranking_agrees_better_with_true_relevance(
-    site: DemoSite, models: dict[str, TwoTowerRecommender]
+    site: DemoSite, models: dict[str, TwoTowerRecommender], view: FrameView
 ) -> None:
-    users = with_history(models["debiased"])[:150]
+    users = with_history(view)[:150]
     items = site.items.filter(pl.col("created_at") < site.end)
     truth = true_relevance(site, users, items)
     agreement = {}
     for name, m in models.items():
-        S = m.score(users, items["item_id"].to_list())
+        S = m.at(view).score(users, items["item_id"].to_list())
         agreement[name] = np.mean([spearmanr(S[u], truth[u]).statistic for u in range(len(users))])
     assert agreement["debiased"] > agreement["no_position"] + 0.02, agreement
 
 
 def test_towers_are_unit_norm_and_explain_adds_up(
-    models: dict[str, TwoTowerRecommender], data: SiteData
+    models: dict[str, TwoTowerRecommender], data: SiteData, view: FrameView
 ) -> None:
-    m = models["debiased"]
-    users = with_history(m)[:5]
-    H = m._user_towers(users)
+    sc = models["debiased"].at(view)
+    assert isinstance(sc, TwoTowerScorer)
+    users = with_history(view)[:5]
+    H = sc.user_towers(users, view.histories(users))
     np.testing.assert_allclose(np.linalg.norm(H, axis=1), 1.0, atol=1e-9)
-    np.testing.assert_allclose(np.linalg.norm(m.H_items_, axis=1), 1.0, atol=1e-9)
+    np.testing.assert_allclose(np.linalg.norm(sc.items()[2], axis=1), 1.0, atol=1e-9)
     item = data.items["item_id"][0]
-    parts = m.explain(users[0], item, top=10)
+    parts = sc.explain_pairs([users[0]], [item], top=10)[0]
     assert [p["feature"] for p in parts] == [
         "dot product h_u.h_i", "position", "hour", "weekday", "device", "intercept",
     ]  # fmt: skip
     logit = sum(p["contribution"] for p in parts)
-    assert sigmoid(np.array([logit]))[0] == pytest.approx(m.score([users[0]], [item])[0, 0])
+    assert sigmoid(np.array([logit]))[0] == pytest.approx(sc.score([users[0]], [item])[0, 0])
 
 
 def test_debiased_rows_hold_the_position_at_the_reference(
@@ -160,22 +167,24 @@ def test_debiased_rows_hold_the_position_at_the_reference(
     m = models["debiased"]
     rows = data.events.filter(pl.col("type") == "impression").tail(50)
     at_8 = rows.with_columns(position=pl.lit(8, pl.Int32))
-    assert (m.predict_rows(at_8) < m.predict_rows(at_8, debias=True)).all()
-    np.testing.assert_allclose(m.predict_rows(at_8, debias=True), m.predict_rows(rows, debias=True))
+    p8, debiased = m.predict_proba(data, at_8), m.predict_proba(data, at_8, debias=True)
+    assert (p8 < debiased).all()
+    np.testing.assert_allclose(debiased, m.predict_proba(data, rows, debias=True))
 
 
 def test_a_saved_model_serves_without_torch(
     models: dict[str, TwoTowerRecommender],
     data: SiteData,
+    view: FrameView,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     m = models["debiased"]
     path = m.save(tmp_path / "tt")
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
-    loaded = TwoTowerRecommender.load(path).serve_with(data, m.at_)
+    loaded = TwoTowerRecommender.load(path).at(view)
     users, items = data.users["user_id"].to_list()[:4], data.items["item_id"].to_list()
-    np.testing.assert_allclose(loaded.score(users, items), m.score(users, items))
+    np.testing.assert_allclose(loaded.score(users, items), m.at(view).score(users, items))
     with pytest.raises(MissingExtraError, match=r"feedrank\[neural\]"):
         TwoTowerRecommender().fit(data, Settings())
 

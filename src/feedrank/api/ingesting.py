@@ -7,6 +7,7 @@ stored unless `strict`, in which case any bad item stores nothing."""
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from feedrank.api.pii import reduce_mapping, reduce_users
 from feedrank.api.settings import ApiSettings
 from feedrank.exceptions import FeedrankError, RowError
 from feedrank.schema import EVENT_CORE, validate_events, validate_items, validate_users
-from feedrank.settings import Settings
+from feedrank.settings import TYPE_ALIASES, Settings
 from feedrank.store import Store
 
 SCALARS = (str, int, float)
@@ -44,6 +45,7 @@ class IngestResult:
     stored: int = 0
     duplicates: int = 0
     errors: list[ItemError] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # types the settings do not name
 
     @property
     def rejected(self) -> int:
@@ -56,6 +58,7 @@ class IngestResult:
             "duplicates": self.duplicates,
             "rejected": self.rejected,
             "errors": [e.as_dict() for e in self.errors],
+            "notes": self.notes,
         }
 
 
@@ -154,7 +157,25 @@ class Ingesting:
         result.errors = sorted(errors, key=lambda e: e.index)
         if strict and result.errors:
             return result, good.clear()
+        result.notes = self._type_notes(good)
         return result, good
+
+    def _type_notes(self, good: pl.DataFrame) -> list[str]:
+        """Types are open (any string), as at file import: a type the settings do not name is
+        stored with unknown_type_weight, and the answer says so (a misspelt type is found at
+        once, not when a model has learnt nothing from it)."""
+        s = self.data
+        notes = []
+        for t in sorted(set(good["type"].unique().to_list()) - set(s.type_weights)):
+            near = (
+                [TYPE_ALIASES[t]] if t in TYPE_ALIASES else difflib.get_close_matches(t, s.types, 1)
+            )
+            hint = f"; did you mean '{near[0]}'?" if near else ""
+            notes.append(
+                f"type '{t}' is not in the settings' type_weights: stored with weight "
+                f"{s.unknown_type_weight:g} (unknown_type_weight){hint}"
+            )
+        return notes
 
     def write_events(self, result: IngestResult, good: pl.DataFrame) -> IngestResult:
         if good.is_empty():

@@ -76,9 +76,14 @@ class Recommending:
             why = service.explain(recs)
             return _result(req, served.label, "live", None, recs.to_dicts(), why)
         hist = service.view.histories([u])
-        # Valid while the user's events are unchanged (whichever process wrote them).
+        # Valid while the user's events (whichever process wrote them) and the catalogue it was
+        # scored over are unchanged: a new item or new counters are served within a refresh.
         key = (served.label, u, req.exclude_seen)
-        sig = (hist["timestamp"].max() if hist.height else None, hist.height)
+        sig = (
+            state.catalogue.version,
+            hist["timestamp"].max() if hist.height else None,
+            hist.height,
+        )
         cached = state.live.get(key, sig)
         if cached is None or (cached.height < req.k and cached.height >= LIVE_TOP_N):
             cached = service.recommend([u], max(req.k, LIVE_TOP_N), req.exclude_seen)

@@ -117,6 +117,11 @@ class IngestOut(BaseModel):
     duplicates: int = Field(description="events already stored (same event_id)")
     rejected: int
     errors: list[ItemErrorOut]
+    notes: list[str] = Field(
+        default_factory=list,
+        description="stored events of types the settings do not name (weighed by "
+        "unknown_type_weight), with the nearest configured type",
+    )
 
 
 class Reason(BaseModel):

@@ -33,6 +33,7 @@ from feedrank.views.view import StoreView, newest_time, store_catalogue
 log = logging.getLogger("feedrank.api")
 MAX_OTHER_MODELS = 4  # models asked for by ?model= kept loaded beside the default
 LIVE_CACHE_USERS = 20_000
+CATALOGUE_READS = 5  # attempts at a catalogue read no write came in during
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class ServingState:
     catalogue: Catalogue
     watermark: Watermark
     settings: Settings  # the store's settings (ingestion, experiments)
+    settings_version: int | None = None  # the stored version they are (None: the defaults)
     others: OtherModels = field(default_factory=lambda: OtherModels())
     live: LiveCache = field(default_factory=lambda: LiveCache())
 
@@ -97,17 +99,37 @@ def settings_of(store: Store) -> Settings:
     return Settings.from_dict(stored, "the store's settings") if stored else Settings()
 
 
+def settings_version(store: Store) -> int | None:
+    versions = store.settings_versions()
+    return versions[-1][0] if versions else None
+
+
+def read_catalogue(store: Store) -> tuple[Catalogue, Watermark]:
+    """The store's catalogue and the watermark it is as of. Read again when a write came in
+    between (another process's, or this one's writer thread): a change both read here and
+    applied from the feed later would be counted twice. Under a stream of writes that never
+    leaves a gap, the last read is kept with the watermark from before it."""
+    for _ in range(CATALOGUE_READS):
+        before = store.watermark()
+        catalogue = store_catalogue(store)
+        if store.watermark() == before:
+            return catalogue, before
+    log.warning("the store kept changing while its catalogue was read; counters may drift")
+    return catalogue, before
+
+
 def load_state(store: Store, registry: Registry, model_name: str | None) -> ServingState:
     """Read the model, the catalogue and the generation once (no event is read)."""
+    version = settings_version(store)
     settings = settings_of(store)
-    watermark = store.watermark()
-    catalogue = store_catalogue(store)
+    catalogue, watermark = read_catalogue(store)
     state = ServingState(
         load_served(registry, model_name, settings),
         store.active_generation(),
         catalogue,
         watermark,
         settings,
+        version,
     )
     warm_up(state, store)
     log.info("serving %s with generation %s", state.label, state.generation_id)
@@ -133,28 +155,32 @@ def refresh(
     model_name: str | None,
     check_models: bool = True,
 ) -> ServingState | None:
-    """A new state when the store, the registry (when `check_models`) or the generation moved
-    since `state`; None when nothing did."""
+    """A new state when the store, its settings, the registry (when `check_models`) or the
+    generation moved since `state`; None when nothing did."""
     changes = store.changes(state.watermark)
-    catalogue = state.catalogue
+    catalogue, watermark = state.catalogue, changes.until
     live = state.live
     if changes.erased:  # an erased user's events left the counters: read them again
-        catalogue = store_catalogue(store)
+        catalogue, watermark = read_catalogue(store)
         live = LiveCache()
     elif changes.events.height or changes.items.height:
         newest = newest_time(changes.events["timestamp"], changes.items)
         catalogue = catalogue.apply(changes.events, changes.items, _as_of(newest, catalogue.as_of))
+    settings, version = state.settings, settings_version(store)
+    if version != state.settings_version:  # stored by any process (PUT /settings, the CLI)
+        settings = settings_of(store)
     served = state.served
     if check_models:
         current = _current_label(registry, model_name)
         if current != (served.label if served.record else None):
-            served = load_served(registry, model_name, state.settings)
+            served = load_served(registry, model_name, settings)
     generation = store.active_generation()
     if (
         catalogue is state.catalogue
         and served is state.served
+        and settings is state.settings
         and (generation.id if generation else None) == state.generation_id
-        and changes.until == state.watermark
+        and watermark == state.watermark
     ):
         return None
     new = replace(
@@ -162,7 +188,9 @@ def refresh(
         served=served,
         generation=generation,
         catalogue=catalogue,
-        watermark=changes.until,
+        watermark=watermark,
+        settings=settings,
+        settings_version=version,
         live=live,
         others=state.others if served is state.served else OtherModels(),
     )
@@ -199,10 +227,10 @@ class OtherModels:
 
 
 class LiveCache:
-    """Live-scored top-N per (model, user, exclude_seen), valid while the user's events are
-    unchanged (the signature: their newest event's time and the number of items they know). A
-    user who just acted pays for one live scoring, not one per request. Bounded, least
-    recently used out first."""
+    """Live-scored top-N per (model, user, exclude_seen), valid while the catalogue and the
+    user's events are unchanged (the signature: the catalogue's version, their newest event's
+    time and the number of their events). A user who just acted pays for one live scoring, not
+    one per request. Bounded, least recently used out first."""
 
     def __init__(self, capacity: int = LIVE_CACHE_USERS) -> None:
         self.capacity = capacity

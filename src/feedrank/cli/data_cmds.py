@@ -82,13 +82,13 @@ def _import(
         f"{report.duplicates} already stored, {report.bad} bad ({path.name})"
     )
     if report.types:
-        _type_summary(ctx, report.types)
+        _type_summary(ctx, report.types, report.engagements)
     if report.bad:
         print_row_errors(report.errors, report.bad)
         raise typer.Exit(1)
 
 
-def _type_summary(ctx: typer.Context, types: dict[str, int]) -> None:
+def _type_summary(ctx: typer.Context, types: dict[str, int], engagements: int) -> None:
     """Per event type: how many, its weight, whether it counts as an engagement — and a loud
     line when nothing does."""
     import polars as pl
@@ -96,11 +96,13 @@ def _type_summary(ctx: typer.Context, types: dict[str, int]) -> None:
     c = ctx_obj(ctx)
     rows = c.settings.describe_types(types)
     print_frame(pl.DataFrame(rows), "event types in this file (under the current settings)")
-    if not any(r["engagement"] for r in rows if r["weight"] > 0):
+    total = sum(types.values())
+    console.print(f"{engagements} of {total} events count as engagements")
+    if engagements == 0:
         err_console.print(
             "warning: none of these events counts as an engagement, so models will have nothing "
-            "to learn from; give their types a weight > 0 in a settings file "
-            "(`feedrank settings import FILE.toml`)",
+            "to learn from; give their types a weight > 0, list them in engagement_types, or "
+            "lower rating_threshold in a settings file (`feedrank settings import FILE.toml`)",
             highlight=False,
             soft_wrap=True,
         )

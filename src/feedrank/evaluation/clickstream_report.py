@@ -39,7 +39,7 @@ def item_similarity(
     data: SiteData, settings: Settings, neighbours: int = NEIGHBOURS
 ) -> pl.DataFrame:
     """item_id, avg_similarity: mean cosine to the item's `neighbours` most similar items."""
-    ev = History(data, settings, []).events.filter(pl.col("engaged"))
+    ev = History(data, settings, []).events.filter(pl.col("engaged") > 0)
     w = ev.group_by("user_id", "item_id").agg(pl.col("weight").sum())
     users = w["user_id"].unique().sort()
     items = data.items["item_id"]

@@ -13,7 +13,7 @@ from feedrank.views.site import SiteData
 
 
 def _engagements(data: SiteData, settings: Settings) -> pl.DataFrame:
-    ev = History(data, settings, []).events.filter(pl.col("engaged"))
+    ev = History(data, settings, []).events.filter(pl.col("engaged") > 0)
     users = data.users
     ucols = [pl.col("user_id")]
     band = user_age_band(users, settings.age_bands)

@@ -123,19 +123,21 @@ def evaluate(
     per_user = ranked.per_user
     recs = ranked.recs
     hidden = split.test.group_by("user_id", maintain_order=True).first()
-    rank = recs.join(hidden, on=["user_id", "item_id"]).select("user_id", "rank").unique("user_id")
     units = item_units(split.data.items, unit_column)
     strongest = strongest_items(split.data, settings)
-    frame = (
-        pl.DataFrame({"user_id": users}, schema={"user_id": pl.String})
-        .join(hidden.rename({"item_id": "hidden"}), on="user_id", how="left", maintain_order="left")
-        .join(rank, on="user_id", how="left", maintain_order="left")
+    frame = pl.DataFrame({"user_id": users}, schema={"user_id": pl.String}).join(
+        hidden.rename({"item_id": "hidden"}), on="user_id", how="left", maintain_order="left"
     )
+    # The hidden item's place in the full ranking (MRR = 1 / rank; 0: the model has no signal
+    # for it), not only within the top k.
+    rr = per_user["MRR"].to_numpy()
+    with np.errstate(divide="ignore"):
+        rank = np.where(rr > 0, np.rint(1.0 / rr), 0).astype(np.int64)
     return pl.DataFrame(
         {
             "user_id": users,
             "hidden": frame["hidden"],
-            "rank": frame["rank"].fill_null(0).cast(pl.Int64),
+            "rank": rank,
             "hit": per_user[f"HR@{k}"],
             "ndcg": per_user[f"NDCG@{k}"],
             "rr": per_user["MRR"],
@@ -170,19 +172,21 @@ def tune(
     train: SiteData,
     settings: Settings,
     seed: int,
-    objective: Callable[[dict[str, float]], float] = lambda m: m[f"HR@{K}"],
-    k: int = 10,
+    objective: Callable[[dict[str, float]], float] | None = None,
+    k: int = K,
     folds: int = 3,
 ) -> tuple[dict[str, Any], pl.DataFrame]:
     """Pick parameters on validation leave-one-outs carved from the TRAINING data only (one more
     item hidden per user with >= 2 training items; `folds` of them, seeds seed + 1000, + 1001,
     ...): the test hold-out is never looked at. The metrics are averaged over the folds (one
     random hold-out of a few hundred users is a noisy judge) and `objective` maps them to the
-    number to maximise. Returns the best parameters and the validation table."""
+    number to maximise (default: HR@k). Returns the best parameters and the validation table."""
     if not grid:
         raise ValueError("grid must hold at least one parameter set; got none")
     if folds < 1:
         raise ValueError(f"folds must be >= 1; got {folds}")
+    if objective is None:
+        objective = partial(_hit_rate, k=k)
     inners = [loo_split(train, settings, seed=seed + 1000 + f) for f in range(folds)]
     rows, scores = [], []
     for params in grid:
@@ -200,6 +204,10 @@ def tune(
             }
         )
     return dict(grid[int(np.argmax(scores))]), pl.DataFrame(rows)
+
+
+def _hit_rate(m: dict[str, float], k: int) -> float:
+    return m[f"HR@{k}"]
 
 
 def comparison_table(results: Sequence[ModelResult], baseline: str = "popularity") -> pl.DataFrame:

@@ -19,9 +19,8 @@ import polars as pl
 from feedrank.exceptions import FeedrankError
 from feedrank.features.examples import build_examples
 from feedrank.settings import Settings
-from feedrank.views.catalogue import just_after
 from feedrank.views.site import SiteData
-from feedrank.views.view import FrameView
+from feedrank.views.view import FrameView, serving_time
 
 SPLITS = ("temporal", "last", "loo")
 
@@ -103,7 +102,7 @@ def last_n_split(data: SiteData, settings: Settings, n: int = 1) -> Split:
         data,
         data.without(hidden),
         hidden,
-        just_after(data.time_span[1]),
+        serving_time(data),
         f"per-user leave-last-{n}: each user's {n} most recent distinct engaged item(s) hidden "
         f"({hidden['user_id'].n_unique()} users with more than {n}); full ranking",
     )
@@ -137,7 +136,7 @@ def loo_split(data: SiteData, settings: Settings, seed: int = 0, min_items: int 
         data,
         data.without(hidden),
         hidden,
-        just_after(data.time_span[1]),
+        serving_time(data),
         f"seeded leave-one-out (seed {seed}): one item hidden per user with >= {min_items} "
         f"distinct engaged items ({hidden.height} users, {hidden.height} of {pairs.height} pairs "
         "hidden); models fitted on the rest; full ranking",

@@ -56,7 +56,9 @@ def require_engagements(data: SiteData, settings: Settings) -> None:
     """Training on data where nothing counts as an engagement would serve popularity to
     everyone in silence: say so, naming the types found and the setting to change."""
     if data.events.is_empty():
-        raise FeedrankError("the store has no events: import interactions first")
+        raise FeedrankError(
+            "the store has no events: import them first (`feedrank import interactions FILE`)"
+        )
     if data.engagements(settings).is_empty():
         types = data.events.group_by("type").len().sort("len", descending=True)
         found = ", ".join(f"{t} ({n})" for t, n in types.iter_rows())

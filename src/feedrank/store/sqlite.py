@@ -212,9 +212,9 @@ class SQLiteStore(Store):
             seq = _next_seq(c, "items_seq")
             rows = items.select(
                 "item_id",
-                created,
+                created.alias("created_at"),
                 _attributes_json(items, ["item_id", "created_at"]).alias("a"),
-                pl.lit(seq),
+                pl.lit(seq).alias("seq"),
             )
             c.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?)", rows.iter_rows())
         return rows.height

@@ -54,11 +54,11 @@ class View(ABC):
 
 
 class FrameView(View):
-    """A view over frames, as of `at` (default: just after the newest event)."""
+    """A view over frames, as of `at` (default: `serving_time(data)`)."""
 
     def __init__(self, data: SiteData, settings: Settings, at: datetime | None = None) -> None:
         self.settings = settings
-        self.at = at or just_after(data.time_span[1])
+        self.at = at or serving_time(data)
         before = data.events.filter(pl.col("timestamp") < self.at)
         # Sorted by user (stably, so each user's events stay in time order): a user's history
         # is one contiguous slice, found by binary search.
@@ -139,6 +139,12 @@ def store_catalogue(store: Store) -> Catalogue:
     items = store.items()
     counts = store.user_counts()
     return Catalogue(items, store.item_counts(), just_after(newest_time(counts["last_ts"], items)))
+
+
+def serving_time(data: SiteData) -> datetime:
+    """Just after the newest event or item of the data: the data's own clock (what a store of
+    the same records is served as of, `store_catalogue`)."""
+    return just_after(newest_time(data.events["timestamp"], data.items))
 
 
 def newest_time(event_times: pl.Series, items: pl.DataFrame) -> datetime | None:

@@ -64,5 +64,5 @@ async def put_settings(request: Request, rt: Runtime = Depends(runtime)) -> dict
         raise BadRequest("the body must be an object of settings")
     new = Settings.from_dict(body, "the request body")
     version = await rt.write(rt.store.put_settings, new.to_dict())
-    rt.swap(replace(rt.state, settings=new))
+    rt.swap(replace(rt.state, settings=new, settings_version=version))
     return {"version": version, "settings": new.to_dict()}
