@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from feedrank.models import make
 from feedrank.models.base import Recommender
 
@@ -100,7 +102,7 @@ class TestContent(RecommenderContract):
 
 class TestHybrid(RecommenderContract):
     dense = True
-    generators = ["ease", "itemknn", "popularity", "freshness"]
+    generators: ClassVar[list[str]] = ["ease", "itemknn", "popularity", "freshness"]
 
     def make_model(self) -> Recommender:
         return make("hybrid", generators=self.generators, n_candidates=10)

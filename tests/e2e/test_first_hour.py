@@ -105,7 +105,7 @@ def test_ecommerce_log_without_header_users_or_items(tmp_path: Path) -> None:
     t0 = 1_767_225_600
     for u in range(150):
         g = u % 3
-        for n in range(12):
+        for _ in range(12):
             item = int(rng.choice([i for i in range(45) if i % 3 == g]))
             kind = str(rng.choice(["pv", "pv", "pv", "cart", "fav", "buy"]))
             lines.append(f"v{u},sku{item},{kind},{t0 + int(rng.integers(0, 40 * 86400))}")
