@@ -191,8 +191,16 @@ class Settings:
     def from_file(cls, path: str | Path) -> Settings:
         """Read a TOML file: top-level keys are the field names of Settings."""
         try:
-            data: dict[str, Any] = tomllib.loads(Path(path).read_text())
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            text = Path(path).read_text()
+            data: dict[str, Any] = tomllib.loads(text)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"settings file {path} must be readable TOML; got: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            twice = _repeated_key(text, str(exc))
+            if twice:
+                raise ConfigError(
+                    f"settings keys must be given once; got {twice} more than once ({path})"
+                ) from exc
             raise ConfigError(f"settings file {path} must be readable TOML; got: {exc}") from exc
         return cls.from_dict(data, source=str(path))
 
@@ -208,9 +216,26 @@ class Settings:
                 **DEFAULT_TYPE_WEIGHTS,
                 **_weights(data["type_weights"], source),
             }
-        for key in ("engagement_types", "itemless_types", "rating_types", "age_bands"):
+        for key in ("engagement_types", "itemless_types", "rating_types"):
             if data.get(key) is not None:
                 data[key] = _names(key, data[key], source)
+                if not all(isinstance(t, str) and t for t in data[key]):
+                    raise ConfigError(
+                        f"{key} must be a list of type names; got {data[key]!r} ({source})"
+                    )
+        if data.get("age_bands") is not None:
+            bands = _names("age_bands", data["age_bands"], source)
+            if not bands or not all(_integer(b) for b in bands) or list(bands) != sorted(bands):
+                raise ConfigError(
+                    f"age_bands must be increasing whole ages, e.g. [18, 25, 35]; got "
+                    f"{data['age_bands']!r} ({source})"
+                )
+            data["age_bands"] = bands
+        for key in ("negative_ratio", "seed"):
+            if key in data and not _integer(data[key]):
+                raise ConfigError(f"{key} must be a whole number; got {data[key]!r} ({source})")
+        if "experiments" in data:
+            data["experiments"] = _experiments(data["experiments"], source)
         if data.get("attribute_weights"):
             aw = data["attribute_weights"]
             if not isinstance(aw, dict) or "attribute" not in aw:
@@ -234,6 +259,59 @@ class Settings:
             raise ConfigError(
                 f"settings values must have their field's type: {exc} ({source})"
             ) from exc
+
+
+def _repeated_key(text: str, error: str) -> str | None:
+    """The dotted name of the key a TOML 'Cannot overwrite a value' error points at."""
+    import re
+
+    inline = re.search(r"Duplicate inline table key '([^']+)' \(at line (\d+)", error)
+    if inline:
+        line = text.splitlines()[int(inline.group(2)) - 1]
+        table = re.match(r"\s*([A-Za-z0-9_-]+)\s*=", line)
+        return f"{table.group(1)}.{inline.group(1)}" if table else inline.group(1)
+    where = re.search(r"Cannot overwrite a value \(at line (\d+), column (\d+)\)", error)
+    if not where:
+        return None
+    lines = text.splitlines()
+    row, col = int(where.group(1)) - 1, int(where.group(2)) - 1
+    if row >= len(lines):
+        return None
+    line = lines[row]
+    key = re.match(r"[A-Za-z0-9_-]+", line[col:]) or re.match(r"\s*([A-Za-z0-9_-]+)", line)
+    if key is None:
+        return None
+    name = key.group(key.lastindex or 0)
+    header = next(
+        (
+            m.group(1)
+            for m in (re.match(r"\s*\[([^\]]+)\]", lines[r]) for r in range(row, -1, -1))
+            if m
+        ),
+        None,
+    )
+    return f"{header.strip()}.{name}" if header else name
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _experiments(table: Any, source: str) -> dict[str, dict[str, float]]:
+    """name -> {variant: share}: shares are numbers >= 0 that sum to 1."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"experiments must be a table of experiments; got {table!r} ({source})")
+    out = {}
+    for name, shares in table.items():
+        key = f"experiments.{name}"
+        got = _weights(shares, source, key)
+        if not got or abs(sum(got.values()) - 1.0) > 1e-9:
+            raise ConfigError(
+                f"{key} must give each variant a share, the shares summing to 1; got {shares!r} "
+                f"({source})"
+            )
+        out[str(name)] = got
+    return out
 
 
 def _number(key: str, value: Any, source: str) -> float:

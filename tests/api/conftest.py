@@ -30,9 +30,7 @@ DEADLINE = 10.0  # seconds: generous for "within a refresh" (0.5 s by default); 
 T = TypeVar("T")
 
 
-def eventually(
-    probe: Callable[[], T], ok: Callable[[T], bool], deadline: float = DEADLINE
-) -> T:
+def eventually(probe: Callable[[], T], ok: Callable[[T], bool], deadline: float = DEADLINE) -> T:
     """probe() until ok(result) or the deadline; returns the last result (the caller asserts on
     it, so a miss fails with what was seen)."""
     stop = time.monotonic() + deadline

@@ -62,12 +62,6 @@ def test_refuses_to_start_without_keys_unless_insecure(site: Path) -> None:
         assert c.get("/users/u00001/recommendations").status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/serve_cmd.py passes data=c.settings to ApiSettings.from_env, a field ApiSettings "
-    "no longer has (data settings come from the store): `feedrank serve` dies with TypeError "
-    "before it checks the keys",
-)
 def test_serve_command_refuses_without_keys(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FEEDRANK_API_KEYS", raising=False)
     result = CliRunner().invoke(cli, ["--store", store_url(site), "serve"])

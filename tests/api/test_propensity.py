@@ -4,6 +4,7 @@ as numbers, checked like imported ones, and refused where they would be ambiguou
 from __future__ import annotations
 
 import json
+
 from fastapi.testclient import TestClient
 
 from feedrank.store import Store

@@ -12,16 +12,18 @@ import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
-from feedrank.api.recommending import RecRequest, Recommending
+from feedrank.api import create_app
+from feedrank.api.recommending import Recommending, RecRequest
+from feedrank.api.settings import ApiSettings
 from feedrank.api.state import load_state
 from feedrank.models import make
 from feedrank.pipeline.registry import Registry
 from feedrank.settings import Settings
-from feedrank.store import Store
+from feedrank.store import Store, open_store
 from feedrank.views.site import read_site
 from feedrank.views.view import StoreView, store_catalogue
 
-from .conftest import INGEST, READ, eventually
+from .conftest import INGEST, KEYS, READ, eventually
 from .sitebuild import MODELS
 
 SCORE_TOL = 1e-12  # the same arithmetic on the same data: equal up to rounding
@@ -105,9 +107,7 @@ def test_fresh_engagement_is_served_like_a_full_reload(
     u = _warm_user(store)
     _recs(client, u, k=40)  # a live answer before the event, cached by the server
     item = _recs(client, u, k=1)["items"][0]["item_id"]
-    r = client.post(
-        "/events", json={"user_id": u, "item_id": item, "type": "like"}, headers=INGEST
-    )
+    r = client.post("/events", json={"user_id": u, "item_id": item, "type": "like"}, headers=INGEST)
     assert r.status_code == 200
     registry = Registry(site / MODELS)
     fresh = load_state(store, registry, None)  # what a server started now would serve
@@ -116,9 +116,7 @@ def test_fresh_engagement_is_served_like_a_full_reload(
 
     def close(body: dict[str, Any]) -> bool:
         got = _scores(body)
-        return got.keys() == want.keys() and all(
-            abs(got[i] - want[i]) <= SCORE_TOL for i in want
-        )
+        return got.keys() == want.keys() and all(abs(got[i] - want[i]) <= SCORE_TOL for i in want)
 
     got = eventually(lambda: _recs(client, u, k=40), close)
     assert got["served_from"] == "live" and item not in _scores(got)
@@ -132,17 +130,29 @@ def test_exclude_seen_false_keeps_engaged_items(client: TestClient, store: Store
     assert set(liked.to_list()) <= {x["item_id"] for x in got["items"]}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serving/service.py: RecommendationService fills from the fallback only where the "
-    "model has no signal (NaN), and GLMScorer.score_users (models/glm.py) scores every user, "
-    "history or not, so a user the model knows nothing about is served the GLM's generic "
-    "ranking as source 'model' instead of the cold-start fallback",
-)
 def test_cold_start_is_marked(client: TestClient) -> None:
     got = _recs(client, "nobody-yet", k=4)
     assert got["cold_start"] is True and len(got["items"]) == 4
     assert {x["source"] for x in got["items"]} <= {"popular_in_segment", "popular_overall"}
+
+
+def test_a_catalogue_without_engagements_is_served(tmp_path: Path) -> None:
+    """A new site, no model trained yet: items and impressions, nobody engaged. Every user gets
+    the newest items."""
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    api = ApiSettings(store_url=url, models_dir=str(tmp_path / "models"), keys_spec=KEYS)
+    with TestClient(create_app(api), raise_server_exceptions=False) as client, open_store(url) as s:
+        assert (
+            client.put("/items/first-post", json={"lang": "go"}, headers=INGEST).status_code == 200
+        )
+        shown = {"user_id": "visitor", "items": ["first-post"]}
+        assert client.post("/impressions", json=shown, headers=INGEST).status_code == 200
+        rt = client.app.state.runtime  # type: ignore[attr-defined]
+        target = s.watermark()
+        assert eventually(lambda: rt.state.watermark, lambda w: w == target) == target
+        r = client.get("/users/visitor/recommendations", params={"k": 3}, headers=READ)
+        assert r.status_code == 200, r.text
+        assert [x["item_id"] for x in r.json()["items"]] == ["first-post"]
 
 
 def test_explain_gives_largest_contributions(client: TestClient, store: Store) -> None:

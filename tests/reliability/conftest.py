@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from api.sitebuild import DB, MODELS, build_site, copy_site
+from api.sitebuild import MODELS, build_site, copy_site, store_url
 
 from .server import Server
 
@@ -26,11 +26,9 @@ def make_server(rel_site: Path, tmp_path: Path) -> Iterator[Callable[..., Server
     """Start servers on one store (e.g. before and after a kill); all stopped at the end."""
     started: list[Server] = []
 
-    def make(**env: str) -> Server:
+    def make(cli: bool = False, **env: str) -> Server:
         n = len(started)
-        s = Server(
-            f"sqlite:///{rel_site / DB}", rel_site / MODELS, tmp_path / f"server{n}.log", **env
-        )
+        s = Server(store_url(rel_site), rel_site / MODELS, tmp_path / f"server{n}.log", cli, **env)
         started.append(s)
         return s.start()
 
@@ -44,7 +42,7 @@ def shared(rel_template: Path, tmp_path: Path) -> Iterator[Server]:
     """A server with a small body limit (64 KiB), for the bad-input and fuzzing checks."""
     site = copy_site(rel_template, tmp_path / "shared")
     server = Server(
-        f"sqlite:///{site / DB}",
+        store_url(site),
         site / MODELS,
         site.parent / "server.log",
         FEEDRANK_MAX_BODY_BYTES="65536",

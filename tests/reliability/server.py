@@ -1,5 +1,9 @@
-"""A real `feedrank serve` process on 127.0.0.1 and a free port: started with a deadline,
-always killed (SIGKILL if it will not stop) when the test is done."""
+"""A real server process on 127.0.0.1 and a free port: started with a deadline, always killed
+(SIGKILL if it will not stop) when the test is done.
+
+Started as uvicorn runs the app factory (`uvicorn --factory
+feedrank.api.app:create_app_from_env`, configured by FEEDRANK_* variables), or, with
+`cli=True`, as `feedrank serve`."""
 
 from __future__ import annotations
 
@@ -24,8 +28,11 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, store_url: str, models_dir: Path, log: Path, **env: str) -> None:
+    def __init__(
+        self, store_url: str, models_dir: Path, log: Path, cli: bool = False, **env: str
+    ) -> None:
         self.store_url, self.models_dir, self.log_path, self.env = store_url, models_dir, log, env
+        self.cli = cli
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -33,14 +40,32 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.pid
+
+    def _command(self) -> list[str]:
+        where = ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "info"]
+        if self.cli:
+            return [sys.executable, "-m", "feedrank.cli.main", "--store", self.store_url,
+                    "--models-dir", str(self.models_dir), "serve", *where]  # fmt: skip
+        return [sys.executable, "-m", "uvicorn", "--factory",
+                "feedrank.api.app:create_app_from_env", "--no-access-log", *where]  # fmt: skip
+
     def start(self) -> Server:
         self.port = free_port()
-        env = {**os.environ, "FEEDRANK_API_KEYS": f"{KEY}=admin", **self.env}
-        cmd = [sys.executable, "-m", "feedrank.cli.main", "--store", self.store_url,
-               "--models-dir", str(self.models_dir), "serve", "--host", "127.0.0.1",
-               "--port", str(self.port), "--log-level", "info"]  # fmt: skip
+        env = {
+            **os.environ,
+            "FEEDRANK_API_KEYS": f"{KEY}=admin",
+            "FEEDRANK_STORE": self.store_url,
+            "FEEDRANK_MODELS": str(self.models_dir),
+            **self.env,
+        }
         self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            self._command(), stdout=self._log, stderr=subprocess.STDOUT, env=env
+        )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -55,6 +80,13 @@ class Server:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"server did not answer /health within {START_TIMEOUT}s: {self.log()}")
+
+    def rss_bytes(self) -> int:
+        """The process's resident set size now (Linux /proc)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS in /proc/<pid>/status")
 
     def kill9(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -71,8 +103,11 @@ class Server:
         if getattr(self, "_log", None) is not None:
             self._log.close()
 
+    def full_log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
+        return self.full_log()[-3000:]
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"X-API-Key": KEY}, timeout=30.0)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
-from feedrank.settings import Settings
 from feedrank.datasets.demo import DemoSite, generate_site
-from feedrank.views.site import SiteData
 from feedrank.schema import validate_events, validate_items, validate_users
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
+
+if TYPE_CHECKING:
+    from feedrank.models.glm import GLMRecommender
 
 
 def site_data(site: DemoSite, settings: Settings) -> SiteData:
@@ -29,7 +34,8 @@ def small_data(small_site: DemoSite) -> SiteData:
 
 
 @pytest.fixture(scope="session")
-def fitted_glm(small_data: SiteData):  # type: ignore[no-untyped-def]
+def fitted_glm(small_data: SiteData) -> GLMRecommender:
+    """Fitted once per session: fitted models never change, so tests may share it."""
     from feedrank.models.glm import GLMRecommender
 
     return GLMRecommender().fit(small_data, Settings())

@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from feedrank.settings import Settings
 from feedrank.exceptions import ConfigError
 from feedrank.experiments.ab import Experiment, exposures, report, return_rates
 from feedrank.schema import EVENT_COLUMNS
+from feedrank.settings import Settings
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 

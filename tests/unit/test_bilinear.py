@@ -152,7 +152,7 @@ def view(data: SiteData) -> FrameView:
 def test_scores_agree_with_row_predictions_at_the_serving_time(
     fitted: BilinearRecommender, view: FrameView, data: SiteData
 ) -> None:
-    users = data.users["user_id"].to_list()[:5]
+    users = sorted(data.engaged_pairs(Settings())["user_id"].unique().to_list())[:5]
     items = data.items["item_id"].to_list()[:7]
     S = fitted.at(view).score(users, items)
     rows = pl.DataFrame(

@@ -13,7 +13,6 @@ import pytest
 from polars.testing import assert_frame_equal
 from scipy.stats import chi2
 
-from feedrank.settings import Settings
 from feedrank.datasets.demo import (
     AGE_BANDS,
     CONTENT_TYPES,
@@ -26,6 +25,7 @@ from feedrank.datasets.demo import (
 )
 from feedrank.exceptions import ConfigError
 from feedrank.schema import EVENT_COLUMNS, TS, validate_events
+from feedrank.settings import Settings
 
 SMALL = {"n_users": 120, "n_items": 60, "days": 5}
 LANG_NAMES = {"python": "Python", "java": "Java", "javascript": "JavaScript", "go": "Go"}

@@ -15,11 +15,11 @@ import pytest
 from polars.testing import assert_frame_equal
 from scipy.stats import kstest
 
-from feedrank.settings import Settings
 from feedrank.datasets.demo import AGE_BANDS, DemoSite, generate_site
-from feedrank.io import import_frame
 from feedrank.exceptions import ConfigError
+from feedrank.io import import_frame
 from feedrank.schema import validate_events
+from feedrank.settings import Settings
 from feedrank.store.sqlite import SQLiteStore
 
 TINY = {"n_users": 30, "n_items": 40, "days": 3, "seed": 7}
@@ -87,7 +87,7 @@ def test_uniform_propensities_come_back_from_the_store(
     for kind, frame in (("users", uniform.users), ("items", uniform.items)):
         import_frame(mem_store, kind, frame, strict=True)
     import_frame(mem_store, "interactions", uniform.events, strict=True)
-    loaded = mem_store.load().events.filter(pl.col("type") == "impression")
+    loaded = mem_store.events().filter(pl.col("type") == "impression")
     got = loaded.select(
         "event_id", pl.col("context").str.json_path_match("$.propensity").cast(pl.Float64)
     )

@@ -8,12 +8,12 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from feedrank.settings import Settings
-from feedrank.views.site import SiteData
 from feedrank.features.examples import build_examples
 from feedrank.features.groups import FeatureGroups, FeatureSpec, age_band_expr
 from feedrank.features.history import History, Snapshot
 from feedrank.schema import validate_events, validate_items, validate_users
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
 from feedrank.views.view import FrameView
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)

@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from feedrank.exceptions import ValidationError
 from feedrank.io import (
     CHUNK_ROWS,
     ImportReport,
@@ -19,7 +20,6 @@ from feedrank.io import (
     map_types,
     read_table,
 )
-from feedrank.exceptions import ValidationError
 from feedrank.settings import Settings
 from feedrank.store.sqlite import SQLiteStore
 
@@ -603,3 +603,17 @@ def test_import_with_a_type_map_stores_the_mapped_names(
     assert report.types == {"page_view": 1, "add_to_cart": 1, "purchase": 1, "click": 1}
     assert all(r["note"] == "" for r in settings.describe_types(report.types))
     assert mem_store.events()["type"].to_list() == ["page_view", "add_to_cart", "purchase", "click"]
+
+
+def test_items_without_created_at_import_with_it_unknown(
+    tmp_path: Path, mem_store: SQLiteStore
+) -> None:
+    # Changed on purpose: created_at is optional (unknown, not invented; it was required).
+    path = tmp_path / "items.csv"
+    path.write_text("item_id,topic\n007,news\ni2,sport\n")
+    report = import_file(mem_store, "items", path, strict=True)
+    assert (report.rows, report.written, report.bad) == (2, 2, 0)
+    assert mem_store.items().sort("item_id").to_dicts() == [
+        {"item_id": "007", "created_at": None, "topic": "news"},
+        {"item_id": "i2", "created_at": None, "topic": "sport"},
+    ]

@@ -8,21 +8,22 @@ import numpy as np
 import polars as pl
 import pytest
 
-from feedrank.settings import Settings
 from feedrank.datasets.clickstream import clickstream_settings
-from feedrank.views.site import SiteData
 from feedrank.evaluation.loo import (
     comparison_table,
     evaluate,
     fit_and_evaluate,
     item_units,
-    leave_one_out,
     strongest_items,
     tune,
     unit_share,
 )
+from feedrank.evaluation.splits import loo_split
+from feedrank.exceptions import FeedrankError
 from feedrank.models.popularity import PopularityRecommender
 from feedrank.schema import validate_events, validate_items, validate_users
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
 
 T0 = datetime(2020, 1, 1, tzinfo=UTC)
 
@@ -73,34 +74,36 @@ def pairs(events: pl.DataFrame) -> set[tuple[str, str]]:
 
 def test_split_invariants(site: SiteData) -> None:
     st = clickstream_settings()
-    split = leave_one_out(site, st, seed=3)
+    split = loo_split(site, st, seed=3)
     counts = site.events.group_by("user_id").agg(n=pl.col("item_id").n_unique())
     eligible = set(counts.filter(pl.col("n") >= 2)["user_id"])
-    hidden = set(split.hidden.iter_rows())
-    assert set(split.hidden["user_id"]) == eligible  # every eligible user ...
-    assert split.hidden["user_id"].is_unique().all()  # ... exactly once
+    hidden = set(split.test.iter_rows())
+    assert (split.kind, split.seed) == ("loo", 3)
+    assert set(split.test["user_id"]) == eligible  # every eligible user ...
+    assert split.test["user_id"].is_unique().all()  # ... exactly once
     assert not hidden & pairs(split.train.events)  # a hidden pair is never in training
     assert pairs(split.train.events) | hidden == pairs(site.events)
     assert split.train.items.equals(site.items)  # the catalogue stays whole
-    assert "seed 3" in split.describe() and f"{len(eligible)} users" in split.describe()
+    assert split.data is site
+    assert "seed 3" in split.description and f"{len(eligible)} users" in split.description
 
 
 def test_split_is_seeded(site: SiteData) -> None:
     st = clickstream_settings()
-    a = leave_one_out(site, st, seed=1).hidden
-    b = leave_one_out(site, st, seed=1).hidden
-    c = leave_one_out(site, st, seed=2).hidden
+    a = loo_split(site, st, seed=1).test
+    b = loo_split(site, st, seed=1).test
+    c = loo_split(site, st, seed=2).test
     assert a.equals(b) and not a.equals(c)
     # input order does not matter, only the seed and the data
     shuffled = SiteData(
         site.users, site.items, site.events.sample(fraction=1.0, shuffle=True, seed=9)
     )
-    assert leave_one_out(shuffled, st, seed=1).hidden.sort("user_id").equals(a.sort("user_id"))
+    assert loo_split(shuffled, st, seed=1).test.sort("user_id").equals(a.sort("user_id"))
 
 
 def test_min_items_is_checked(site: SiteData) -> None:
-    with pytest.raises(ValueError, match="min_items must be >= 2"):
-        leave_one_out(site, clickstream_settings(), min_items=1)
+    with pytest.raises(FeedrankError, match="min_items must be >= 2"):
+        loo_split(site, clickstream_settings(), min_items=1)
 
 
 def test_unit_share_by_hand() -> None:
@@ -153,44 +156,54 @@ def test_strongest_items_use_the_weights() -> None:
 
 def test_evaluate_popularity_out_of_sample(site: SiteData) -> None:
     st = clickstream_settings()
-    split = leave_one_out(site, st, seed=0)
+    split = loo_split(site, st, seed=0)
     model = PopularityRecommender().fit(split.train, st)
     per = evaluate(model, split, st)
-    assert per.height == split.hidden.height
-    # the hidden item is always ranked: it is never among the user's training items
-    assert (per["rank"] >= 1).all()
-    assert ((per["rank"] <= 10).cast(pl.Float64) == per["hit"]).all()
-    # popularity ranks every user's candidates in one global order: check one user by hand
-    u, hidden, rank = per.row(0)[:3]
-    seen = set(split.train.events.filter(pl.col("user_id") == u)["item_id"])
-    scores = dict(zip(model.item_ids_, model.score([u], model.item_ids_)[0], strict=True))
-    better = sum(1 for i, s in scores.items() if i not in seen and s > scores[hidden])
-    assert (
-        better + 1
-        <= rank
-        <= better
-        + 1
-        + sum(1 for i, s in scores.items() if i not in seen and i != hidden and s == scores[hidden])
-    )
+    assert per.height == split.test.height
+    assert per["hidden"].to_list() == [dict(split.test.iter_rows())[u] for u in per["user_id"]]
+    # The hidden item is never among the user's training items, so it is ranked exactly when
+    # popularity has a signal for it: when some other user engaged with it in training.
+    # (Changed on purpose: items without a signal are no longer ranked, at the bottom.)
+    known = set(split.train.engagements(st)["item_id"])
+    assert ((per["rank"] >= 1) == per["hidden"].is_in(list(known))).all()
+    assert (per["rank"] >= 1).sum() > 0.8 * per.height
+    ranked = per["rank"] >= 1
+    assert (((per["rank"] <= 10) & ranked).cast(pl.Float64) == per["hit"]).all()
+    rank = per["rank"].to_numpy()
+    expected_rr = np.where(rank >= 1, 1.0 / np.maximum(rank, 1), 0.0)
+    np.testing.assert_allclose(per["rr"].to_numpy(), expected_rr, rtol=1e-12)
+    # popularity ranks every user's candidates in one global order: check users by hand
+    view = split.view(st)
+    items = view.candidates()
+    scorer = model.at(view)
+    for u, hidden, rank in per.filter(ranked).head(5).select("user_id", "hidden", "rank").rows():
+        seen = set(split.train.events.filter(pl.col("user_id") == u)["item_id"])
+        scores = dict(zip(items, scorer.score([u], items)[0], strict=True))
+        better = sum(1 for i, s in scores.items() if i not in seen and s > scores[hidden])
+        assert rank == better + 1  # ties count in the hidden item's favour
     b = per["bu_hit_rate"].drop_nans()
     assert ((b >= 0) & (b <= 1)).all()
 
 
 def test_tuning_never_sees_the_test_holdout(site: SiteData) -> None:
     st = clickstream_settings()
-    split = leave_one_out(site, st, seed=0)
-    inner = leave_one_out(split.train, st, seed=1000)
-    assert not set(split.hidden.iter_rows()) & pairs(inner.data.events)
+    split = loo_split(site, st, seed=0)
+    inner = loo_split(split.train, st, seed=1000)
+    assert not set(split.test.iter_rows()) & pairs(inner.data.events)
     best, table = tune(
         PopularityRecommender, [{"half_life_days": None}, {}], split.train, st, seed=0
     )
     assert best in ({"half_life_days": None}, {}) and table.height == 2
     assert "val HR@10" in table.columns
+    # Changed on purpose: the labels (and the default objective) follow k.
+    best, table = tune(PopularityRecommender, [{}], split.train, st, seed=0, k=5, folds=1)
+    assert "val HR@5" in table.columns and "val HR@10" not in table.columns
+    assert table["objective"].to_list() == table["val HR@5"].to_list()
 
 
 def test_comparison_table_has_popularity_beside(site: SiteData) -> None:
     st = clickstream_settings()
-    split = leave_one_out(site, st, seed=0)
+    split = loo_split(site, st, seed=0)
     pop = fit_and_evaluate("popularity", PopularityRecommender, split, st)
     plain = fit_and_evaluate(
         "unweighted",
@@ -202,3 +215,16 @@ def test_comparison_table_has_popularity_beside(site: SiteData) -> None:
     assert table["model"].to_list() == ["popularity", "unweighted"]
     assert table["HR@10 vs popularity"][0] == 0.0
     assert {"HR@10", "NDCG@10", "MRR", "BU hit rate", "top hit rate"} <= set(table.columns)
+
+
+def test_labels_follow_k(site: SiteData) -> None:
+    # Changed on purpose: HR@k and NDCG@k were labelled @10 whatever k was.
+    st = clickstream_settings()
+    split = loo_split(site, st, seed=0)
+    at5 = fit_and_evaluate("popularity", PopularityRecommender, split, st, k=5)
+    at10 = fit_and_evaluate("popularity", PopularityRecommender, split, st, k=10)
+    assert set(at5.metrics()) == {"HR@5", "NDCG@5", "MRR", "BU hit rate", "top hit rate"}
+    assert at5.metrics()["HR@5"] <= at10.metrics()["HR@10"]
+    assert at5.metrics()["MRR"] == pytest.approx(at10.metrics()["MRR"], abs=1e-12)
+    table = comparison_table([at5])
+    assert {"HR@5", "HR@5 vs popularity"} <= set(table.columns)

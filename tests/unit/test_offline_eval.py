@@ -107,9 +107,7 @@ def test_last_n_hides_each_users_latest_items(small_data: SiteData) -> None:
     assert (split.test.group_by("user_id").len()["len"] == 2).all()
     assert split.train.events.join(split.test, on=["user_id", "item_id"]).is_empty()
     first = (
-        small_data.engagements(s)
-        .group_by("user_id", "item_id")
-        .agg(t=pl.col("timestamp").min())
+        small_data.engagements(s).group_by("user_id", "item_id").agg(t=pl.col("timestamp").min())
     )
     kept = (
         first.join(split.test, on=["user_id", "item_id"], how="anti")
@@ -194,7 +192,9 @@ class _OracleScorer(Scorer):
 
     def score_users(self, user_ids, histories, item_ids):  # type: ignore[no-untyped-def]
         fav = self.model.favourite
-        return np.array([[1.0 if i in fav.get(u, set()) else 0.0 for i in item_ids] for u in user_ids])
+        return np.array(
+            [[1.0 if i in fav.get(u, set()) else 0.0 for i in item_ids] for u in user_ids]
+        )
 
 
 def test_sampled_protocol_known_answers(small_data: SiteData) -> None:

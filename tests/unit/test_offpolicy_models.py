@@ -4,12 +4,11 @@ each model's policy would really have had on the same visits."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import polars as pl
 import pytest
 
-from feedrank.settings import Settings
 from feedrank.datasets.demo import DemoSite, generate_site
 from feedrank.evaluation.offpolicy_models import (
     estimate_models,
@@ -20,6 +19,8 @@ from feedrank.exceptions import FeedrankError
 from feedrank.models.base import Recommender
 from feedrank.models.glm import GLMRecommender
 from feedrank.models.popularity import PopularityRecommender
+from feedrank.settings import Settings
+from feedrank.views.view import FrameView
 
 N_SIM = 500
 
@@ -40,8 +41,11 @@ def test_estimates_cover_the_true_ctr_of_each_models_policy(
     log = report.log
     assert report.impressions == log.height == logged_impressions(data, settings, cut).height
     assert log.height > 10_000
+    # the models were fitted on the events before the cut and serve as of the cut
+    assert all(datetime.fromisoformat(m.window_[1]) < cut for m in models.values())  # type: ignore[arg-type]
+    view = FrameView(data.until(cut), settings, cut)
     truth = {
-        name: expected_ctr(m, log, site.click_probability, temperature, n_sim=N_SIM)
+        name: expected_ctr(m.at(view), log, site.click_probability, temperature, n_sim=N_SIM)
         for name, m in models.items()
     }
     for policy in report.policies:

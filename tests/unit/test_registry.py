@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from feedrank.settings import Settings
-from feedrank.views.site import SiteData
 from feedrank.exceptions import FeedrankError, NotFoundError
 from feedrank.models.glm import GLMRecommender
 from feedrank.models.popularity import PopularityRecommender
 from feedrank.pipeline.registry import Registry
 from feedrank.pipeline.retrain import RetrainPolicy, retrain
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
 
 
 def test_champion_promote_rollback_and_default_resolution(

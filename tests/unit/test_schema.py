@@ -8,9 +8,8 @@ from datetime import UTC, date, datetime, timedelta, timezone
 import polars as pl
 import pytest
 
-from feedrank.settings import DEFAULT_TYPE_WEIGHTS, Settings
-from feedrank.io import import_frame
 from feedrank.exceptions import RowError, ValidationError
+from feedrank.io import import_frame
 from feedrank.schema import (
     EVENT_COLUMNS,
     empty_events,
@@ -19,6 +18,7 @@ from feedrank.schema import (
     validate_items,
     validate_users,
 )
+from feedrank.settings import DEFAULT_TYPE_WEIGHTS, Settings
 from feedrank.store.sqlite import SQLiteStore
 
 NOON = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)

@@ -1,7 +1,7 @@
 """The FastAPI app factory. The lifespan opens the store, loads the model, the catalogue and the
 active generation once, and runs a refresher that follows the store: every `reload_seconds` (and
 right after this server's own writes) it applies what the store says is new — events, items,
-erasures, whoever wrote them — and a new model or generation, by swapping in a new
+erasures, settings, whoever wrote them — and a new model or generation, by swapping in a new
 ServingState (one assignment); requests pick the state up once and never fail on a swap.
 Writes go through one writer thread: SQLite has one writer anyway, and that thread's connection
 commits with synchronous=FULL so a 2xx means the event is on disk."""

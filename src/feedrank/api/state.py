@@ -2,9 +2,10 @@
 
 A ServingState holds the served model (fitted parameters and its fallback), the catalogue
 (items and their counters: memory follows the catalogue, not the events), the active
-generation and the store's watermark. It is never changed in place: `refresh` reads what the
-store says is new since the watermark (events, upserted items, erasures — whoever wrote them,
-this process or another) and returns a new state, which the server swaps in with one
+generation, the store's watermark and settings. It is never changed in place: `refresh` reads
+what the store says is new since the watermark (events, upserted items, erasures, a new
+settings version — whoever wrote them, this process or another) and returns a new state, which
+the server swaps in with one
 assignment, so a request sees one consistent state to its end. Users' histories are not held:
 each live request reads its user's events from the store."""
 
@@ -19,7 +20,7 @@ from typing import Any
 
 import polars as pl
 
-from feedrank.exceptions import NotFoundError
+from feedrank.exceptions import ConfigError, NotFoundError
 from feedrank.models.base import Recommender
 from feedrank.models.popularity import PopularityRecommender
 from feedrank.pipeline.registry import ModelRecord, Registry
@@ -168,7 +169,10 @@ def refresh(
         catalogue = catalogue.apply(changes.events, changes.items, _as_of(newest, catalogue.as_of))
     settings, version = state.settings, settings_version(store)
     if version != state.settings_version:  # stored by any process (PUT /settings, the CLI)
-        settings = settings_of(store)
+        try:
+            settings = settings_of(store)
+        except ConfigError as exc:  # keep following events and items with the settings we have
+            log.warning("stored settings version %s not applied: %s", version, exc)
     served = state.served
     if check_models:
         current = _current_label(registry, model_name)
@@ -178,7 +182,7 @@ def refresh(
     if (
         catalogue is state.catalogue
         and served is state.served
-        and settings is state.settings
+        and version == state.settings_version
         and (generation.id if generation else None) == state.generation_id
         and watermark == state.watermark
     ):

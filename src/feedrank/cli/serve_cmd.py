@@ -47,7 +47,6 @@ def register(app: typer.Typer) -> None:
         settings = ApiSettings.from_env(
             store_url=store or c.store_url,
             models_dir=c.models_dir_option,
-            data=c.settings,
             keys_file=keys,
             insecure=insecure or None,
         )

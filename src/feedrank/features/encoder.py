@@ -172,8 +172,15 @@ class Encoder:
         slices = self.column_slices()
         out = np.zeros(frame.height)
         for col in self.columns_:
-            if col.name in columns:
-                out += np.asarray(self._block(col, frame) @ coef[slices[col.name]]).ravel()
+            if col.name not in columns:
+                continue
+            w = coef[slices[col.name]]
+            if col.levels is None:  # what the one-column block times its coefficient gives
+                x = (col.numeric_values(col.raw(frame)) - col.mean) / col.std
+                out += np.where(np.isfinite(x), x, 0.0) * w[0]
+            else:  # a one-hot row times the coefficients is the coefficient of its level
+                codes = col.codes(col.raw(frame))
+                out += np.where(codes >= 0, w[np.maximum(codes, 0)], 0.0)
         return out
 
     def to_json(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from feedrank.features.history import History, Snapshot, T, exposure_types
@@ -230,6 +231,17 @@ class FeatureGroups:
         prior = 1.0 / self.spec.levels_per_attribute.get(attr, 1)
         share = _smoothed(got, total, prior)
         return share.alias(f"user_share_{attr}")
+
+    def share_matrix(self, user_ids: Sequence[str], levels: pl.Series, attr: str) -> np.ndarray:
+        """`level` for every (user, level) at a Snapshot's time, as a users x levels matrix:
+        the same smoothed share, computed on arrays instead of a cross-joined frame."""
+        counters = self.counters
+        assert isinstance(counters, Snapshot), "a matrix of shares is a serving-time read"
+        w = counters.level_matrix(user_ids, levels, attr)
+        keys = pl.DataFrame({"user_id": list(user_ids)}, schema={"user_id": pl.String})
+        total = counters.user_counts(keys.with_columns(pl.lit(counters.at).alias(T)))["w_total"]
+        prior = 1.0 / self.spec.levels_per_attribute.get(attr, 1)
+        return np.asarray(_smoothed(w, total.to_numpy()[:, None], prior))
 
     # -- user x item -----------------------------------------------------------------------------
     def pair(self, keys: pl.DataFrame) -> pl.DataFrame:

@@ -11,9 +11,11 @@ events (or to counters, weighting each row by its count)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from functools import cached_property
 
+import numpy as np
 import polars as pl
 
 from feedrank.settings import Settings
@@ -215,6 +217,7 @@ class Snapshot:
         self.item_attributes = item_attributes
         self.catalogue = catalogue
         self.events = weighted(histories.filter(pl.col(T) < at), catalogue.items, settings, types)
+        self._level_tables: dict[str, pl.DataFrame] = {}
 
     @cached_property
     def _user_table(self) -> pl.DataFrame:
@@ -240,11 +243,25 @@ class Snapshot:
 
     def level_table(self, attr: str) -> pl.DataFrame:
         """user_id, level, w_level for every (user, level) with weight."""
-        return (
-            _levels(self.events, self.items, attr)
-            .group_by("user_id", "level")
-            .agg(w_level=pl.col("weight").sum())
+        if attr not in self._level_tables:
+            self._level_tables[attr] = (
+                _levels(self.events, self.items, attr)
+                .group_by("user_id", "level")
+                .agg(w_level=pl.col("weight").sum())
+            )
+        return self._level_tables[attr]
+
+    def level_matrix(self, user_ids: Sequence[str], levels: pl.Series, attr: str) -> np.ndarray:
+        """w_level of every (user, level) as a users x levels matrix (0 without weight): what
+        user_level gives for the cross product, without building it."""
+        out = np.zeros((len(user_ids), levels.len()))
+        u = pl.DataFrame({"user_id": list(user_ids)}, schema={"user_id": pl.String}).with_row_index(
+            "__u"
         )
+        lv = pl.DataFrame({"level": levels.cast(pl.String)}).with_row_index("__l")
+        hit = self.level_table(attr).join(u, on="user_id").join(lv, on="level", nulls_equal=True)
+        out[hit["__u"].to_numpy(), hit["__l"].to_numpy()] = hit["w_level"].to_numpy()
+        return out
 
     def user_level(self, keys: pl.DataFrame, attr: str) -> pl.Series:
         out = keys.select("user_id", pl.col("level").cast(pl.String)).join(
@@ -265,10 +282,14 @@ class Snapshot:
         )
         return out.with_columns(pl.exclude("item_id").fill_null(0.0))
 
-    def pair_table(self) -> pl.DataFrame:
-        """user_id, item_id, ui_shown, ui_engaged for every pair in the histories."""
+    @cached_property
+    def _pair_table(self) -> pl.DataFrame:
         ev = self.events.filter(pl.col("item_id") != "")
         return ev.group_by("user_id", "item_id").agg(**_pair_sums())
+
+    def pair_table(self) -> pl.DataFrame:
+        """user_id, item_id, ui_shown, ui_engaged for every pair in the histories."""
+        return self._pair_table
 
     def user_item(self, keys: pl.DataFrame) -> pl.DataFrame:
         out = keys.select("user_id", "item_id").join(

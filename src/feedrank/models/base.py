@@ -197,15 +197,17 @@ class Scorer(ABC):
         user_ids: Sequence[str],
         k: int = 10,
         exclude_seen: bool = True,
-        batch_size: int = 512,
+        batch_size: int | None = None,
     ) -> pl.DataFrame:
         """Top-k per user over the view's candidates (columns user_id, rank, item_id, score;
         users in input order), without items the user already knows and without items the
-        model has no signal for (so a list may be shorter than k)."""
+        model has no signal for (so a list may be shorter than k). Users are scored a block at
+        a time (`batch_size`, default: as many as keep a block near BLOCK_CELLS scores)."""
         items = self.view.candidates()
+        step = batch_size or block_users(len(items))
         frames = []
-        for start in range(0, len(user_ids), batch_size):
-            users = list(user_ids[start : start + batch_size])
+        for start in range(0, len(user_ids), step):
+            users = list(user_ids[start : start + step])
             hist = self.view.histories(users)
             scores = self.score_users(users, hist, items).astype(np.float64, copy=True)
             scores[~np.isfinite(scores)] = -np.inf
@@ -229,6 +231,23 @@ class Scorer(ABC):
         )
 
 
+BLOCK_CELLS = 4_000_000  # user x item scores held at once by the generic recommend (32 MB)
+
+
+def block_users(n_items: int) -> int:
+    """Users per scored block: large blocks amortise the per-block work (one history read,
+    one feature snapshot), bounded so a block's scores stay near BLOCK_CELLS."""
+    return int(min(8192, max(64, BLOCK_CELLS // max(n_items, 1))))
+
+
+def has_events(user_ids: Sequence[str], histories: pl.DataFrame) -> np.ndarray:
+    """Per user: whether their history holds any event. A click model scores a user it knows
+    nothing about by item terms alone — popularity by another name — so it says it has no
+    signal and the service's fallbacks, which say what they are, serve that user."""
+    known = set(histories["user_id"].unique().to_list()) if histories.height else set()
+    return np.array([u in known for u in user_ids], dtype=bool)
+
+
 def seen_mask(histories: pl.DataFrame, users: Sequence[str], items: np.ndarray) -> np.ndarray:
     """True where the user already knows the item (Settings.seen_expr) in their history."""
     mask = np.zeros((len(users), len(items)), dtype=bool)
@@ -243,16 +262,12 @@ def seen_mask(histories: pl.DataFrame, users: Sequence[str], items: np.ndarray) 
 
 
 def top_k(users: Sequence[str], items: np.ndarray, scores: np.ndarray, k: int) -> pl.DataFrame:
-    """Best k items per row of `scores` (argpartition, then a stable sort of the k; ties go to
-    the earlier item), dropping -inf."""
+    """Best k items per row of `scores`, best first, ties to the earlier item (so the answer is
+    the same whatever k or block of users asked), dropping -inf."""
     k = min(k, scores.shape[1])
     if k <= 0 or not len(users):
         return pl.DataFrame(schema=RECS_SCHEMA)
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -part_scores), axis=1)
-    idx = np.take_along_axis(part, order, axis=1)
-    sc = np.take_along_axis(part_scores, order, axis=1)
+    idx, sc = best_of(scores, k)
     out = pl.DataFrame(
         {
             "user_id": np.repeat(np.asarray(users, dtype=object), k),
@@ -263,6 +278,27 @@ def top_k(users: Sequence[str], items: np.ndarray, scores: np.ndarray, k: int) -
         schema=RECS_SCHEMA,
     )
     return out.filter(pl.col("score").is_finite())
+
+
+def best_of(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices and values of each row's k largest entries, best first, ties broken by
+    column (argpartition, then a stable sort of the k; rows whose k-th value is tied beyond
+    the k are sorted whole, so the earlier tied columns win)."""
+    n = scores.shape[1]
+    part = (
+        np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        if k < n
+        else np.broadcast_to(np.arange(n), scores.shape).copy()
+    )
+    vals = np.take_along_axis(scores, part, axis=1)
+    if k < n:
+        kth = vals.min(axis=1, keepdims=True)
+        straddle = np.flatnonzero((scores >= kth).sum(axis=1) > k)
+        if straddle.size:
+            part[straddle] = np.argsort(-scores[straddle], axis=1, kind="stable")[:, :k]
+            vals[straddle] = np.take_along_axis(scores[straddle], part[straddle], axis=1)
+    order = np.lexsort((part, -vals), axis=1)
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
 
 
 def _jsonable(v: Any) -> Any:

@@ -35,7 +35,7 @@ from threadpoolctl import threadpool_limits
 from feedrank.exceptions import ConfigError
 from feedrank.features.examples import build_examples
 from feedrank.features.history import T
-from feedrank.models.base import Recommender, Scorer
+from feedrank.models.base import Recommender, Scorer, has_events
 from feedrank.models.vectors import ItemEmbedder, at_time, lookup, user_vectors_asof
 from feedrank.settings import Settings
 from feedrank.views.site import SiteData
@@ -345,7 +345,9 @@ class BilinearScorer(Scorer):
         X = self.user_vectors(user_ids, histories)
         ids, Y_items = self.items()
         Y = lookup(list(item_ids), ids, Y_items)
-        return sigmoid(self.model.logits(X, Y, pairwise=True))
+        p = sigmoid(self.model.logits(X, Y, pairwise=True))
+        p[~has_events(user_ids, histories)] = np.nan  # no signal (models.base.has_events)
+        return p
 
     def explain_pairs(
         self, user_ids: Sequence[str], item_ids: Sequence[str], top: int = 5

@@ -22,7 +22,7 @@ from feedrank.features.encoder import Encoder
 from feedrank.features.examples import build_examples
 from feedrank.features.groups import FeatureGroups, FeatureSpec
 from feedrank.features.history import History, Snapshot, T
-from feedrank.models.base import Recommender, Scorer
+from feedrank.models.base import Recommender, Scorer, has_events
 from feedrank.models.linear import CONTEXT_COLUMNS, LinearScorer
 from feedrank.settings import Settings
 from feedrank.views.site import SiteData
@@ -225,7 +225,9 @@ class GLMScorer(Scorer):
         self, user_ids: Sequence[str], histories: pl.DataFrame, item_ids: np.ndarray
     ) -> np.ndarray:
         linear = self._linear(user_ids, histories)
-        return sigmoid(linear.logits(list(user_ids), item_ids, self._item_part(linear, item_ids)))
+        p = sigmoid(linear.logits(list(user_ids), item_ids, self._item_part(linear, item_ids)))
+        p[~has_events(user_ids, histories)] = np.nan  # nothing known of the user: no signal
+        return p
 
     def explain_pairs(
         self, user_ids: Sequence[str], item_ids: Sequence[str], top: int = 5

@@ -164,13 +164,16 @@ class _EnsembleScorer(Scorer):
         return norm, ranks
 
     def recommend(
-        self, user_ids: Sequence[str], k: int = 10, exclude_seen: bool = True, batch_size: int = 512
+        self,
+        user_ids: Sequence[str],
+        k: int = 10,
+        exclude_seen: bool = True,
+        batch_size: int | None = None,
     ) -> pl.DataFrame:
         # Few enough users that a block's feature tensor stays under ~4M cells.
         cells = max(1, len(self.view.candidates()) * 2 * len(self.scorers))
-        return super().recommend(
-            user_ids, k, exclude_seen, min(batch_size, max(1, 4_000_000 // cells))
-        )
+        step = min(batch_size or 512, max(1, 4_000_000 // cells))
+        return super().recommend(user_ids, k, exclude_seen, step)
 
 
 class BlendRecommender(_Ensemble):

@@ -81,42 +81,61 @@ class LinearScorer:
     def logits(
         self, user_ids: Sequence[str], item_ids: np.ndarray, item_part: np.ndarray | None = None
     ) -> np.ndarray:
-        spec = self.groups.spec
         ukeys = self._keys("user_id", user_ids)
         ufeat = self.groups.user(ukeys)
         z = np.full((len(user_ids), len(item_ids)), self.intercept)
         z += self.partial(ufeat, self.parts.user)[:, None]
         z += (self.item_part(item_ids) if item_part is None else item_part)[None, :]
         z += self.partial(self.groups.context(self.context_row), self.parts.context)[0]
-        for attr in spec.share_attributes:
-            col = f"user_share_{attr}"
-            if col not in self.parts.names:
-                continue
-            item_levels = self.groups.item_levels(pl.Series(item_ids, dtype=pl.String), attr)
-            levels = item_levels.unique(maintain_order=True)
-            grid = ukeys.join(pl.DataFrame({"level": levels}), how="cross")
-            share = self.groups.level(grid, attr).to_frame()
-            table = self.partial(share, [col]).reshape(len(user_ids), levels.len())
-            z += table[:, _codes(item_levels, levels)]
-        for a, b in spec.crosses:
-            name = cross_name(a, b)
-            if name not in self.parts.names:
-                continue
-            ua = ufeat[a].cast(pl.String)
-            ib = self._item_attributes(item_ids)[b]
-            ua_levels, ib_levels = ua.unique(maintain_order=True), ib.unique(maintain_order=True)
-            combos = pl.DataFrame({a: ua_levels}).join(pl.DataFrame({b: ib_levels}), how="cross")
-            table = self.partial(combos, [name]).reshape(ua_levels.len(), ib_levels.len())
-            z += table[_codes(ua, ua_levels)][:, _codes(ib, ib_levels)]
+        z += self._attribute_part(user_ids, ufeat, ukeys, item_ids)
         if self.parts.pair:
             z += self._pair_part(user_ids, item_ids)
         return z
 
-    def _item_attributes(self, item_ids: np.ndarray) -> pl.DataFrame:
-        cats = self.groups.spec.item_categoricals
+    def _attribute_part(
+        self,
+        user_ids: Sequence[str],
+        ufeat: pl.DataFrame,
+        ukeys: pl.DataFrame,
+        item_ids: np.ndarray,
+    ) -> np.ndarray:
+        """The terms that pair a user with an item attribute (shares of engagement per level,
+        user x item crosses), summed per distinct combination of the items' levels first and
+        gathered into the block once (a few hundred combinations, not thousands of items)."""
+        spec = self.groups.spec
+        shares = [a for a in spec.share_attributes if f"user_share_{a}" in self.parts.names]
+        crosses = [(a, b) for a, b in spec.crosses if cross_name(a, b) in self.parts.names]
+        attrs = list(dict.fromkeys([*shares, *(b for _, b in crosses)]))
+        if not attrs:
+            return np.zeros((len(user_ids), 1))  # nothing to add (broadcast over the items)
+        items = self._item_attributes(item_ids, attrs)
+        combos = items.select(attrs).unique(maintain_order=True)
+        acc = np.zeros((len(user_ids), combos.height))
+        for attr in shares:
+            col = f"user_share_{attr}"
+            levels = combos[attr].unique(maintain_order=True)
+            share = self.groups.share_matrix(user_ids, levels, attr)
+            values = self.partial(pl.DataFrame({col: share.ravel()}), [col])
+            acc += values.reshape(share.shape)[:, _codes(combos[attr], levels)]
+        for a, b in crosses:
+            ua = ufeat[a].cast(pl.String)
+            ua_levels, ib_levels = (
+                ua.unique(maintain_order=True),
+                combos[b].unique(maintain_order=True),
+            )
+            pairs = pl.DataFrame({a: ua_levels}).join(pl.DataFrame({b: ib_levels}), how="cross")
+            table = self.partial(pairs, [cross_name(a, b)]).reshape(
+                ua_levels.len(), ib_levels.len()
+            )
+            acc += table[_codes(ua, ua_levels)][:, _codes(combos[b], ib_levels)]
+        keyed = combos.with_row_index("__c")
+        code = items.join(keyed, on=attrs, how="left", maintain_order="left", nulls_equal=True)
+        return acc[:, code["__c"].to_numpy()]
+
+    def _item_attributes(self, item_ids: np.ndarray, attrs: Sequence[str]) -> pl.DataFrame:
         return pl.DataFrame({"item_id": item_ids}, schema={"item_id": pl.String}).join(
             self.groups.counters.items.select(
-                "item_id", *[pl.col(c).cast(pl.String) for c in cats]
+                "item_id", *[pl.col(c).cast(pl.String) for c in attrs]
             ),
             on="item_id",
             how="left",

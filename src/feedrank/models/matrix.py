@@ -35,6 +35,7 @@ from feedrank.models.base import (
     Recommender,
     Scorer,
     Unsupported,
+    best_of,
     top_k,
 )
 from feedrank.settings import Settings
@@ -128,20 +129,6 @@ def interactions(data: SiteData, settings: Settings, items: IdMap | None = None)
 def block_rows(n_cols: int, batch_size: int) -> int:
     """Rows per dense block so a block stays under MAX_BLOCK_CELLS."""
     return max(1, min(batch_size, MAX_BLOCK_CELLS // max(n_cols, 1)))
-
-
-def best_k(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Column indices and values of the k largest entries of each row, best first. Partitions
-    at n - k, so no negated copy of the block is made."""
-    n = block.shape[1]
-    part = (
-        np.argpartition(block, n - k, axis=1)[:, n - k :]
-        if k < n
-        else np.broadcast_to(np.arange(n), block.shape)
-    )
-    vals = np.take_along_axis(block, part, axis=1)
-    order = np.lexsort((part, -vals), axis=1)  # ties: the earlier item first
-    return np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
 
 
 def sparse_top_k(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
@@ -313,7 +300,7 @@ class MatrixScorer(Scorer):
         user_ids: Sequence[str],
         k: int = 10,
         exclude_seen: bool = True,
-        batch_size: int = 4096,
+        batch_size: int | None = None,
     ) -> pl.DataFrame:
         """Top-k per user, the same answer as Scorer.recommend's path through `score_users`:
         blocks of users scored with array products, seen items masked from a sparse matrix,
@@ -326,6 +313,7 @@ class MatrixScorer(Scorer):
             return pl.DataFrame(schema=RECS_SCHEMA)
         parts = []
         step = block_rows(len(self.axis), 512)
+        batch_size = batch_size or 4096
         for start in range(0, len(users), batch_size):
             batch = users[start : start + batch_size]
             hist = self.view.histories(batch)
@@ -385,7 +373,7 @@ class MatrixScorer(Scorer):
             if seen is not None:
                 r, c = seen.nonzero()
                 block[r, c] = -np.inf
-            return best_k(block, k)
+            return best_of(block, k)
         # Sparse scores: unstored entries are no signal, so each row's top k comes from its
         # stored entries alone (rows with fewer than k keep what they have, padded with -inf).
         if seen is not None:

@@ -120,8 +120,8 @@ def _shares(table: pl.DataFrame, item_ids: np.ndarray) -> np.ndarray:
         .to_numpy()
     )
     total = v.sum()
-    out = v / total if total > 0 else v
-    out[v <= 0] = np.nan
+    out = v / total if total > 0 else v.astype(np.float64, copy=True)
+    out[~(v > 0)] = np.nan
     return out
 
 

@@ -59,7 +59,7 @@ import polars as pl
 from feedrank.exceptions import ConfigError, MissingExtraError
 from feedrank.features.examples import build_examples
 from feedrank.features.history import T
-from feedrank.models.base import Recommender, Scorer
+from feedrank.models.base import Recommender, Scorer, has_events
 from feedrank.models.bilinear import sigmoid
 from feedrank.models.vectors import ItemEmbedder, at_time, lookup, user_vectors_asof
 from feedrank.settings import Settings
@@ -450,7 +450,9 @@ class TwoTowerScorer(Scorer):
         coef, intercept = head(m.params_)
         ctx = context_terms(m.params_, m.serving_context(1, self.view.at), m.use_position)
         base = intercept + float(ctx[0] @ coef[1:])
-        return sigmoid(coef[0] * (Hu @ Hi.T) + base)
+        p = sigmoid(coef[0] * (Hu @ Hi.T) + base)
+        p[~has_events(user_ids, histories)] = np.nan  # no signal (models.base.has_events)
+        return p
 
     def explain_pairs(
         self, user_ids: Sequence[str], item_ids: Sequence[str], top: int = 6

@@ -44,12 +44,16 @@ def metrics(rt: Runtime = Depends(runtime)) -> Response:
 
 @router.get("/settings", dependencies=[Depends(require("admin"))], responses=ERRORS)
 def get_settings(rt: Runtime = Depends(runtime)) -> dict[str, Any]:
-    """The settings stored with the data (the defaults when none were stored), and the stored
-    versions."""
+    """The settings stored with the data (the defaults when none were stored), the stored
+    versions, and the version this server applies (`in_effect`; every server on the store
+    follows a new version within a refresh)."""
     versions = rt.store.settings_versions()
+    stored = rt.store.stored_settings(versions[-1][0]) if versions else None
+    settings = Settings.from_dict(stored, "the store's settings") if stored else Settings()
     return {
-        "settings": rt.state.settings.to_dict(),
+        "settings": settings.to_dict(),
         "versions": [{"version": v, "stored_at": t.isoformat()} for v, t in versions],
+        "in_effect": rt.state.settings_version,
     }
 
 
