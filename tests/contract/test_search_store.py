@@ -2,13 +2,15 @@
 engine does: monthly event indices with retention, the generation alias, bulk error reports,
 kNN, and the GLM evaluated inside the engine (same order as Python, probabilities within 1e-6).
 
-These tests need a real server and are skipped without one (nothing here is faked):
+Nothing here is faked. The OpenSearch cases (marker `opensearch`) run against the session's
+real node (tests/opensearch_node.py: tools/opensearch, or FEEDRANK_OPENSEARCH_URL); they skip,
+saying why, only where Java or Maven is missing. The Elasticsearch cases need a server of your
+own (elasticsearch-py refuses OpenSearch servers) and skip without one:
 
     FEEDRANK_TEST_ES_URL=elasticsearch+http://localhost:9200
-    FEEDRANK_TEST_OPENSEARCH_URL=opensearch+http://localhost:9201
 
 Each test works under its own random index prefix and deletes it afterwards; see
-docs/elasticsearch.md for container commands."""
+docs/elasticsearch.md."""
 
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -36,16 +37,29 @@ from feedrank.store.search_ranking import GLMSplit
 
 from .store_contract import T0, StoreContract, ev, events_frame, recs_frame
 
-SERVERS = {"elasticsearch": "FEEDRANK_TEST_ES_URL", "opensearch": "FEEDRANK_TEST_OPENSEARCH_URL"}
+ES_VAR = "FEEDRANK_TEST_ES_URL"
+SERVERS = [
+    pytest.param(
+        "elasticsearch",
+        marks=[
+            pytest.mark.integration,
+            pytest.mark.skipif(
+                not os.environ.get(ES_VAR),
+                reason=f"no Elasticsearch server: set {ES_VAR} "
+                "(e.g. elasticsearch+http://localhost:9200) to run",
+            ),
+        ],
+    ),
+    pytest.param("opensearch", marks=pytest.mark.opensearch),
+]
 
 
-def _server(flavor: str) -> Any:
-    var = SERVERS[flavor]
-    url = os.environ.get(var)
-    reason = f"no {flavor} server: set {var} (e.g. {flavor}+http://localhost:9200) to run"
-    return pytest.param(
-        url, id=flavor, marks=[pytest.mark.integration, pytest.mark.skipif(not url, reason=reason)]
-    )
+def server_url(request: pytest.FixtureRequest) -> str:
+    """The store URL of the parametrised engine; the OpenSearch node starts on first use."""
+    if request.param == "elasticsearch":
+        return os.environ[ES_VAR]
+    url: str = request.getfixturevalue("opensearch_url")
+    return url
 
 
 def _with_prefix(url: str, prefix: str) -> str:
@@ -54,9 +68,9 @@ def _with_prefix(url: str, prefix: str) -> str:
     return f"{base}{sep}prefix={prefix}&replicas=0"
 
 
-@pytest.fixture(params=[_server(f) for f in SERVERS])
+@pytest.fixture(params=SERVERS)
 def search_store(request: pytest.FixtureRequest) -> Iterator[SearchStore]:
-    store = open_store(_with_prefix(request.param, f"frt{uuid.uuid4().hex[:12]}_"))
+    store = open_store(_with_prefix(server_url(request), f"frt{uuid.uuid4().hex[:12]}_"))
     assert isinstance(store, SearchStore)
     yield store
     store.drop()

@@ -37,6 +37,7 @@ from feedrank.store.search_frames import (
     EVENT_SOURCE,
     ITEM_SOURCE,
     STATS_AGGS,
+    attr_schema,
     event_stats,
     events_frame,
     items_frame,
@@ -148,6 +149,15 @@ class SearchStore(EngineRanking, Store):
             return sorted(as_json(self.client.indices.get(index=pattern)))
         except self._not_found:
             return []
+
+    def _attrs(self, index: str) -> dict[str, pl.DataType]:
+        """The attribute columns the index's mapping knows (dynamic attrs.* fields)."""
+        try:
+            mapping = as_json(self.client.indices.get_mapping(index=index))
+        except self._not_found:
+            return {}
+        props = next(iter(mapping.values()), {}).get("mappings", {}).get("properties", {})
+        return attr_schema(props)
 
     def _refresh(self, index: str) -> None:
         if self.config.refresh:

@@ -14,7 +14,7 @@ import polars as pl
 from feedrank.data.site import SiteData
 from feedrank.exceptions import NotFoundError
 from feedrank.store.search_connect import BulkWriteError, as_json
-from feedrank.store.search_frames import ITEM_SOURCE, items_frame, us, users_frame
+from feedrank.store.search_frames import ITEM_SOURCE, items_frame, us, users_frame, with_attrs
 from feedrank.store.search_layout import EMBEDDING, Flavor, Names
 from feedrank.store.search_queries import (
     MAX_TERMS,
@@ -47,6 +47,8 @@ class EngineRanking:
 
         def _refresh(self, index: str) -> None: ...
 
+        def _attrs(self, index: str) -> dict[str, pl.DataType]: ...
+
         def events(
             self,
             start: datetime | None = None,
@@ -64,12 +66,14 @@ class EngineRanking:
         for i in range(0, len(touched), MAX_TERMS):
             q = {"terms": {"item_id": touched[i : i + MAX_TERMS]}}
             rows.extend(self._scan(self.names.items, q, ITEM_SOURCE))
-        items = items_frame(rows)
+        # Every known attribute as a column, even when no touched item or no profile has it.
+        items = items_frame(rows, self._attrs(self.names.items))
+        user_attrs = self._attrs(self.names.users)
         try:
             doc = as_json(self.client.get(index=self.names.users, id=key_id(user_id)))["_source"]
-            users = users_frame([doc])
+            users = users_frame([doc], user_attrs)
         except self._not_found:
-            users = pl.DataFrame({"user_id": [user_id]})
+            users = with_attrs(pl.DataFrame({"user_id": [user_id]}), user_attrs)
         return SiteData(users, items, events)
 
     def publish_item_features(self, split: GLMSplit) -> int:
