@@ -6,30 +6,37 @@ inside it (precomputed top-K through an alias, the GLM as a painless script, kNN
 
 Query options: prefix (index-name prefix), refresh (true: reads see writes at once, the
 Store contract; false: bulk loads, refresh later), shards, replicas, retention_months,
-verify_certs, ca_certs, api_key, timeout. The URL and clients are in search_connect.py, the
-layout in search_layout.py, request bodies in search_queries.py, documents back to frames in
-search_frames.py, the GLM's split in search_ranking.py; this module makes the calls."""
+verify_certs, ca_certs, api_key, timeout, vectors (auto, knn, exact). The URL, clients and
+server check are in search_connect.py, the layout in search_layout.py, request bodies in
+search_queries.py, documents back to frames in search_frames.py, generations in
+search_generations.py, the GLM's split in search_ranking.py; this module makes the calls.
+
+Every public method turns the client's errors into one-line StoreErrors saying what to fix."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
-from feedrank.exceptions import NotFoundError, RowError, StoreError
-from feedrank.store.base import RECOMMENDATION_COLUMNS, Generation, Store
+from feedrank.exceptions import FeedrankError, NotFoundError, RowError, StoreError
+from feedrank.store.base import Store
 from feedrank.store.search_connect import (
     CLIENTS,
     BulkWriteError,
     SearchConfig,
+    ServerInfo,
     as_json,
+    check_server,
     client_module,
     connect,
+    one_line,
     parse_url,
 )
 from feedrank.store.search_engine import EngineRanking
@@ -41,49 +48,58 @@ from feedrank.store.search_frames import (
     event_stats,
     events_frame,
     items_frame,
-    recommendations_frame,
     us,
     users_frame,
 )
+from feedrank.store.search_generations import GenerationStore
 from feedrank.store.search_layout import (
     EMBEDDING,
     Flavor,
     Names,
+    events_mapping,
     events_template_body,
     expired_event_indices,
     index_body,
     items_mapping,
+    mapping_conflicts,
     meta_mapping,
-    recs_mapping,
-    swap_alias_actions,
     users_mapping,
     vector_mapping,
 )
 from feedrank.store.search_queries import (
     GLM_SCRIPT_SOURCE,
     MAX_TERMS,
+    PAGE,
     event_actions,
     event_doc_ids,
     events_query,
+    exact_cosine_body,
     item_actions,
     key_id,
-    recommendation_actions,
+    knn_body,
+    source_filter,
     stored_script_body,
     user_actions,
     user_query,
 )
 
+# Sort keys of one user's events: time, arrival, then the natural key, so that search_after
+# pages never skip or repeat an event.
+EVENT_ORDER = [{k: "asc"} for k in ("ts_us", "seq", "user_id", "item_id", "type")]
 
-class SearchStore(EngineRanking, Store):
+
+class SearchStore(GenerationStore, EngineRanking, Store):
     def __init__(self, config: SearchConfig, client: Any = None) -> None:
         self.config = config
         self.flavor: Flavor = config.flavor
         self.names = Names(config.prefix)
         self.url = f"{config.flavor}+{config.host_url}/?prefix={config.prefix}"
         mod = client_module(config.flavor)
+        self._client_version: str = getattr(mod, "__versionstr__", "0")
         self._helpers = importlib.import_module(f"{CLIENTS[config.flavor]}.helpers")
         self._not_found: type[Exception] = mod.NotFoundError
         self._conflict: type[Exception] = mod.ConflictError
+        self._unreachable: type[Exception] = mod.ConnectionError
         self._transport_errors: tuple[type[Exception], ...] = (
             mod.ConnectionError,
             getattr(mod, "ApiError", mod.TransportError),
@@ -92,9 +108,11 @@ class SearchStore(EngineRanking, Store):
         self.client = client if client is not None else connect(config, mod)
         self._seq = time.time_ns() // 1000 * 1000  # arrival order among equal timestamps
         try:
+            self.server = self._server()
+            self.vector_search = self._vector_search()
             self.ensure_layout()
         except self._transport_errors as exc:
-            raise StoreError(f"cannot set up the {self.flavor} store at {self.url}: {exc}") from exc
+            raise StoreError(self._explain(exc, "setting up the store")) from exc
 
     @classmethod
     def from_url(cls, url: str) -> SearchStore:
@@ -103,10 +121,74 @@ class SearchStore(EngineRanking, Store):
     def close(self) -> None:
         self.client.close()
 
-    # -- layout -------------------------------------------------------------------------------
+    def _explain(self, exc: Exception, what: str) -> str:
+        """One line saying what failed and what to fix."""
+        if isinstance(exc, self._unreachable):
+            return (
+                f"cannot reach the {self.flavor} server at {self.config.host_url} while "
+                f"{what}: is it running, and are the host and port right? ({one_line(exc)})"
+            )
+        text = one_line(exc)
+        if "UnsupportedProduct" in type(exc).__name__ or "not Elasticsearch" in text:
+            return (
+                f"the server at {self.config.host_url} must be Elasticsearch for an "
+                f"elasticsearch+ URL; the client refused it ({text}): an OpenSearch server "
+                "takes an opensearch+http(s):// URL"
+            )
+        if "index_not_found" in text:
+            return (
+                f"{what} needs an index that does not exist on {self.url} ({text}): open the "
+                "store again to create its indices, or check the URL's prefix"
+            )
+        if "mapper_parsing" in text or "illegal_argument" in text:
+            return (
+                f"{what} was refused by the index mapping on {self.url} ({text}): the data must "
+                "match the mapping, or the index must be recreated (drop it, or use another prefix)"
+            )
+        return f"{what} on {self.url} failed: {text}"
+
+    # -- server and layout ----------------------------------------------------------------------
+    def _server(self) -> ServerInfo:
+        version = check_server(
+            self.flavor, as_json(self.client.info()), self._client_version, self.config.host_url
+        )
+        plugins: tuple[str, ...] = ()
+        if self.flavor == "opensearch":
+            rows = as_json(self.client.cat.plugins(format="json"))
+            plugins = tuple(sorted({str(r.get("component", "")) for r in rows}))
+        return ServerInfo(self.flavor, version, plugins)
+
+    def _vector_search(self) -> str:
+        """'knn' or 'exact' (similar items), fixed at start-up: the URL's choice; under auto,
+        what an existing items index was built for, else kNN where the server has it
+        (Elasticsearch always; OpenSearch with its k-NN plugin)."""
+        mode = self.config.vectors
+        has_knn = self.flavor == "elasticsearch" or self.server.has_knn_plugin
+        if mode == "knn" and not has_knn:
+            raise StoreError(
+                f"vectors=knn needs the k-NN plugin on the OpenSearch server at "
+                f"{self.config.host_url}; its plugins are {list(self.server.plugins)}: install "
+                "it, or use vectors=exact (or auto)"
+            )
+        if mode != "auto":
+            return mode
+        field = self._properties(self.names.items).get(EMBEDDING)
+        if field is not None:
+            indexed = field.get("type") == "knn_vector" or field.get("index") is not False
+            return "knn" if indexed and field.get("type") != "float" else "exact"
+        return "knn" if has_knn else "exact"
+
     def ensure_layout(self) -> None:
-        """Create what is missing (idempotent): indices, the events template, stored scripts."""
+        """Create what is missing (idempotent): indices, the events template, stored scripts;
+        an existing index whose mapping conflicts with the store's is a StoreError."""
         c, n, f = self.config, self.names, self.flavor
+        knn = self.vector_search == "knn"
+        wanted = (
+            (n.items, items_mapping(f, knn=knn), knn),
+            (n.users, users_mapping(), False),
+            (n.meta, meta_mapping(), False),
+        )
+        self._check_mappings([(i, m) for i, m, _ in wanted])
         # Compiled now, in the score context, so a script error shows at setup, not at serving.
         self.client.put_script(
             id=n.glm_script, body=stored_script_body(GLM_SCRIPT_SOURCE), context="score"
@@ -114,13 +196,36 @@ class SearchStore(EngineRanking, Store):
         self.client.indices.put_index_template(
             name=n.events_template, body=events_template_body(n, f, c.shards, c.replicas)
         )
-        for index, mapping, knn in (
-            (n.items, items_mapping(f), True),
-            (n.users, users_mapping(), False),
-            (n.meta, meta_mapping(), False),
-        ):
+        for index, mapping, knn_index in wanted:
             if not self.client.indices.exists(index=index):
-                self._create_index(index, index_body(mapping, f, c.shards, c.replicas, knn))
+                self._create_index(index, index_body(mapping, f, c.shards, c.replicas, knn_index))
+
+    def _check_mappings(self, wanted: list[tuple[str, dict[str, Any]]]) -> None:
+        checks = [
+            *wanted,
+            *((i, events_mapping()) for i in self._indices(self.names.events_pattern)),
+        ]
+        for index, mapping in checks:
+            props = dict(mapping["properties"])
+            if EMBEDDING in self._properties(index) and index == self.names.items:
+                props[EMBEDDING] = vector_mapping(self.flavor, 1, self.vector_search == "knn")
+            conflicts = mapping_conflicts(props, self._properties(index))
+            if conflicts:
+                raise StoreError(
+                    f"index '{index}' on {self.config.host_url} must have feedrank's mapping; "
+                    f"its fields differ ({'; '.join(conflicts)}): drop the index, or use "
+                    "another prefix in the store URL"
+                )
+
+    def _properties(self, index: str) -> dict[str, Any]:
+        """The top-level fields of an index's mapping ({} when the index does not exist)."""
+        try:
+            mapping = as_json(self.client.indices.get_mapping(index=index))
+        except self._not_found:
+            return {}
+        first: dict[str, Any] = next(iter(mapping.values()), {})
+        props: dict[str, Any] = first.get("mappings", {}).get("properties", {})
+        return props
 
     def _create_index(self, index: str, body: dict[str, Any]) -> bool:
         """False when it already exists (another process created it first)."""
@@ -152,12 +257,7 @@ class SearchStore(EngineRanking, Store):
 
     def _attrs(self, index: str) -> dict[str, pl.DataType]:
         """The attribute columns the index's mapping knows (dynamic attrs.* fields)."""
-        try:
-            mapping = as_json(self.client.indices.get_mapping(index=index))
-        except self._not_found:
-            return {}
-        props = next(iter(mapping.values()), {}).get("mappings", {}).get("properties", {})
-        return attr_schema(props)
+        return attr_schema(self._properties(index))
 
     def _refresh(self, index: str) -> None:
         if self.config.refresh:
@@ -211,6 +311,7 @@ class SearchStore(EngineRanking, Store):
         if users.is_empty():
             return 0
         users = users.unique("user_id", keep="last", maintain_order=True)
+        self._require(self.names.users)
         self._bulk(user_actions(users, self.names), users["user_id"].to_list(), "user")
         self._refresh(self.names.users)
         return users.height
@@ -219,6 +320,7 @@ class SearchStore(EngineRanking, Store):
         if items.is_empty():
             return 0
         items = items.unique("item_id", keep="last", maintain_order=True)
+        self._require(self.names.items)
         if EMBEDDING in items.columns:
             self._ensure_vector_field(items[EMBEDDING])
         self._bulk(item_actions(items, self.names), items["item_id"].to_list(), "item")
@@ -231,8 +333,7 @@ class SearchStore(EngineRanking, Store):
             return
         if len(lengths) > 1:
             raise StoreError(f"item embeddings must all have one length; got lengths {lengths}")
-        mapping = as_json(self.client.indices.get_mapping(index=self.names.items))
-        props = next(iter(mapping.values()))["mappings"].get("properties", {})
+        props = self._properties(self.names.items)
         if EMBEDDING in props:
             have = props[EMBEDDING].get("dims", props[EMBEDDING].get("dimension"))
             if have != lengths[0]:
@@ -242,7 +343,11 @@ class SearchStore(EngineRanking, Store):
             return
         self.client.indices.put_mapping(
             index=self.names.items,
-            body={"properties": {EMBEDDING: vector_mapping(self.flavor, lengths[0])}},
+            body={
+                "properties": {
+                    EMBEDDING: vector_mapping(self.flavor, lengths[0], self.vector_search == "knn")
+                }
+            },
         )
 
     def add_events(self, events: pl.DataFrame) -> int:
@@ -278,20 +383,51 @@ class SearchStore(EngineRanking, Store):
 
     # -- reads --------------------------------------------------------------------------------
     def _search(self, index: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        """A search; the store's own indices must exist (a pattern matching none is empty)."""
         try:
             return dict(as_json(self.client.search(index=index, body=body, **kw)))
-        except self._not_found:
-            return {"hits": {"hits": [], "total": {"value": 0}}, "aggregations": {}}
+        except self._not_found as exc:
+            raise self._missing(index, exc) from exc
+
+    def _missing(self, index: str, exc: Exception | None = None) -> StoreError:
+        why = f" ({one_line(exc)})" if exc is not None else ""
+        return StoreError(
+            f"index '{index}' must exist on {self.config.host_url}; it does not{why}: open the "
+            "store again to create its indices, or check the URL's prefix"
+        )
+
+    def _require(self, index: str) -> None:
+        """Before writing into one of the store's fixed indices: the engines would create a
+        missing one on the fly, without the store's mapping."""
+        if not self.client.indices.exists(index=index):
+            raise self._missing(index)
 
     def _scan(
-        self, index: str, query: dict[str, Any], fields: list[str] | None, **kw: Any
+        self,
+        index: str,
+        query: dict[str, Any],
+        fields: list[str] | None,
+        sort: list[dict[str, str]] | None = None,
+        **kw: Any,
     ) -> Iterator[dict[str, Any]]:
-        body: dict[str, Any] = {"query": query}
+        """Every matching document's _source. One bounded search when they fit in a page (the
+        request path: no scroll context per request); beyond a page, search_after pages by
+        `sort` when given, else a scroll (batch reads: one consistent snapshot)."""
+        body: dict[str, Any] = {"query": query, "size": PAGE, "sort": sort or ["_doc"]}
         if fields is not None:
-            body["_source"] = fields
-        hits = self._helpers.scan(self.client, query=body, index=index, size=5000, **kw)
+            body["_source"] = source_filter(fields, self.server.excludes_vectors)
+        hits = self._search(index, body, **kw)["hits"]["hits"]
+        if len(hits) < PAGE or sort is not None:
+            while True:
+                yield from (h["_source"] for h in hits)
+                if len(hits) < PAGE:
+                    return
+                body["search_after"] = hits[-1]["sort"]
+                hits = self._search(index, body, **kw)["hits"]["hits"]
+        scan_body = {k: v for k, v in body.items() if k in ("query", "_source")}
+        scanned = self._helpers.scan(self.client, query=scan_body, index=index, size=5000, **kw)
         try:
-            for hit in hits:
+            for hit in scanned:
                 yield hit["_source"]
         except self._not_found:
             return
@@ -323,7 +459,9 @@ class SearchStore(EngineRanking, Store):
             # One user: route to the one shard per month that holds their events.
             kw = {"routing": chunk[0]} if chunk is not None and len(chunk) == 1 else {}
             query = events_query(lo, hi, chunk, types)
-            rows.extend(self._scan(self.names.events_pattern, query, EVENT_SOURCE, **kw))
+            # Some users (a request's history): sorted pages, never a scroll.
+            order = EVENT_ORDER if chunk is not None else None
+            rows.extend(self._scan(self.names.events_pattern, query, EVENT_SOURCE, order, **kw))
         return events_frame(rows)
 
     def user_history(self, user_id: str, limit: int | None = None) -> pl.DataFrame:
@@ -364,116 +502,40 @@ class SearchStore(EngineRanking, Store):
             return 0
         return int(resp.get("deleted", 0))
 
-    # -- generations --------------------------------------------------------------------------
-    def write_generation(self, recs: pl.DataFrame, model: str, activate: bool = True) -> int:
-        recs = recs.select(
-            [
-                pl.col(c).cast(t) if c in recs.columns else pl.lit(None, t).alias(c)
-                for c, t in RECOMMENDATION_COLUMNS.items()
-            ]
-        )
-        n, c = self.names, self.config
-        gen = self._max_generation() + 1
-        # Creating the index reserves the id: a concurrent writer that picked the same one fails.
-        while not self._create_index(
-            n.recs_index(gen), index_body(recs_mapping(), self.flavor, c.shards, c.replicas)
-        ):
-            gen += 1
-        users = recs["user_id"].unique(maintain_order=True).to_list()
-        self._bulk(recommendation_actions(recs, n.recs_index(gen)), users, "recommendation")
-        self.client.indices.refresh(index=n.recs_index(gen))
-        meta = {
-            "id": gen,
-            "model": model,
-            "created_at_us": time.time_ns() // 1000,
-            "n_users": len(users),
-            "n_rows": recs.height,
-            "deleted": False,
-        }
-        self.client.index(index=n.meta, id=f"gen-{gen}", body=meta, refresh="true")
-        if activate:
-            self.activate_generation(gen)
-        return gen
-
-    def _max_generation(self) -> int:
-        ids = [
-            g for i in self._indices(self.names.recs_pattern) if (g := self.names.generation_of(i))
-        ]
-        body = {"size": 1, "sort": [{"id": "desc"}], "_source": ["id"]}
-        hits = self._search(self.names.meta, body)["hits"]["hits"]
-        ids += [int(h["_source"]["id"]) for h in hits]
-        return max(ids, default=0)
-
-    def _meta(self, deleted: bool = False) -> list[dict[str, Any]]:
+    # -- similar items (the engine's kNN, or an exact cosine) -------------------------------------
+    def _item_vector(self, item_id: str) -> list[float] | None:
+        """The item's embedding, read where the engine keeps it (a search, which can ask
+        Elasticsearch 9.2+ for the vectors it leaves out of _source); NotFoundError if no item."""
         body = {
-            "size": 10_000,
-            "query": {"term": {"deleted": deleted}},
-            "sort": [{"id": "asc"}],
+            "query": {"ids": {"values": [key_id(item_id)]}},
+            "size": 1,
+            "_source": source_filter(["item_id", EMBEDDING], self.server.excludes_vectors),
         }
-        return [h["_source"] for h in self._search(self.names.meta, body)["hits"]["hits"]]
+        hits = self._search(self.names.items, body)["hits"]["hits"]
+        if not hits:
+            raise NotFoundError(f"item '{item_id}' does not exist")
+        vector: list[float] | None = hits[0]["_source"].get(EMBEDDING)
+        return vector
 
-    def _active_index(self) -> str | None:
-        try:
-            found = as_json(self.client.indices.get_alias(name=self.names.recs_alias))
-        except self._not_found:
-            return None
-        return next(iter(found), None)
-
-    def activate_generation(self, generation_id: int) -> None:
-        n = self.names
-        known = {int(m["id"]) for m in self._meta()}
-        index = n.recs_index(generation_id)
-        if generation_id not in known or not self.client.indices.exists(index=index):
-            raise NotFoundError(f"generation {generation_id} does not exist")
-        previous = self._active_index()
-        self.client.indices.update_aliases(body=swap_alias_actions(n.recs_alias, index, previous))
-        # Keep the new one, the one it replaces (rollback) and any newer one not yet activated.
-        prev_id = n.generation_of(previous) if previous else None
-        for m in self._meta():
-            g = int(m["id"])
-            if g in (generation_id, prev_id) or g > generation_id:
-                continue
-            with contextlib.suppress(self._not_found):
-                self.client.indices.delete(index=n.recs_index(g))
-            self.client.update(
-                index=n.meta, id=f"gen-{g}", body={"doc": {"deleted": True}}, refresh="true"
-            )
-
-    def generations(self) -> list[Generation]:
-        active = self._active_index()
-        active_id = self.names.generation_of(active) if active else None
-        return [
-            Generation(
-                id=int(m["id"]),
-                model=m["model"],
-                created_at=datetime.fromtimestamp(m["created_at_us"] / 1e6, tz=UTC),
-                n_users=int(m["n_users"]),
-                n_rows=int(m["n_rows"]),
-                active=int(m["id"]) == active_id,
-            )
-            for m in self._meta()
-        ]
-
-    def recommendations(self, user_id: str, k: int | None = None) -> pl.DataFrame:
-        # One realtime GET through the alias: the document is one generation's, whole.
-        try:
-            doc = as_json(self.client.get(index=self.names.recs_alias, id=key_id(user_id)))
-        except self._not_found:
-            return recommendations_frame(None)
-        return recommendations_frame(doc["_source"], k)
+    def _similar_body(self, vector: Sequence[float], k: int) -> dict[str, Any]:
+        if self.vector_search == "knn":
+            return knn_body(self.flavor, vector, k)
+        return exact_cosine_body(self.flavor, vector, k)
 
     # -- housekeeping -------------------------------------------------------------------------
     def _count(self, index: str) -> int:
         try:
             return int(as_json(self.client.count(index=index))["count"])
-        except self._not_found:
-            return 0
+        except self._not_found as exc:
+            raise self._missing(index, exc) from exc
 
     def stats(self) -> dict[str, Any]:
         request = {"size": 0, "aggs": STATS_AGGS}
         aggs = self._search(self.names.events_pattern, request).get("aggregations") or {}
         return {
             "store": self.url,
+            "server": f"{self.flavor} {'.'.join(map(str, self.server.version))}",
+            "similar_items": self.vector_search,  # knn (the engine's HNSW) or exact (cosine)
             "users": self._count(self.names.users),
             "items": self._count(self.names.items),
             **event_stats(aggs),
@@ -491,6 +553,48 @@ class SearchStore(EngineRanking, Store):
         for index in expired:
             self.client.indices.delete(index=index)
         return expired
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+# The store's public methods: each turns a client error into one StoreError line.
+GUARDED = (
+    "upsert_users",
+    "upsert_items",
+    "add_events",
+    "users",
+    "items",
+    "events",
+    "user_history",
+    "delete_user",
+    "write_generation",
+    "activate_generation",
+    "generations",
+    "recommendations",
+    "stats",
+    "apply_retention",
+    "drop",
+    "user_site",
+    "publish_item_features",
+    "glm_recommend",
+    "similar_items",
+)
+
+
+def _guard(name: str, fn: _F) -> _F:
+    @functools.wraps(fn)
+    def guarded(self: SearchStore, *args: Any, **kw: Any) -> Any:
+        try:
+            return fn(self, *args, **kw)
+        except FeedrankError:
+            raise
+        except self._transport_errors as exc:
+            raise StoreError(self._explain(exc, name.replace("_", " "))) from exc
+
+    return guarded  # type: ignore[return-value]
+
+
+for _name in GUARDED:
+    setattr(SearchStore, _name, _guard(_name, getattr(SearchStore, _name)))
 
 
 class ElasticsearchStore(SearchStore):
