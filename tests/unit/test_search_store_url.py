@@ -142,7 +142,9 @@ def test_the_extras_pin_a_client_that_talks_to_the_servers_they_name() -> None:
 @pytest.mark.parametrize("flavor", ["elasticsearch", "opensearch"])
 def test_an_unreachable_server_is_one_line_saying_what_to_check(flavor: str) -> None:
     # nothing listens on port 1 of the loopback: the real client gets connection refused
-    with pytest.raises(StoreError, match=r"cannot reach the .* server at http://127\.0\.0\.1:1") as e:
+    with pytest.raises(
+        StoreError, match=r"cannot reach the .* server at http://127\.0\.0\.1:1"
+    ) as e:
         open_store(f"{flavor}+http://127.0.0.1:1/?timeout=5")
     assert "\n" not in str(e.value) and "is it running" in str(e.value)
 
