@@ -6,10 +6,11 @@ inside it (precomputed top-K through an alias, the GLM as a painless script, kNN
 
 Query options: prefix (index-name prefix), refresh (true: reads see writes at once, the
 Store contract; false: bulk loads, refresh later), shards, replicas, retention_months,
-verify_certs, ca_certs, api_key, timeout, vectors (auto, knn, exact). The URL, clients and
-server check are in search_connect.py, the layout in search_layout.py, request bodies in
-search_queries.py, documents back to frames in search_frames.py, generations in
-search_generations.py, the GLM's split in search_ranking.py; this module makes the calls.
+verify_certs, ca_certs, api_key, timeout, vectors (auto, knn, exact). The URL, clients, server
+check and error lines are in search_connect.py, the layout in search_layout.py and its set-up
+in search_setup.py, request bodies in search_queries.py, documents back to frames in
+search_frames.py, generations in search_generations.py, the GLM's split in search_ranking.py;
+this module makes the calls.
 
 Every public method turns the client's errors into one-line StoreErrors saying what to fix."""
 
@@ -31,11 +32,10 @@ from feedrank.store.search_connect import (
     CLIENTS,
     BulkWriteError,
     SearchConfig,
-    ServerInfo,
     as_json,
-    check_server,
     client_module,
     connect,
+    explain,
     one_line,
     parse_url,
 )
@@ -56,18 +56,10 @@ from feedrank.store.search_layout import (
     EMBEDDING,
     Flavor,
     Names,
-    events_mapping,
-    events_template_body,
     expired_event_indices,
-    index_body,
-    items_mapping,
-    mapping_conflicts,
-    meta_mapping,
-    users_mapping,
     vector_mapping,
 )
 from feedrank.store.search_queries import (
-    GLM_SCRIPT_SOURCE,
     MAX_TERMS,
     PAGE,
     event_actions,
@@ -78,17 +70,17 @@ from feedrank.store.search_queries import (
     key_id,
     knn_body,
     source_filter,
-    stored_script_body,
     user_actions,
     user_query,
 )
+from feedrank.store.search_setup import LayoutSetup
 
 # Sort keys of one user's events: time, arrival, then the natural key, so that search_after
 # pages never skip or repeat an event.
 EVENT_ORDER = [{k: "asc"} for k in ("ts_us", "seq", "user_id", "item_id", "type")]
 
 
-class SearchStore(GenerationStore, EngineRanking, Store):
+class SearchStore(LayoutSetup, GenerationStore, EngineRanking, Store):
     def __init__(self, config: SearchConfig, client: Any = None) -> None:
         self.config = config
         self.flavor: Flavor = config.flavor
@@ -122,120 +114,7 @@ class SearchStore(GenerationStore, EngineRanking, Store):
         self.client.close()
 
     def _explain(self, exc: Exception, what: str) -> str:
-        """One line saying what failed and what to fix."""
-        if isinstance(exc, self._unreachable):
-            return (
-                f"cannot reach the {self.flavor} server at {self.config.host_url} while "
-                f"{what}: is it running, and are the host and port right? ({one_line(exc)})"
-            )
-        text = one_line(exc)
-        if "UnsupportedProduct" in type(exc).__name__ or "not Elasticsearch" in text:
-            return (
-                f"the server at {self.config.host_url} must be Elasticsearch for an "
-                f"elasticsearch+ URL; the client refused it ({text}): an OpenSearch server "
-                "takes an opensearch+http(s):// URL"
-            )
-        if "index_not_found" in text:
-            return (
-                f"{what} needs an index that does not exist on {self.url} ({text}): open the "
-                "store again to create its indices, or check the URL's prefix"
-            )
-        if "mapper_parsing" in text or "illegal_argument" in text:
-            return (
-                f"{what} was refused by the index mapping on {self.url} ({text}): the data must "
-                "match the mapping, or the index must be recreated (drop it, or use another prefix)"
-            )
-        return f"{what} on {self.url} failed: {text}"
-
-    # -- server and layout ----------------------------------------------------------------------
-    def _server(self) -> ServerInfo:
-        version = check_server(
-            self.flavor, as_json(self.client.info()), self._client_version, self.config.host_url
-        )
-        plugins: tuple[str, ...] = ()
-        if self.flavor == "opensearch":
-            rows = as_json(self.client.cat.plugins(format="json"))
-            plugins = tuple(sorted({str(r.get("component", "")) for r in rows}))
-        return ServerInfo(self.flavor, version, plugins)
-
-    def _vector_search(self) -> str:
-        """'knn' or 'exact' (similar items), fixed at start-up: the URL's choice; under auto,
-        what an existing items index was built for, else kNN where the server has it
-        (Elasticsearch always; OpenSearch with its k-NN plugin)."""
-        mode = self.config.vectors
-        has_knn = self.flavor == "elasticsearch" or self.server.has_knn_plugin
-        if mode == "knn" and not has_knn:
-            raise StoreError(
-                f"vectors=knn needs the k-NN plugin on the OpenSearch server at "
-                f"{self.config.host_url}; its plugins are {list(self.server.plugins)}: install "
-                "it, or use vectors=exact (or auto)"
-            )
-        if mode != "auto":
-            return mode
-        field = self._properties(self.names.items).get(EMBEDDING)
-        if field is not None:
-            indexed = field.get("type") == "knn_vector" or field.get("index") is not False
-            return "knn" if indexed and field.get("type") != "float" else "exact"
-        return "knn" if has_knn else "exact"
-
-    def ensure_layout(self) -> None:
-        """Create what is missing (idempotent): indices, the events template, stored scripts;
-        an existing index whose mapping conflicts with the store's is a StoreError."""
-        c, n, f = self.config, self.names, self.flavor
-        knn = self.vector_search == "knn"
-        wanted = (
-            (n.items, items_mapping(f, knn=knn), knn),
-            (n.users, users_mapping(), False),
-            (n.meta, meta_mapping(), False),
-        )
-        self._check_mappings([(i, m) for i, m, _ in wanted])
-        # Compiled now, in the score context, so a script error shows at setup, not at serving.
-        self.client.put_script(
-            id=n.glm_script, body=stored_script_body(GLM_SCRIPT_SOURCE), context="score"
-        )
-        self.client.indices.put_index_template(
-            name=n.events_template, body=events_template_body(n, f, c.shards, c.replicas)
-        )
-        for index, mapping, knn_index in wanted:
-            if not self.client.indices.exists(index=index):
-                self._create_index(index, index_body(mapping, f, c.shards, c.replicas, knn_index))
-
-    def _check_mappings(self, wanted: list[tuple[str, dict[str, Any]]]) -> None:
-        checks = [
-            *wanted,
-            *((i, events_mapping()) for i in self._indices(self.names.events_pattern)),
-        ]
-        for index, mapping in checks:
-            props = dict(mapping["properties"])
-            if EMBEDDING in self._properties(index) and index == self.names.items:
-                props[EMBEDDING] = vector_mapping(self.flavor, 1, self.vector_search == "knn")
-            conflicts = mapping_conflicts(props, self._properties(index))
-            if conflicts:
-                raise StoreError(
-                    f"index '{index}' on {self.config.host_url} must have feedrank's mapping; "
-                    f"its fields differ ({'; '.join(conflicts)}): drop the index, or use "
-                    "another prefix in the store URL"
-                )
-
-    def _properties(self, index: str) -> dict[str, Any]:
-        """The top-level fields of an index's mapping ({} when the index does not exist)."""
-        try:
-            mapping = as_json(self.client.indices.get_mapping(index=index))
-        except self._not_found:
-            return {}
-        first: dict[str, Any] = next(iter(mapping.values()), {})
-        props: dict[str, Any] = first.get("mappings", {}).get("properties", {})
-        return props
-
-    def _create_index(self, index: str, body: dict[str, Any]) -> bool:
-        """False when it already exists (another process created it first)."""
-        try:
-            self.client.indices.create(index=index, body=body)
-        except self._transport_errors as exc:
-            if "resource_already_exists" in str(exc):
-                return False
-            raise
-        return True
+        return explain(exc, what, self.flavor, self.config.host_url, self.url, self._unreachable)
 
     def drop(self) -> None:
         """Delete every index, template and script of this store's prefix (tests, teardown)."""

@@ -175,6 +175,36 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def explain(
+    exc: Exception, what: str, flavor: Flavor, host_url: str, url: str, unreachable: type[Exception]
+) -> str:
+    """A client error as one line saying what failed and what to fix (the CLI exits 2 with it,
+    the API answers 503)."""
+    if isinstance(exc, unreachable):
+        return (
+            f"cannot reach the {flavor} server at {host_url} while "
+            f"{what}: is it running, and are the host and port right? ({one_line(exc)})"
+        )
+    text = one_line(exc)
+    if "UnsupportedProduct" in type(exc).__name__ or "not Elasticsearch" in text:
+        return (
+            f"the server at {host_url} must be Elasticsearch for an "
+            f"elasticsearch+ URL; the client refused it ({text}): an OpenSearch server "
+            "takes an opensearch+http(s):// URL"
+        )
+    if "index_not_found" in text:
+        return (
+            f"{what} needs an index that does not exist on {url} ({text}): open the "
+            "store again to create its indices, or check the URL's prefix"
+        )
+    if "mapper_parsing" in text or "illegal_argument" in text:
+        return (
+            f"{what} was refused by the index mapping on {url} ({text}): the data must "
+            "match the mapping, or the index must be recreated (drop it, or use another prefix)"
+        )
+    return f"{what} on {url} failed: {text}"
+
+
 def client_module(flavor: Flavor) -> ModuleType:
     """The engine's client package, or MissingExtraError naming the extra that installs it."""
     try:
@@ -234,6 +264,7 @@ __all__ = [
     "check_server",
     "client_module",
     "connect",
+    "explain",
     "one_line",
     "parse_url",
 ]
