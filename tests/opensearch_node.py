@@ -64,18 +64,7 @@ def _run(args: list[str], what: str) -> str:
 
 def _build() -> None:
     if not BUILT.exists():
-        _run(
-            [
-                "mvn",
-                "-B",
-                "-q",
-                "-Dstyle.color=never",
-                "-f",
-                str(NODE_DIR / "pom.xml"),
-                "process-classes",
-            ],
-            "mvn",
-        )
+        _run(["mvn", "-B", "-q", "-f", str(NODE_DIR / "pom.xml"), "process-classes"], "mvn")
 
 
 class SharedNode:
