@@ -13,6 +13,7 @@ from feedrank.exceptions import MissingExtraError, RowError, StoreError
 from feedrank.store import BACKENDS, open_store
 from feedrank.store.search import BulkWriteError, parse_url
 from feedrank.store.search_connect import ES_CLIENT_FOR, ServerInfo, check_server
+from feedrank.store.search_setup import vector_search_mode
 
 
 def test_url_with_credentials_and_options() -> None:
@@ -153,3 +154,20 @@ def test_vectors_option_is_checked() -> None:
     assert parse_url("opensearch+http://h/?vectors=exact").vectors == "exact"
     with pytest.raises(StoreError, match=r"vectors must be one of \['auto', 'knn', 'exact'\]"):
         parse_url("opensearch+http://h/?vectors=fast")
+
+
+def test_similar_items_mode_is_chosen_from_the_server_and_an_existing_index() -> None:
+    os_knn = ServerInfo("opensearch", (2, 19, 6), ("org.opensearch.knn.plugin.KNNPlugin",))
+    os_bare = ServerInfo("opensearch", (2, 19, 6), ("org.opensearch.painless.PainlessPlugin",))
+    es = ServerInfo("elasticsearch", (9, 2, 0))
+    assert vector_search_mode("auto", os_knn, None, "h") == "knn"
+    assert vector_search_mode("auto", os_bare, None, "h") == "exact"
+    assert vector_search_mode("auto", es, None, "h") == "knn"
+    assert vector_search_mode("exact", os_knn, None, "h") == "exact"
+    # an existing index keeps the kind it was built with
+    plain = {"type": "float", "index": False, "doc_values": True}
+    assert vector_search_mode("auto", os_knn, plain, "h") == "exact"
+    assert vector_search_mode("auto", es, {"type": "dense_vector", "index": False}, "h") == "exact"
+    assert vector_search_mode("auto", os_knn, {"type": "knn_vector", "dimension": 3}, "h") == "knn"
+    with pytest.raises(StoreError, match=r"vectors=knn needs the k-NN plugin.*vectors=exact"):
+        vector_search_mode("knn", os_bare, None, "http://search:9200")

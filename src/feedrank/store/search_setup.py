@@ -25,6 +25,26 @@ from feedrank.store.search_layout import (
 from feedrank.store.search_queries import GLM_SCRIPT_SOURCE, stored_script_body
 
 
+def vector_search_mode(
+    mode: str, server: ServerInfo, field: dict[str, Any] | None, host_url: str
+) -> str:
+    """'knn' or 'exact' (similar items), fixed at start-up: the URL's choice; under auto, what
+    an existing items index's `embedding` field was built for, else kNN where the server has it
+    (Elasticsearch always; OpenSearch with its k-NN plugin)."""
+    has_knn = server.flavor == "elasticsearch" or server.has_knn_plugin
+    if mode == "knn" and not has_knn:
+        raise StoreError(
+            f"vectors=knn needs the k-NN plugin on the OpenSearch server at {host_url}; its "
+            f"plugins are {list(server.plugins)}: install it, or use vectors=exact (or auto)"
+        )
+    if mode != "auto":
+        return mode
+    if field is not None:
+        exact = field.get("type") == "float" or field.get("index") is False
+        return "exact" if exact else "knn"
+    return "knn" if has_knn else "exact"
+
+
 class LayoutSetup:
     """Needs the store's client and names (declared here for the type checker)."""
 
@@ -52,24 +72,8 @@ class LayoutSetup:
         return ServerInfo(self.flavor, version, plugins)
 
     def _vector_search(self) -> str:
-        """'knn' or 'exact' (similar items), fixed at start-up: the URL's choice; under auto,
-        what an existing items index was built for, else kNN where the server has it
-        (Elasticsearch always; OpenSearch with its k-NN plugin)."""
-        mode = self.config.vectors
-        has_knn = self.flavor == "elasticsearch" or self.server.has_knn_plugin
-        if mode == "knn" and not has_knn:
-            raise StoreError(
-                f"vectors=knn needs the k-NN plugin on the OpenSearch server at "
-                f"{self.config.host_url}; its plugins are {list(self.server.plugins)}: install "
-                "it, or use vectors=exact (or auto)"
-            )
-        if mode != "auto":
-            return mode
         field = self._properties(self.names.items).get(EMBEDDING)
-        if field is not None:
-            indexed = field.get("type") == "knn_vector" or field.get("index") is not False
-            return "knn" if indexed and field.get("type") != "float" else "exact"
-        return "knn" if has_knn else "exact"
+        return vector_search_mode(self.config.vectors, self.server, field, self.config.host_url)
 
     def ensure_layout(self) -> None:
         """Create what is missing (idempotent): indices, the events template, stored scripts;
@@ -131,4 +135,4 @@ class LayoutSetup:
         return True
 
 
-__all__ = ["LayoutSetup"]
+__all__ = ["LayoutSetup", "vector_search_mode"]
