@@ -10,11 +10,13 @@ import pytest
 
 from feedrank.store.search_layout import (
     Names,
+    alias_errors,
     events_mapping,
     events_template_body,
     expired_event_indices,
     index_body,
     items_mapping,
+    mapping_conflicts,
     month_expr,
     recs_mapping,
     swap_alias_actions,
@@ -113,20 +115,72 @@ def test_recommendation_documents_are_not_searchable_arrays() -> None:
     assert all(props[c]["index"] is False for c in ("ranks", "items", "scores", "sources"))
 
 
-def test_alias_swap_is_one_call_with_remove_and_add() -> None:
-    body = swap_alias_actions("p_recs", "p_recs-g000002", "p_recs-g000001")
+def test_alias_swap_is_one_checked_call_with_remove_and_add() -> None:
+    body = swap_alias_actions("p_recs", "p_recs-g000002", "p_recs-g000001", "p_recs-g*")
     assert body == {
         "actions": [
-            {"remove": {"index": "p_recs-g000001", "alias": "p_recs"}},
+            # must_exist: if another writer moved the alias, the whole call fails (404)
+            {"remove": {"index": "p_recs-g000001", "alias": "p_recs", "must_exist": True}},
             {"add": {"index": "p_recs-g000002", "alias": "p_recs"}},
         ]
     }
-    assert swap_alias_actions("a", "i2", None) == {
+    # no active generation: whatever holds the alias meanwhile is taken off in the same call
+    assert swap_alias_actions("a", "i2", None, "i*") == {
+        "actions": [
+            {"remove": {"index": "i*", "alias": "a", "must_exist": False}},
+            {"add": {"index": "i2", "alias": "a"}},
+        ]
+    }
+    assert swap_alias_actions("a", "i2", "i2", "i*") == {
         "actions": [{"add": {"index": "i2", "alias": "a"}}]
     }
-    assert swap_alias_actions("a", "i2", "i2") == {
-        "actions": [{"add": {"index": "i2", "alias": "a"}}]
+
+
+def test_alias_responses_with_errors_are_failures() -> None:
+    assert alias_errors({"acknowledged": True}) == []
+    # Elasticsearch 8.14+: a remove that found nothing answers 200 with errors: true
+    es_814 = {
+        "acknowledged": True,
+        "errors": True,
+        "action_results": [
+            {
+                "action": {"type": "remove", "indices": ["p_recs-g1"], "aliases": ["p_recs"]},
+                "status": 404,
+                "error": {
+                    "type": "aliases_not_found_exception",
+                    "reason": "aliases [p_recs] missing",
+                },
+            },
+            {
+                "action": {"type": "add", "indices": ["p_recs-g2"], "aliases": ["p_recs"]},
+                "status": 200,
+            },
+        ],
     }
+    assert alias_errors(es_814) == ["remove: aliases [p_recs] missing"]
+    assert alias_errors({"acknowledged": True, "errors": True}) == ["errors: true"]
+    assert alias_errors({"acknowledged": False}) == ["not acknowledged"]
+
+
+def test_mapping_conflicts_name_the_field_and_both_types() -> None:
+    want = items_mapping("opensearch")["properties"]
+    have = {
+        **want,
+        "item_id": {"type": "text"},
+        "attrs": {"properties": {"x": {"type": "keyword"}}},
+    }
+    assert mapping_conflicts(want, have) == ["item_id: want keyword, got text"]
+    assert mapping_conflicts(want, {}) == []  # a field not there yet is no conflict
+
+
+def test_without_knn_the_vector_is_a_plain_array_read_by_a_script() -> None:
+    assert vector_mapping("opensearch", 3, knn=False) == {
+        "type": "float",
+        "index": False,
+        "doc_values": True,
+    }
+    assert vector_mapping("elasticsearch", 3, knn=False)["index"] is False
+    assert "embedding" in items_mapping("opensearch", 3, knn=False)["properties"]
 
 
 def test_retention_drops_whole_months_older_than_the_window() -> None:

@@ -14,17 +14,21 @@ from feedrank.store.search_layout import Names
 from feedrank.store.search_queries import (
     GLM_SCRIPT_SOURCE,
     MAX_ID_BYTES,
+    MAX_KNN,
     MAX_TERMS,
     candidate_query,
     event_actions,
     event_doc_ids,
     events_query,
+    exact_cosine_body,
     glm_search_body,
     item_actions,
     item_feature_actions,
     key_id,
     knn_body,
     recommendation_actions,
+    source_filter,
+    usable_vector,
     user_actions,
 )
 from feedrank.store.sqlite import SQLiteStore
@@ -220,8 +224,54 @@ def test_knn_per_engine() -> None:
     assert es["knn"]["num_candidates"] >= es["knn"]["k"]
     os_ = knn_body("opensearch", [1, 0], 5)
     assert os_["query"] == {"knn": {"embedding": {"vector": [1.0, 0.0], "k": 6}}}
-    with pytest.raises(ValueError, match="k must be >= 1"):
+    with pytest.raises(ValueError, match="k must be between 1 and 9999"):
         knn_body("opensearch", [1.0], 0)
+
+
+def test_knn_candidates_stay_within_the_engines_cap() -> None:
+    # Elasticsearch: num_candidates <= 10,000 and >= k; both engines refuse k over 10,000
+    for k in (1, 24, 2_499, 2_500, 9_999):
+        body = knn_body("elasticsearch", [1.0, 0.0], k)["knn"]
+        assert body["k"] <= body["num_candidates"] <= MAX_KNN
+    with pytest.raises(ValueError, match="between 1 and 9999"):
+        knn_body("elasticsearch", [1.0], MAX_KNN)
+
+
+def test_zero_and_non_finite_vectors_are_not_searched_nor_written() -> None:
+    assert not usable_vector([0.0, 0.0]) and not usable_vector([]) and not usable_vector(None)
+    assert not usable_vector([1.0, float("nan")])
+    assert usable_vector([0.0, 1e-30])
+    with pytest.raises(ValueError, match="not all zeros"):
+        knn_body("opensearch", [0.0, 0.0], 3)
+    items = pl.DataFrame(
+        {"item_id": ["a", "z"], "created_at": [T0, T0], "embedding": [[1.0, 0.0], [0.0, 0.0]]}
+    )
+    docs = {a["_id"]: a["_source"]["upsert"] for a in item_actions(items, Names("p_"))}
+    assert docs["a"]["embedding"] == [1.0, 0.0]
+    assert "embedding" not in docs["z"]  # the engines reject it under cosine: stored without
+
+
+def test_exact_cosine_per_engine() -> None:
+    es = exact_cosine_body("elasticsearch", [3.0, 4.0], 5)
+    script = es["query"]["script_score"]["script"]
+    assert "cosineSimilarity(params.q, 'embedding')" in script["source"]
+    assert es["query"]["script_score"]["query"] == {"exists": {"field": "embedding"}}
+    os_ = exact_cosine_body("opensearch", [3.0, 4.0], 5)["query"]["script_score"]["script"]
+    assert os_["params"] == {"q": [3.0, 4.0], "qn": 5.0}
+    assert es["size"] == 6
+
+
+def test_vectors_are_asked_for_where_the_engine_leaves_them_out_of_source() -> None:
+    # Elasticsearch 9.2+ excludes dense vectors from _source unless the search asks
+    assert source_filter(["item_id", "embedding"], excludes_vectors=True) == {
+        "includes": ["item_id", "embedding"],
+        "exclude_vectors": False,
+    }
+    assert source_filter(["item_id", "embedding"], excludes_vectors=False) == [
+        "item_id",
+        "embedding",
+    ]
+    assert source_filter(["item_id"], excludes_vectors=True) == ["item_id"]
 
 
 @pytest.mark.parametrize("client", ["elasticsearch", "opensearchpy"])

@@ -6,23 +6,28 @@ inside it (precomputed top-K through an alias, the GLM as a painless script, kNN
 
 Query options: prefix (index-name prefix), refresh (true: reads see writes at once, the
 Store contract; false: bulk loads, refresh later), shards, replicas, retention_months,
-verify_certs, ca_certs, api_key, timeout. The URL and clients are in search_connect.py, the
-layout in search_layout.py, request bodies in search_queries.py, documents back to frames in
-search_frames.py, the GLM's split in search_ranking.py; this module makes the calls."""
+verify_certs, ca_certs, api_key, timeout, vectors (auto, knn, exact). The URL, clients, server
+check and error lines are in search_connect.py, the layout in search_layout.py and its set-up
+in search_setup.py, request bodies in search_queries.py, documents back to frames in
+search_frames.py, generations in search_generations.py, the GLM's split in search_ranking.py;
+this module makes the calls.
+
+Every public method turns the client's errors into one-line StoreErrors saying what to fix."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
-from feedrank.exceptions import NotFoundError, RowError, StoreError
-from feedrank.store.base import RECOMMENDATION_COLUMNS, Changes, Generation, Store, Watermark
+from feedrank.exceptions import FeedrankError, NotFoundError, RowError, StoreError
+from feedrank.store.base import Changes, Store, Watermark
 from feedrank.store.search_connect import (
     CLIENTS,
     BulkWriteError,
@@ -30,6 +35,8 @@ from feedrank.store.search_connect import (
     as_json,
     client_module,
     connect,
+    explain,
+    one_line,
     parse_url,
 )
 from feedrank.store.search_engine import EngineRanking
@@ -37,52 +44,54 @@ from feedrank.store.search_frames import (
     EVENT_SOURCE,
     ITEM_SOURCE,
     STATS_AGGS,
+    attr_schema,
     event_stats,
     events_frame,
     items_frame,
-    recommendations_frame,
     us,
     users_frame,
 )
+from feedrank.store.search_generations import GenerationStore
 from feedrank.store.search_layout import (
     EMBEDDING,
     Flavor,
     Names,
-    events_template_body,
     expired_event_indices,
-    index_body,
-    items_mapping,
-    meta_mapping,
-    recs_mapping,
-    swap_alias_actions,
-    users_mapping,
     vector_mapping,
 )
 from feedrank.store.search_queries import (
-    GLM_SCRIPT_SOURCE,
     MAX_TERMS,
+    PAGE,
     event_actions,
     event_doc_ids,
     events_query,
+    exact_cosine_body,
     item_actions,
     key_id,
-    recommendation_actions,
-    stored_script_body,
+    knn_body,
+    source_filter,
     user_actions,
     user_query,
 )
+from feedrank.store.search_setup import LayoutSetup
+
+# Sort keys of one user's events: time, arrival, then the natural key, so that search_after
+# pages never skip or repeat an event.
+EVENT_ORDER = [{k: "asc"} for k in ("ts_us", "seq", "user_id", "item_id", "type")]
 
 
-class SearchStore(EngineRanking, Store):
+class SearchStore(LayoutSetup, GenerationStore, EngineRanking, Store):
     def __init__(self, config: SearchConfig, client: Any = None) -> None:
         self.config = config
         self.flavor: Flavor = config.flavor
         self.names = Names(config.prefix)
         self.url = f"{config.flavor}+{config.host_url}/?prefix={config.prefix}"
         mod = client_module(config.flavor)
+        self._client_version: str = getattr(mod, "__versionstr__", "0")
         self._helpers = importlib.import_module(f"{CLIENTS[config.flavor]}.helpers")
         self._not_found: type[Exception] = mod.NotFoundError
         self._conflict: type[Exception] = mod.ConflictError
+        self._unreachable: type[Exception] = mod.ConnectionError
         self._transport_errors: tuple[type[Exception], ...] = (
             mod.ConnectionError,
             getattr(mod, "ApiError", mod.TransportError),
@@ -90,11 +99,13 @@ class SearchStore(EngineRanking, Store):
         )
         self.client = client if client is not None else connect(config, mod)
         self._seq = time.time_ns() // 1000 * 1000  # arrival order among equal timestamps
-        self._settings: dict[int, tuple[datetime, dict[str, Any]]] = {}  # interim: this process
+        self._settings: dict[int, tuple[datetime, dict[str, Any]]] = {}  # interim: per process
         try:
+            self.server = self._server()
+            self.vector_search = self._vector_search()
             self.ensure_layout()
         except self._transport_errors as exc:
-            raise StoreError(f"cannot set up the {self.flavor} store at {self.url}: {exc}") from exc
+            raise StoreError(self._explain(exc, "setting up the store")) from exc
 
     @classmethod
     def from_url(cls, url: str) -> SearchStore:
@@ -103,34 +114,8 @@ class SearchStore(EngineRanking, Store):
     def close(self) -> None:
         self.client.close()
 
-    # -- layout -------------------------------------------------------------------------------
-    def ensure_layout(self) -> None:
-        """Create what is missing (idempotent): indices, the events template, stored scripts."""
-        c, n, f = self.config, self.names, self.flavor
-        # Compiled now, in the score context, so a script error shows at setup, not at serving.
-        self.client.put_script(
-            id=n.glm_script, body=stored_script_body(GLM_SCRIPT_SOURCE), context="score"
-        )
-        self.client.indices.put_index_template(
-            name=n.events_template, body=events_template_body(n, f, c.shards, c.replicas)
-        )
-        for index, mapping, knn in (
-            (n.items, items_mapping(f), True),
-            (n.users, users_mapping(), False),
-            (n.meta, meta_mapping(), False),
-        ):
-            if not self.client.indices.exists(index=index):
-                self._create_index(index, index_body(mapping, f, c.shards, c.replicas, knn))
-
-    def _create_index(self, index: str, body: dict[str, Any]) -> bool:
-        """False when it already exists (another process created it first)."""
-        try:
-            self.client.indices.create(index=index, body=body)
-        except self._transport_errors as exc:
-            if "resource_already_exists" in str(exc):
-                return False
-            raise
-        return True
+    def _explain(self, exc: Exception, what: str) -> str:
+        return explain(exc, what, self.flavor, self.config.host_url, self.url, self._unreachable)
 
     def drop(self) -> None:
         """Delete every index, template and script of this store's prefix (tests, teardown)."""
@@ -149,6 +134,10 @@ class SearchStore(EngineRanking, Store):
             return sorted(as_json(self.client.indices.get(index=pattern)))
         except self._not_found:
             return []
+
+    def _attrs(self, index: str) -> dict[str, pl.DataType]:
+        """The attribute columns the index's mapping knows (dynamic attrs.* fields)."""
+        return attr_schema(self._properties(index))
 
     def _refresh(self, index: str) -> None:
         if self.config.refresh:
@@ -202,6 +191,7 @@ class SearchStore(EngineRanking, Store):
         if users.is_empty():
             return 0
         users = users.unique("user_id", keep="last", maintain_order=True)
+        self._require(self.names.users)
         self._bulk(user_actions(users, self.names), users["user_id"].to_list(), "user")
         self._refresh(self.names.users)
         return users.height
@@ -210,6 +200,7 @@ class SearchStore(EngineRanking, Store):
         if items.is_empty():
             return 0
         items = items.unique("item_id", keep="last", maintain_order=True)
+        self._require(self.names.items)
         if EMBEDDING in items.columns:
             self._ensure_vector_field(items[EMBEDDING])
         self._bulk(item_actions(items, self.names), items["item_id"].to_list(), "item")
@@ -222,8 +213,7 @@ class SearchStore(EngineRanking, Store):
             return
         if len(lengths) > 1:
             raise StoreError(f"item embeddings must all have one length; got lengths {lengths}")
-        mapping = as_json(self.client.indices.get_mapping(index=self.names.items))
-        props = next(iter(mapping.values()))["mappings"].get("properties", {})
+        props = self._properties(self.names.items)
         if EMBEDDING in props:
             have = props[EMBEDDING].get("dims", props[EMBEDDING].get("dimension"))
             if have != lengths[0]:
@@ -233,7 +223,11 @@ class SearchStore(EngineRanking, Store):
             return
         self.client.indices.put_mapping(
             index=self.names.items,
-            body={"properties": {EMBEDDING: vector_mapping(self.flavor, lengths[0])}},
+            body={
+                "properties": {
+                    EMBEDDING: vector_mapping(self.flavor, lengths[0], self.vector_search == "knn")
+                }
+            },
         )
 
     def add_events(self, events: pl.DataFrame) -> int:
@@ -269,29 +263,62 @@ class SearchStore(EngineRanking, Store):
 
     # -- reads --------------------------------------------------------------------------------
     def _search(self, index: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        """A search; the store's own indices must exist (a pattern matching none is empty)."""
         try:
             return dict(as_json(self.client.search(index=index, body=body, **kw)))
-        except self._not_found:
-            return {"hits": {"hits": [], "total": {"value": 0}}, "aggregations": {}}
+        except self._not_found as exc:
+            raise self._missing(index, exc) from exc
+
+    def _missing(self, index: str, exc: Exception | None = None) -> StoreError:
+        why = f" ({one_line(exc)})" if exc is not None else ""
+        return StoreError(
+            f"index '{index}' must exist on {self.config.host_url}; it does not{why}: open the "
+            "store again to create its indices, or check the URL's prefix"
+        )
+
+    def _require(self, index: str) -> None:
+        """Before writing into one of the store's fixed indices: the engines would create a
+        missing one on the fly, without the store's mapping."""
+        if not self.client.indices.exists(index=index):
+            raise self._missing(index)
 
     def _scan(
-        self, index: str, query: dict[str, Any], fields: list[str] | None, **kw: Any
+        self,
+        index: str,
+        query: dict[str, Any],
+        fields: list[str] | None,
+        sort: list[dict[str, str]] | None = None,
+        **kw: Any,
     ) -> Iterator[dict[str, Any]]:
-        body: dict[str, Any] = {"query": query}
+        """Every matching document's _source. One bounded search when they fit in a page (the
+        request path: no scroll context per request); beyond a page, search_after pages by
+        `sort` when given, else a scroll (batch reads: one consistent snapshot)."""
+        body: dict[str, Any] = {"query": query, "size": PAGE, "sort": sort or ["_doc"]}
         if fields is not None:
-            body["_source"] = fields
-        hits = self._helpers.scan(self.client, query=body, index=index, size=5000, **kw)
+            body["_source"] = source_filter(fields, self.server.excludes_vectors)
+        hits = self._search(index, body, **kw)["hits"]["hits"]
+        if len(hits) < PAGE or sort is not None:
+            while True:
+                yield from (h["_source"] for h in hits)
+                if len(hits) < PAGE:
+                    return
+                body["search_after"] = hits[-1]["sort"]
+                hits = self._search(index, body, **kw)["hits"]["hits"]
+        scan_body = {k: v for k, v in body.items() if k in ("query", "_source")}
+        scanned = self._helpers.scan(self.client, query=scan_body, index=index, size=5000, **kw)
         try:
-            for hit in hits:
+            for hit in scanned:
                 yield hit["_source"]
         except self._not_found:
             return
 
     def users(self, user_ids: Sequence[str] | None = None) -> pl.DataFrame:
-        return users_frame(list(self._scan_ids(self.names.users, "user_id", user_ids, None)))
+        rows = list(self._scan_ids(self.names.users, "user_id", user_ids, None))
+        return users_frame(rows, self._attrs(self.names.users))
 
     def items(self, item_ids: Sequence[str] | None = None) -> pl.DataFrame:
-        return items_frame(list(self._scan_ids(self.names.items, "item_id", item_ids, ITEM_SOURCE)))
+        rows = list(self._scan_ids(self.names.items, "item_id", item_ids, ITEM_SOURCE))
+        return items_frame(rows, self._attrs(self.names.items))
 
     def _scan_ids(
         self, index: str, field: str, ids: Sequence[str] | None, source: list[str] | None
@@ -313,7 +340,7 @@ class SearchStore(EngineRanking, Store):
         batch_rows: int = 500_000,
     ) -> Iterator[pl.DataFrame]:
         frame = self.events(start, end, user_ids=user_ids, types=types)
-        for i in range(0, max(frame.height, 1), batch_rows):
+        for i in range(0, frame.height, batch_rows):
             yield frame.slice(i, batch_rows)
 
     def events(
@@ -338,22 +365,10 @@ class SearchStore(EngineRanking, Store):
             # One user: route to the one shard per month that holds their events.
             kw = {"routing": chunk[0]} if chunk is not None and len(chunk) == 1 else {}
             query = events_query(lo, hi, chunk, types)
-            rows.extend(self._scan(self.names.events_pattern, query, EVENT_SOURCE, **kw))
+            # Some users (a request's history): sorted pages, never a scroll.
+            order = EVENT_ORDER if chunk is not None else None
+            rows.extend(self._scan(self.names.events_pattern, query, EVENT_SOURCE, order, **kw))
         return events_frame(rows)
-
-    def user_history(self, user_id: str, limit: int | None = None) -> pl.DataFrame:
-        """Newest first; with a limit, one routed search sorted by time returns just those."""
-        if limit is None or limit > 10_000:
-            h = self.events(user_ids=[user_id]).reverse()
-            return h.head(limit) if limit else h
-        request = {
-            "query": user_query(user_id),
-            "sort": [{"ts_us": "desc"}, {"seq": "desc"}],
-            "size": limit,
-            "_source": EVENT_SOURCE,
-        }
-        hits = self._search(self.names.events_pattern, request, routing=user_id)["hits"]["hits"]
-        return events_frame([h["_source"] for h in hits]).reverse()
 
     def delete_user(self, user_id: str) -> dict[str, int]:
         n, q = self.names, {"query": user_query(user_id)}
@@ -380,122 +395,48 @@ class SearchStore(EngineRanking, Store):
             return 0
         return int(resp.get("deleted", 0))
 
-    # -- generations --------------------------------------------------------------------------
-    def write_generation(self, recs: pl.DataFrame, model: str, activate: bool = True) -> int:
-        recs = recs.select(
-            [
-                pl.col(c).cast(t) if c in recs.columns else pl.lit(None, t).alias(c)
-                for c, t in RECOMMENDATION_COLUMNS.items()
-            ]
-        )
-        n, c = self.names, self.config
-        gen = self._max_generation() + 1
-        # Creating the index reserves the id: a concurrent writer that picked the same one fails.
-        while not self._create_index(
-            n.recs_index(gen), index_body(recs_mapping(), self.flavor, c.shards, c.replicas)
-        ):
-            gen += 1
-        users = recs["user_id"].unique(maintain_order=True).to_list()
-        self._bulk(recommendation_actions(recs, n.recs_index(gen)), users, "recommendation")
-        self.client.indices.refresh(index=n.recs_index(gen))
-        meta = {
-            "id": gen,
-            "model": model,
-            "created_at_us": time.time_ns() // 1000,
-            "n_users": len(users),
-            "n_rows": recs.height,
-            "deleted": False,
-        }
-        self.client.index(index=n.meta, id=f"gen-{gen}", body=meta, refresh="true")
-        if activate:
-            self.activate_generation(gen)
-        return gen
-
-    def _max_generation(self) -> int:
-        ids = [
-            g for i in self._indices(self.names.recs_pattern) if (g := self.names.generation_of(i))
-        ]
-        body = {"size": 1, "sort": [{"id": "desc"}], "_source": ["id"]}
-        hits = self._search(self.names.meta, body)["hits"]["hits"]
-        ids += [int(h["_source"]["id"]) for h in hits]
-        return max(ids, default=0)
-
-    def _meta(self, deleted: bool = False) -> list[dict[str, Any]]:
+    # -- similar items (the engine's kNN, or an exact cosine) -------------------------------------
+    def _item_vector(self, item_id: str) -> list[float] | None:
+        """The item's embedding, read where the engine keeps it (a search, which can ask
+        Elasticsearch 9.2+ for the vectors it leaves out of _source); NotFoundError if no item."""
         body = {
-            "size": 10_000,
-            "query": {"term": {"deleted": deleted}},
-            "sort": [{"id": "asc"}],
+            "query": {"ids": {"values": [key_id(item_id)]}},
+            "size": 1,
+            "_source": source_filter(["item_id", EMBEDDING], self.server.excludes_vectors),
         }
-        return [h["_source"] for h in self._search(self.names.meta, body)["hits"]["hits"]]
+        hits = self._search(self.names.items, body)["hits"]["hits"]
+        if not hits:
+            raise NotFoundError(f"item '{item_id}' does not exist")
+        vector: list[float] | None = hits[0]["_source"].get(EMBEDDING)
+        return vector
 
-    def _active_index(self) -> str | None:
-        try:
-            found = as_json(self.client.indices.get_alias(name=self.names.recs_alias))
-        except self._not_found:
-            return None
-        return next(iter(found), None)
-
-    def activate_generation(self, generation_id: int) -> None:
-        n = self.names
-        known = {int(m["id"]) for m in self._meta()}
-        index = n.recs_index(generation_id)
-        if generation_id not in known or not self.client.indices.exists(index=index):
-            raise NotFoundError(f"generation {generation_id} does not exist")
-        previous = self._active_index()
-        self.client.indices.update_aliases(body=swap_alias_actions(n.recs_alias, index, previous))
-        # Keep the new one, the one it replaces (rollback) and any newer one not yet activated.
-        prev_id = n.generation_of(previous) if previous else None
-        for m in self._meta():
-            g = int(m["id"])
-            if g in (generation_id, prev_id) or g > generation_id:
-                continue
-            with contextlib.suppress(self._not_found):
-                self.client.indices.delete(index=n.recs_index(g))
-            self.client.update(
-                index=n.meta, id=f"gen-{g}", body={"doc": {"deleted": True}}, refresh="true"
-            )
-
-    def generations(self) -> list[Generation]:
-        active = self._active_index()
-        active_id = self.names.generation_of(active) if active else None
-        return [
-            Generation(
-                id=int(m["id"]),
-                model=m["model"],
-                created_at=datetime.fromtimestamp(m["created_at_us"] / 1e6, tz=UTC),
-                n_users=int(m["n_users"]),
-                n_rows=int(m["n_rows"]),
-                active=int(m["id"]) == active_id,
-            )
-            for m in self._meta()
-        ]
-
-    def recommendations(self, user_id: str, k: int | None = None) -> pl.DataFrame:
-        # One realtime GET through the alias: the document is one generation's, whole.
-        try:
-            doc = as_json(self.client.get(index=self.names.recs_alias, id=key_id(user_id)))
-        except self._not_found:
-            return recommendations_frame(None)
-        return recommendations_frame(doc["_source"], k)
+    def _similar_body(self, vector: Sequence[float], k: int) -> dict[str, Any]:
+        if self.vector_search == "knn":
+            return knn_body(self.flavor, vector, k)
+        return exact_cosine_body(self.flavor, vector, k)
 
     # -- housekeeping -------------------------------------------------------------------------
     def _count(self, index: str) -> int:
         try:
             return int(as_json(self.client.count(index=index))["count"])
-        except self._not_found:
-            return 0
+        except self._not_found as exc:
+            raise self._missing(index, exc) from exc
 
     def stats(self) -> dict[str, Any]:
         request = {"size": 0, "aggs": STATS_AGGS}
         aggs = self._search(self.names.events_pattern, request).get("aggregations") or {}
         return {
             "store": self.url,
+            "server": f"{self.flavor} {'.'.join(map(str, self.server.version))}",
+            "similar_items": self.vector_search,  # knn (the engine's HNSW) or exact (cosine)
             "users": self._count(self.names.users),
             "items": self._count(self.names.items),
             **event_stats(aggs),
         }
 
-    # -- counters, change feed, settings: read from the events (interim, see _interim_note) -----
+    # -- counters, change feed, settings -----------------------------------------------------------
+    # Interim: aggregated from a read of the events and kept per process; the engine's own
+    # aggregations and a settings index are to replace them (the search backend's next step).
     def item_counts(self) -> pl.DataFrame:
         from feedrank.views.catalogue import count_events
 
@@ -519,11 +460,10 @@ class SearchStore(EngineRanking, Store):
         now = self.watermark()
         query = {"range": {"seq": {"gt": since.events, "lte": now.events}}}
         rows = list(self._scan(self.names.events_pattern, query, EVENT_SOURCE))
-        events = events_frame(rows)
-        return Changes(events, items_frame([]), False, now)
+        return Changes(events_frame(rows), items_frame([]), False, now)
 
     def put_settings(self, settings: dict[str, Any]) -> int:
-        version = len(self.settings_versions()) + 1
+        version = len(self._settings) + 1
         self._settings[version] = (datetime.now(UTC), dict(settings))
         return version
 
@@ -531,14 +471,11 @@ class SearchStore(EngineRanking, Store):
         return [(v, t) for v, (t, _) in sorted(self._settings.items())]
 
     def stored_settings(self, version: int | None = None) -> dict[str, Any] | None:
-        if not self._settings:
-            if version is not None:
-                raise NotFoundError(f"settings version {version} does not exist")
-            return None
-        v = max(self._settings) if version is None else version
-        if v not in self._settings:
+        if version is None:
+            return dict(self._settings[max(self._settings)][1]) if self._settings else None
+        if version not in self._settings:
             raise NotFoundError(f"settings version {version} does not exist")
-        return dict(self._settings[v][1])
+        return dict(self._settings[version][1])
 
     def apply_retention(self, now: datetime | None = None) -> list[str]:
         """Drop monthly event indices older than retention_months; returns what was dropped."""
@@ -552,6 +489,48 @@ class SearchStore(EngineRanking, Store):
         for index in expired:
             self.client.indices.delete(index=index)
         return expired
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+# The store's public methods: each turns a client error into one StoreError line.
+GUARDED = (
+    "upsert_users",
+    "upsert_items",
+    "add_events",
+    "users",
+    "items",
+    "events",
+    "user_history",
+    "delete_user",
+    "write_generation",
+    "activate_generation",
+    "generations",
+    "recommendations",
+    "stats",
+    "apply_retention",
+    "drop",
+    "user_site",
+    "publish_item_features",
+    "glm_recommend",
+    "similar_items",
+)
+
+
+def _guard(name: str, fn: _F) -> _F:
+    @functools.wraps(fn)
+    def guarded(self: SearchStore, *args: Any, **kw: Any) -> Any:
+        try:
+            return fn(self, *args, **kw)
+        except FeedrankError:
+            raise
+        except self._transport_errors as exc:
+            raise StoreError(self._explain(exc, name.replace("_", " "))) from exc
+
+    return guarded  # type: ignore[return-value]
+
+
+for _name in GUARDED:
+    setattr(SearchStore, _name, _guard(_name, getattr(SearchStore, _name)))
 
 
 class ElasticsearchStore(SearchStore):
@@ -570,7 +549,3 @@ __all__ = [
     "SearchStore",
     "parse_url",
 ]
-
-
-def _interim_note() -> str:
-    return "aggregated from a scan of the events; the engine's aggregations are to replace it"

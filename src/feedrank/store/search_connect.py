@@ -1,6 +1,6 @@
 """Connecting to Elasticsearch or OpenSearch: the store URL, its options, the official client
-for each engine (imported only when used, so either extra alone is enough), and the error a
-partly rejected bulk write raises.
+for each engine (imported only when used, so either extra alone is enough), the server check
+(engine and major version), one-line errors, and the error a partly rejected bulk write raises.
 
     elasticsearch+http(s)://[user:password@]host[:port][/?prefix=feedrank_&replicas=0&...]
 """
@@ -17,6 +17,11 @@ from feedrank.exceptions import MissingExtraError, RowError, StoreError
 from feedrank.store.search_layout import Flavor, Names
 
 CLIENTS = {"elasticsearch": "elasticsearch", "opensearch": "opensearchpy"}
+# Server majors whose request and response shapes this store follows.
+SERVER_MAJORS: dict[Flavor, tuple[int, ...]] = {"elasticsearch": (8, 9), "opensearch": (2, 3)}
+# The pip requirement of an Elasticsearch client for each server major (a client must not be
+# newer than the server: 9.x clients send version-9 requests, which Elasticsearch 8 rejects).
+ES_CLIENT_FOR = {8: "elasticsearch>=8.13,<9", 9: "elasticsearch>=9,<10"}
 _TRUE = ("1", "true", "yes", "on")
 
 
@@ -46,6 +51,12 @@ class SearchConfig:
     verify_certs: bool = True
     ca_certs: str | None = None
     timeout: float = 30.0
+    # similar items: kNN (Elasticsearch dense_vector, OpenSearch k-NN plugin, Lucene HNSW) or
+    # exact cosine by script_score; auto takes kNN where the server has it.
+    vectors: str = "auto"
+
+
+VECTOR_MODES = ("auto", "knn", "exact")
 
 
 def parse_url(url: str) -> SearchConfig:
@@ -74,10 +85,16 @@ def parse_url(url: str) -> SearchConfig:
         "ca_certs",
         "api_key",
         "timeout",
+        "vectors",
     }
     unknown = sorted(set(q) - known)
     if unknown:
         raise StoreError(f"search store URL options must be among {sorted(known)}; got {unknown}")
+    vectors = q.get("vectors", "auto")
+    if vectors not in VECTOR_MODES:
+        raise StoreError(
+            f"search store URL option vectors must be one of {list(VECTOR_MODES)}; got '{vectors}'"
+        )
     try:
         Names(q.get("prefix", "feedrank_"))  # validates the prefix
         return SearchConfig(
@@ -94,9 +111,98 @@ def parse_url(url: str) -> SearchConfig:
             verify_certs=q.get("verify_certs", "true").lower() in _TRUE,
             ca_certs=q.get("ca_certs"),
             timeout=float(q.get("timeout", 30)),
+            vectors=vectors,
         )
     except ValueError as exc:
         raise StoreError(f"search store URL option is not valid: {exc} (url '{url}')") from exc
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What the store needs to know of the server it talks to."""
+
+    flavor: Flavor
+    version: tuple[int, int, int]
+    plugins: tuple[str, ...] = ()
+
+    @property
+    def excludes_vectors(self) -> bool:
+        """Elasticsearch 9.2+ leaves dense vectors out of _source unless a search asks."""
+        return self.flavor == "elasticsearch" and self.version[:2] >= (9, 2)
+
+    @property
+    def has_knn_plugin(self) -> bool:
+        return any("knn" in p.lower() for p in self.plugins)
+
+
+def _version(number: str) -> tuple[int, int, int]:
+    parts = [int(p) if p.isdigit() else 0 for p in number.split("-")[0].split(".")[:3]]
+    major, minor, patch = [*parts, 0, 0, 0][:3]
+    return major, minor, patch
+
+
+def check_server(
+    flavor: Flavor, info: dict[str, Any], client_version: str, url: str
+) -> tuple[int, int, int]:
+    """The server's version, or a StoreError saying what to change: the engine must be the
+    URL's, its major among SERVER_MAJORS, and an Elasticsearch client no newer than it."""
+    v = info.get("version") or {}
+    number = str(v.get("number", "?"))
+    engine = v.get("distribution") or "elasticsearch"
+    if engine != flavor:
+        raise StoreError(
+            f"the server at {url} must be {flavor} (the URL's scheme); got {engine} {number}: "
+            f"use a {engine}+http(s):// store URL"
+        )
+    version = _version(number)
+    allowed = list(SERVER_MAJORS[flavor])
+    if version[0] not in allowed:
+        raise StoreError(
+            f"the {flavor} server's major version must be one of {allowed}; got {number} at {url}"
+        )
+    client_major = _version(client_version)[0]
+    if flavor == "elasticsearch" and client_major > version[0]:
+        raise StoreError(
+            f"the elasticsearch client's major must not be newer than the server's; got client "
+            f"{client_version} and server {number}: pip install '{ES_CLIENT_FOR[version[0]]}'"
+        )
+    return version
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one short line (client errors can span lines and carry whole bodies)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def explain(
+    exc: Exception, what: str, flavor: Flavor, host_url: str, url: str, unreachable: type[Exception]
+) -> str:
+    """A client error as one line saying what failed and what to fix (the CLI exits 2 with it,
+    the API answers 503)."""
+    if isinstance(exc, unreachable):
+        return (
+            f"cannot reach the {flavor} server at {host_url} while "
+            f"{what}: is it running, and are the host and port right? ({one_line(exc)})"
+        )
+    text = one_line(exc)
+    if "UnsupportedProduct" in type(exc).__name__ or "not Elasticsearch" in text:
+        return (
+            f"the server at {host_url} must be Elasticsearch for an "
+            f"elasticsearch+ URL; the client refused it ({text}): an OpenSearch server "
+            "takes an opensearch+http(s):// URL"
+        )
+    if "index_not_found" in text:
+        return (
+            f"{what} needs an index that does not exist on {url} ({text}): open the "
+            "store again to create its indices, or check the URL's prefix"
+        )
+    if "mapper_parsing" in text or "illegal_argument" in text:
+        return (
+            f"{what} was refused by the index mapping on {url} ({text}): the data must "
+            "match the mapping, or the index must be recreated (drop it, or use another prefix)"
+        )
+    return f"{what} on {url} failed: {text}"
 
 
 def client_module(flavor: Flavor) -> ModuleType:
@@ -148,10 +254,17 @@ def connect(c: SearchConfig, mod: ModuleType) -> Any:
 
 __all__ = [
     "CLIENTS",
+    "ES_CLIENT_FOR",
+    "SERVER_MAJORS",
+    "VECTOR_MODES",
     "BulkWriteError",
     "SearchConfig",
+    "ServerInfo",
     "as_json",
+    "check_server",
     "client_module",
     "connect",
+    "explain",
+    "one_line",
     "parse_url",
 ]

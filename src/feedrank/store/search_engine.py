@@ -12,14 +12,9 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from feedrank.exceptions import NotFoundError
-from feedrank.store.search_connect import BulkWriteError, as_json
+from feedrank.store.search_connect import BulkWriteError
 from feedrank.store.search_layout import EMBEDDING, Flavor, Names
-from feedrank.store.search_queries import (
-    glm_search_body,
-    item_feature_actions,
-    key_id,
-    knn_body,
-)
+from feedrank.store.search_queries import glm_search_body, item_feature_actions, usable_vector
 
 
 class EngineRanking:
@@ -42,6 +37,10 @@ class EngineRanking:
         ) -> tuple[int, int]: ...
 
         def _refresh(self, index: str) -> None: ...
+
+        def _item_vector(self, item_id: str) -> list[float] | None: ...
+
+        def _similar_body(self, vector: Sequence[float], k: int) -> dict[str, Any]: ...
 
     def publish_item_features(self, fields: pl.DataFrame, at_us: int) -> int:
         """Write a model's per-item numeric features (f.*), computed at `at_us`: the item fields
@@ -99,15 +98,12 @@ class EngineRanking:
         )
 
     def similar_items(self, item_id: str, k: int = 10) -> pl.DataFrame:
-        """Nearest items by cosine similarity of their embeddings (kNN in the engine)."""
-        try:
-            doc = as_json(self.client.get(index=self.names.items, id=key_id(item_id)))["_source"]
-        except self._not_found:
-            raise NotFoundError(f"item '{item_id}' does not exist") from None
-        vector = doc.get(EMBEDDING)
-        if not vector:
+        """Nearest items by cosine similarity of their embeddings (kNN in the engine, or an
+        exact cosine where the server has no kNN: SearchStore.vector_search)."""
+        vector = self._item_vector(item_id)
+        if not usable_vector(vector):
             raise NotFoundError(f"item '{item_id}' has no '{EMBEDDING}' to search by")
-        hits = self._search(self.names.items, knn_body(self.flavor, vector, k))["hits"]["hits"]
+        hits = self._search(self.names.items, self._similar_body(vector, k))["hits"]["hits"]
         rows = [(h["_source"]["item_id"], 2.0 * h["_score"] - 1.0) for h in hits]
         out = pl.DataFrame(rows, schema={"item_id": pl.String, "score": pl.Float64}, orient="row")
         return out.filter(pl.col("item_id") != item_id).head(k)

@@ -47,20 +47,54 @@ def unnest_attrs(df: pl.DataFrame) -> pl.DataFrame:
     return df.drop("attrs")
 
 
-def users_frame(sources: Sequence[dict[str, Any]]) -> pl.DataFrame:
+# Field types of the attrs.* mappings (search_layout._ATTR_TEMPLATES) as frame columns.
+_ATTR_DTYPES: dict[str, pl.DataType] = {
+    "keyword": pl.String(),
+    "double": pl.Float64(),
+    "long": pl.Int64(),
+    "boolean": pl.Boolean(),
+}
+
+
+def attr_schema(properties: dict[str, Any]) -> dict[str, pl.DataType]:
+    """The attribute columns an index's mapping knows (`attrs.<name>`), with frame types."""
+    attrs = (properties.get("attrs") or {}).get("properties") or {}
+    return {
+        name: _ATTR_DTYPES[field["type"]]
+        for name, field in sorted(attrs.items())
+        if field.get("type") in _ATTR_DTYPES
+    }
+
+
+def with_attrs(df: pl.DataFrame, attrs: dict[str, pl.DataType] | None) -> pl.DataFrame:
+    """Every known attribute as a column (null where no document has it), as the SQLite store
+    returns its columns even for no rows: the feature code looks attributes up by name."""
+    if not attrs:
+        return df
+    return df.with_columns(
+        [pl.lit(None, dtype).alias(c) for c, dtype in attrs.items() if c not in df.columns]
+    )
+
+
+def users_frame(
+    sources: Sequence[dict[str, Any]], attrs: dict[str, pl.DataType] | None = None
+) -> pl.DataFrame:
     if not sources:
-        return pl.DataFrame(schema={"user_id": pl.String})
+        return with_attrs(pl.DataFrame(schema={"user_id": pl.String}), attrs)
     df = pl.from_dicts(list(sources), infer_schema_length=None)
-    return unnest_attrs(df.select("user_id", "attrs")).sort("user_id")
+    return with_attrs(unnest_attrs(df.select("user_id", "attrs")), attrs).sort("user_id")
 
 
-def items_frame(sources: Sequence[dict[str, Any]]) -> pl.DataFrame:
+def items_frame(
+    sources: Sequence[dict[str, Any]], attrs: dict[str, pl.DataType] | None = None
+) -> pl.DataFrame:
     if not sources:
-        return pl.DataFrame(schema={"item_id": pl.String, "created_at": _UTC_US})
+        empty = pl.DataFrame(schema={"item_id": pl.String, "created_at": _UTC_US})
+        return with_attrs(empty, attrs)
     df = pl.from_dicts(list(sources), infer_schema_length=None)
     df = df.with_columns(created_at=_from_us("created_at_us"))
     vector = [df[EMBEDDING]] if EMBEDDING in df.columns else []
-    out = unnest_attrs(df.select("item_id", "created_at", "attrs"))
+    out = with_attrs(unnest_attrs(df.select("item_id", "created_at", "attrs")), attrs)
     return out.with_columns(vector).sort("item_id")
 
 
@@ -122,6 +156,7 @@ __all__ = [
     "EVENT_SOURCE",
     "ITEM_SOURCE",
     "STATS_AGGS",
+    "attr_schema",
     "event_stats",
     "events_frame",
     "iso",
@@ -130,4 +165,5 @@ __all__ = [
     "unnest_attrs",
     "us",
     "users_frame",
+    "with_attrs",
 ]

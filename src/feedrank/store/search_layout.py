@@ -156,7 +156,7 @@ def events_mapping() -> dict[str, Any]:
     }
 
 
-def items_mapping(flavor: Flavor, dims: int | None = None) -> dict[str, Any]:
+def items_mapping(flavor: Flavor, dims: int | None = None, knn: bool = True) -> dict[str, Any]:
     props: dict[str, Any] = {
         "item_id": _KEYWORD,
         "created_at": {"type": "date", "format": "epoch_millis"},
@@ -167,7 +167,7 @@ def items_mapping(flavor: Flavor, dims: int | None = None) -> dict[str, Any]:
         "features_at_us": {"type": "long"},
     }
     if dims is not None:
-        props[EMBEDDING] = vector_mapping(flavor, dims)
+        props[EMBEDDING] = vector_mapping(flavor, dims, knn)
     return {
         "dynamic": "strict",
         **_NO_DETECTION,
@@ -176,10 +176,16 @@ def items_mapping(flavor: Flavor, dims: int | None = None) -> dict[str, Any]:
     }
 
 
-def vector_mapping(flavor: Flavor, dims: int) -> dict[str, Any]:
-    """The item-embedding field: ES dense_vector (HNSW, cosine) or OpenSearch knn_vector."""
+def vector_mapping(flavor: Flavor, dims: int, knn: bool = True) -> dict[str, Any]:
+    """The item-embedding field: ES dense_vector (HNSW, cosine) or OpenSearch knn_vector; without
+    kNN (an OpenSearch without the k-NN plugin) a plain float array that an exact cosine script
+    reads from _source (doc values only so that `exists` finds the items that have one)."""
     if dims < 1:
         raise ValueError(f"embedding dimension must be >= 1; got {dims}")
+    if not knn:
+        if flavor == "elasticsearch":
+            return {"type": "dense_vector", "dims": dims, "index": False}
+        return {"type": "float", "index": False, "doc_values": True}
     if flavor == "elasticsearch":
         # Explicit float HNSW: newer ES defaults to quantised indexes, which change neighbours.
         return {
@@ -268,14 +274,53 @@ def events_template_body(
 
 
 # -- aliases and retention ----------------------------------------------------------------------
-def swap_alias_actions(alias: str, new_index: str, old_index: str | None) -> dict[str, Any]:
-    """One _aliases body: remove from the old index and add to the new one, applied atomically.
-    If another writer moved the alias meanwhile, the remove fails and so does the whole call."""
-    actions: list[dict[str, Any]] = []
-    if old_index is not None and old_index != new_index:
-        actions.append({"remove": {"index": old_index, "alias": alias}})
-    actions.append({"add": {"index": new_index, "alias": alias}})
+def swap_alias_actions(
+    alias: str, new_index: str, old_index: str | None, pattern: str
+) -> dict[str, Any]:
+    """One _aliases body, applied atomically: remove the alias from the old index and add it to
+    the new one. The remove carries must_exist, so if another writer moved the alias meanwhile
+    the whole call fails (without it the engines skip the remove, apply the add, and leave two
+    indices behind one alias). With no old index, the remove covers every generation index
+    (`pattern`): whatever another writer added meanwhile is taken off in the same call."""
+    remove: dict[str, Any] = (
+        {"index": old_index, "alias": alias, "must_exist": True}
+        if old_index is not None
+        else {"index": pattern, "alias": alias, "must_exist": False}
+    )
+    actions: list[dict[str, Any]] = [{"add": {"index": new_index, "alias": alias}}]
+    if old_index != new_index:
+        actions.insert(0, {"remove": remove})
     return {"actions": actions}
+
+
+def alias_errors(response: dict[str, Any]) -> list[str]:
+    """What failed in an _aliases response: not acknowledged, or (Elasticsearch 8.14+) a 200
+    with `errors: true` and per-action results, which a plain status check takes for success."""
+    failed = [
+        f"{(r.get('action') or {}).get('type', '?')}: "
+        f"{(r.get('error') or {}).get('reason') or r.get('status')}"
+        for r in response.get("action_results") or []
+        if r.get("error") or int(r.get("status", 200)) >= 300
+    ]
+    if response.get("errors") and not failed:
+        failed.append("errors: true")
+    if not response.get("acknowledged", False) and not failed:
+        failed.append("not acknowledged")
+    return failed
+
+
+def mapping_conflicts(want: dict[str, Any], have: dict[str, Any]) -> list[str]:
+    """Fields the store needs whose existing mapping differs in type (`field: want X, got Y`).
+    Fields the index does not have yet are no conflict: strict mappings add nothing by
+    themselves and put_mapping adds new ones."""
+    out = []
+    for name, spec in sorted(want.items()):
+        got = have.get(name)
+        if got is None or "type" not in spec:
+            continue
+        if got.get("type", "object") != spec["type"]:
+            out.append(f"{name}: want {spec['type']}, got {got.get('type', 'object')}")
+    return out
 
 
 def expired_event_indices(
@@ -304,11 +349,13 @@ __all__ = [
     "FLAVORS",
     "Flavor",
     "Names",
+    "alias_errors",
     "events_mapping",
     "events_template_body",
     "expired_event_indices",
     "index_body",
     "items_mapping",
+    "mapping_conflicts",
     "meta_mapping",
     "month_expr",
     "recs_mapping",

@@ -7,8 +7,9 @@ with Polars; the generators only hand each prepared row to the client's bulk hel
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import polars as pl
 
@@ -16,6 +17,8 @@ from feedrank.store.search_layout import EMBEDDING, Flavor, Names, month_expr
 
 MAX_ID_BYTES = 500  # Elasticsearch and OpenSearch reject an _id over 512 bytes
 MAX_TERMS = 10_000  # terms per query, well below index.max_terms_count (65,536)
+MAX_KNN = 10_000  # both engines cap k and num_candidates (ES) at 10,000
+PAGE = 10_000  # hits per search: index.max_result_window's default
 MISSING_LEVEL = "(missing)"  # features.encoder.MISSING: how a null level is looked up
 
 
@@ -140,7 +143,7 @@ def item_actions(items: pl.DataFrame, names: Names) -> Iterator[dict[str, Any]]:
         doc_id = row.pop("_id")
         row["attrs"] = a
         row["lv"] = row["lv"] or {}
-        if vec is not None:
+        if usable_vector(vec):  # a zero vector has no cosine: the item is stored without one
             row[EMBEDDING] = [float(x) for x in vec]
         yield {
             "_op_type": "update",
@@ -343,10 +346,9 @@ def glm_search_body(
 
 
 def knn_body(flavor: Flavor, vector: Sequence[float], k: int) -> dict[str, Any]:
-    """Nearest items by cosine on the embedding (k + 1: the query item finds itself first)."""
-    if k < 1:
-        raise ValueError(f"k must be >= 1; got {k}")
-    vec = [float(x) for x in vector]
+    """Nearest items by cosine on the embedding (k + 1: the query item finds itself first).
+    Elasticsearch's num_candidates is 4 (k + 1), at least 100 and at most 10,000, its cap."""
+    vec = _query_vector(vector, k)
     if flavor == "elasticsearch":
         return {
             "size": k + 1,
@@ -355,7 +357,7 @@ def knn_body(flavor: Flavor, vector: Sequence[float], k: int) -> dict[str, Any]:
                 "field": EMBEDDING,
                 "query_vector": vec,
                 "k": k + 1,
-                "num_candidates": max(100, 4 * (k + 1)),
+                "num_candidates": min(max(100, 4 * (k + 1)), MAX_KNN),
             },
         }
     return {
@@ -365,19 +367,86 @@ def knn_body(flavor: Flavor, vector: Sequence[float], k: int) -> dict[str, Any]:
     }
 
 
+# Exact cosine over every item with a vector, as kNN scores it: (1 + cos) / 2, in [0, 1].
+EXACT_COSINE_SOURCE = """
+def v = params._source.embedding;
+if (v == null) { return 0.0; }
+double dot = 0.0; double nn = 0.0;
+for (int i = 0; i < v.size(); i++) {
+  double x = ((Number) v.get(i)).doubleValue();
+  dot += x * ((Number) params.q.get(i)).doubleValue();
+  nn += x * x;
+}
+if (nn == 0.0) { return 0.0; }
+return (1.0 + dot / Math.sqrt(nn) / params.qn) / 2.0;
+""".strip()
+
+
+def exact_cosine_body(flavor: Flavor, vector: Sequence[float], k: int) -> dict[str, Any]:
+    """The same answer as knn_body by brute force: a script_score over the items that have a
+    vector (Elasticsearch's own cosineSimilarity; on OpenSearch without the k-NN plugin, a
+    painless loop over the vector in _source)."""
+    vec = _query_vector(vector, k)
+    if flavor == "elasticsearch":
+        script: dict[str, Any] = {
+            "source": f"(cosineSimilarity(params.q, '{EMBEDDING}') + 1.0) / 2.0",
+            "params": {"q": vec},
+        }
+    else:
+        qn = sum(x * x for x in vec) ** 0.5
+        script = {"source": EXACT_COSINE_SOURCE, "lang": "painless", "params": {"q": vec, "qn": qn}}
+    return {
+        "size": k + 1,
+        "_source": ["item_id"],
+        "query": {"script_score": {"query": {"exists": {"field": EMBEDDING}}, "script": script}},
+    }
+
+
+def _query_vector(vector: Sequence[float], k: int) -> list[float]:
+    if not 1 <= k < MAX_KNN:
+        raise ValueError(f"k must be between 1 and {MAX_KNN - 1} (the engines' kNN cap); got {k}")
+    vec = [float(x) for x in vector]
+    if not usable_vector(vec):
+        raise ValueError("a query vector must be finite and not all zeros (cosine needs a norm)")
+    return vec
+
+
+def usable_vector(vector: Sequence[float] | None) -> TypeGuard[Sequence[float]]:
+    """Whether cosine can use it: both engines reject a zero vector under cosine (and JSON has
+    no NaN), so such a vector is not written and its item counts as having none."""
+    if vector is None:
+        return False
+    vec = [float(x) for x in vector]
+    return bool(vec) and all(math.isfinite(x) for x in vec) and any(x != 0.0 for x in vec)
+
+
+def source_filter(fields: list[str], excludes_vectors: bool) -> list[str] | dict[str, Any]:
+    """`_source` of a search that reads `fields`: on Elasticsearch 9.2+ vectors are kept out of
+    _source unless the request asks (`exclude_vectors: false`)."""
+    if excludes_vectors and EMBEDDING in fields:
+        return {"includes": fields, "exclude_vectors": False}
+    return fields
+
+
 __all__ = [
+    "EXACT_COSINE_SOURCE",
     "GLM_SCRIPT_SOURCE",
     "ITEM_UPSERT_SCRIPT",
+    "MAX_KNN",
+    "PAGE",
     "candidate_query",
     "event_actions",
     "event_doc_ids",
     "events_query",
+    "exact_cosine_body",
     "glm_search_body",
     "item_actions",
     "item_feature_actions",
     "key_id",
     "knn_body",
     "recommendation_actions",
+    "source_filter",
     "stored_script_body",
+    "usable_vector",
     "user_actions",
 ]

@@ -1,0 +1,96 @@
+"""The HTTP API over an OpenSearch store (the session's real node) beside the same site in SQLite:
+recommendations served from the active generation and live are the same, erasing a user
+removes them everywhere, and a store that stops answering is 503 with one line."""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from fastapi.testclient import TestClient
+
+from feedrank.api import create_app
+from feedrank.api.settings import ApiSettings
+from feedrank.store import open_store
+from feedrank.store.search import SearchStore
+
+from .conftest import ADMIN, KEYS, READ
+from .sitebuild import DB, MODELS
+
+pytestmark = pytest.mark.opensearch
+
+
+@pytest.fixture
+def os_url(site: Path, opensearch_url: str) -> Iterator[str]:
+    """The SQLite site's users, items, events and active generation, copied into OpenSearch."""
+    src = open_store(f"sqlite:///{site / DB}")
+    url = f"{opensearch_url}/?prefix=fra{uuid.uuid4().hex[:12]}_&replicas=0"
+    dst = open_store(url)
+    assert isinstance(dst, SearchStore)
+    dst.upsert_users(src.users())
+    dst.upsert_items(src.items())
+    dst.add_events(src.events())
+    active = src.active_generation()
+    assert active is not None
+    users = src.users()["user_id"].to_list()
+    recs = pl.concat([src.recommendations(u) for u in users])
+    dst.write_generation(recs, active.model)
+    src.close()
+    yield url
+    dst.drop()
+    dst.close()
+
+
+def app_client(site: Path, store_url: str) -> TestClient:
+    settings = ApiSettings(store_url=store_url, models_dir=str(site / MODELS), keys_spec=KEYS)
+    return TestClient(create_app(settings))
+
+
+def answer(client: TestClient, user: str, **params: Any) -> dict[str, Any]:
+    r = client.get(f"/users/{user}/recommendations", params={"k": 5, **params}, headers=READ)
+    assert r.status_code == 200, r.text
+    got: dict[str, Any] = r.json()
+    return {k: got[k] for k in ("items", "served_from", "cold_start")}
+
+
+def test_the_same_answers_as_sqlite(site: Path, os_url: str) -> None:
+    users = ["u00001", "u00007", "u00042", "nobody"]
+    with app_client(site, f"sqlite:///{site / DB}") as sq, app_client(site, os_url) as os_:
+        for u in users:
+            assert answer(sq, u) == answer(os_, u), u
+            live = {"exclude_seen": "false"}
+            assert answer(sq, u, **live) == answer(os_, u, **live), u
+
+
+def test_erasing_a_user_removes_them_everywhere(site: Path, os_url: str) -> None:
+    store = open_store(os_url)
+    u = str(store.events(types=["like"])["user_id"][0])
+    n_events, n_recs = store.events(user_ids=[u]).height, store.recommendations(u).height
+    with app_client(site, os_url) as client:
+        assert answer(client, u)["served_from"] == "generation"
+        r = client.delete(f"/users/{u}", headers=ADMIN)
+        assert r.status_code == 200
+        assert r.json()["removed"] == {"events": n_events, "recommendations": n_recs, "users": 1}
+        assert answer(client, u)["cold_start"] is True
+    assert store.events(user_ids=[u]).is_empty() and store.recommendations(u).is_empty()
+    store.close()
+
+
+def test_a_store_that_stops_answering_is_503_in_one_line(site: Path, os_url: str) -> None:
+    store = open_store(os_url)
+    assert isinstance(store, SearchStore)
+    with app_client(site, os_url) as client:
+        assert client.get("/health").status_code == 200
+        store.drop()  # every index of the store is gone under the running app
+        r = client.get("/health")
+        assert r.status_code == 503
+        assert "must exist" in r.json()["detail"] and "\n" not in r.json()["detail"]
+    store.close()
