@@ -147,12 +147,12 @@ async def fetch(port: int, path: str) -> dict[str, object]:
 
 # -- setup -------------------------------------------------------------------------------------
 def build(root: Path, small: bool) -> tuple[str, Any, list[str], list[str]]:
-    from feedrank.settings import Settings
     from feedrank.datasets.demo import generate_site
     from feedrank.io import import_frame
-    from feedrank.serving.service import RecommendationService
     from feedrank.pipeline.registry import Registry
     from feedrank.pipeline.train import train_glm
+    from feedrank.serving.service import RecommendationService
+    from feedrank.settings import Settings
     from feedrank.store import open_store
 
     size = dict(n_users=300, n_items=100, days=10) if small else {}

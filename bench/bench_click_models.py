@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from feedrank.settings import Settings
 from feedrank.datasets.demo import generate_site
 from feedrank.evaluation.metrics import classification_metrics
 from feedrank.evaluation.open_bandit import compare
@@ -33,6 +32,7 @@ from feedrank.models.bilinear import BilinearRecommender
 from feedrank.models.hybrid import HybridRecommender
 from feedrank.models.twotower import TwoTowerRecommender
 from feedrank.pipeline.train import evaluate_split
+from feedrank.settings import Settings
 
 OPEN_BANDIT = Path(__file__).resolve().parents[2] / "shared" / "data" / "open-bandit"
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from _common import Row, check, parse_args, print_table, timed
 
-from feedrank.settings import Settings
 from feedrank.datasets.demo import generate_site
 from feedrank.models.glm import GLMRecommender
+from feedrank.settings import Settings
 
 
 def main() -> None:

@@ -23,13 +23,13 @@ import pandas as pd
 import polars as pl
 from _common import Row, check, parse_args, print_table, timed
 
-from feedrank.settings import Settings
 from feedrank.datasets.demo import generate_site
-from feedrank.views.site import SiteData
 from feedrank.features.examples import build_examples
 from feedrank.features.groups import SMOOTHING, FeatureGroups, FeatureSpec
 from feedrank.features.history import History, asof_before
 from feedrank.schema import validate_events, validate_items, validate_users
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
 
 T = "timestamp"
 ATTR = "content_type"

@@ -25,9 +25,9 @@ import pandas as pd
 import polars as pl
 from _common import Row, check, parse_args, print_table, timed
 
-from feedrank.settings import Settings
 from feedrank.io import import_file, read_table
 from feedrank.schema import validate_events
+from feedrank.settings import Settings
 from feedrank.store import open_store
 
 FLOOR = 100_000  # events/s

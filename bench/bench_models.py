@@ -26,12 +26,12 @@ from implicit.cpu.als import AlternatingLeastSquares
 from implicit.nearest_neighbours import CosineRecommender
 from threadpoolctl import threadpool_limits
 
-from feedrank.settings import Settings
-from feedrank.views.site import SiteData
 from feedrank.models.factorization import ALSRecommender
 from feedrank.models.knn import ItemKNNRecommender
 from feedrank.models.matrix import interactions
 from feedrank.schema import EVENT_COLUMNS
+from feedrank.settings import Settings
+from feedrank.views.site import SiteData
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 ALS_PARAMS = {"factors": 64, "regularization": 0.05, "alpha": 1.0, "iterations": 15}

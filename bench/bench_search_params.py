@@ -21,12 +21,12 @@ import numpy as np
 import polars as pl
 from _common import Row, check, parse_args, print_table, timed
 
-from feedrank.settings import Settings
 from feedrank.datasets.demo import generate_site
-from feedrank.views.site import SiteData
 from feedrank.models.glm import GLMRecommender
 from feedrank.schema import validate_events, validate_items, validate_users
+from feedrank.settings import Settings
 from feedrank.store.search_ranking import GLMSplit, evaluate
+from feedrank.views.site import SiteData
 
 
 def main() -> None:

@@ -29,12 +29,12 @@ import numpy as np
 from _common import Row, check, parse_args, print_table, timed
 from bench_api import fetch, free_port, open_loop, report, start_server
 
-from feedrank.config import Settings
-from feedrank.data.demo import generate_site
-from feedrank.data.io import import_frame
-from feedrank.pipeline.recommend import RecommendationService
+from feedrank.datasets.demo import generate_site
+from feedrank.io import import_frame
 from feedrank.pipeline.registry import Registry
 from feedrank.pipeline.train import train_glm
+from feedrank.serving.service import RecommendationService
+from feedrank.settings import Settings
 from feedrank.store import open_store
 from feedrank.store.search import SearchStore
 from feedrank.store.search_ranking import GLMSplit

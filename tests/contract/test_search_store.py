@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
-from feedrank.config import Settings
-from feedrank.data.demo import generate_site
-from feedrank.data.io import import_frame
 
+from feedrank.datasets.demo import generate_site
 from feedrank.exceptions import NotFoundError, StoreError
+from feedrank.io import import_frame
 from feedrank.models.glm import GLMRecommender
 from feedrank.models.glm_export import GLMExport, epoch_us
+from feedrank.settings import Settings
 from feedrank.store import open_store
 from feedrank.store import search as search_module
 from feedrank.store.base import Store

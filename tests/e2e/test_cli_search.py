@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from feedrank.data.demo import generate_site
 from typer.testing import CliRunner
 
 from feedrank.cli.main import app
+from feedrank.datasets.demo import generate_site
 from feedrank.store import open_store
 from feedrank.store.search import SearchStore
 
