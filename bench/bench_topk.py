@@ -70,7 +70,7 @@ def main() -> None:
     data = generate_site(n_users=n_users, n_items=n_items, days=14, seed=0).site_data()
     model = GLMRecommender().fit(data, Settings())
     view = FrameView(data, Settings())
-    users = data.users["user_id"].to_list()
+    users = view.active_users()  # a user with no event is the fallback's, not the model's
     items = view.candidates()
     print(
         f"setup: {data.events.height:,} events, GLM with {model.coef_.size} coefficients fitted "

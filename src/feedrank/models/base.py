@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 import polars as pl
+from scipy.special import expit
 
 from feedrank.exceptions import FeedrankError, NotFittedError, NotFoundError
 from feedrank.settings import Settings
@@ -209,12 +210,24 @@ class Scorer(ABC):
         for start in range(0, len(user_ids), step):
             users = list(user_ids[start : start + step])
             hist = self.view.histories(users)
-            scores = self.score_users(users, hist, items).astype(np.float64, copy=True)
-            scores[~np.isfinite(scores)] = -np.inf
+            scores = self.ranking_scores(users, hist, items)
+            scores[np.isnan(scores)] = -np.inf  # no signal: never listed
             if exclude_seen:
-                scores[seen_mask(hist, users, items)] = -np.inf
-            frames.append(top_k(users, items, scores, k))
+                scores[seen_positions(hist, users, items)] = -np.inf
+            top = top_k(users, items, scores, k)
+            frames.append(top.with_columns(score=pl.Series(self.reported(top["score"].to_numpy()))))
         return pl.concat(frames) if frames else pl.DataFrame(schema=RECS_SCHEMA)
+
+    def ranking_scores(
+        self, user_ids: Sequence[str], histories: pl.DataFrame, item_ids: np.ndarray
+    ) -> np.ndarray:
+        """What `recommend` ranks by (a fresh float64 array it may change): `score_users`, or
+        any increasing function of it that is cheaper (a click model's logits)."""
+        return self.score_users(user_ids, histories, item_ids).astype(np.float64, copy=True)
+
+    def reported(self, ranked: np.ndarray) -> np.ndarray:
+        """The scores reported for ranked values (the inverse of the cheaper function)."""
+        return ranked
 
     def explain_pairs(
         self, user_ids: Sequence[str], item_ids: Sequence[str], top: int = 5
@@ -231,13 +244,18 @@ class Scorer(ABC):
         )
 
 
-BLOCK_CELLS = 4_000_000  # user x item scores held at once by the generic recommend (32 MB)
+BLOCK_CELLS = 8_000_000  # user x item scores held at once by the generic recommend (64 MB)
 
 
 def block_users(n_items: int) -> int:
     """Users per scored block: large blocks amortise the per-block work (one history read,
     one feature snapshot), bounded so a block's scores stay near BLOCK_CELLS."""
     return int(min(8192, max(64, BLOCK_CELLS // max(n_items, 1))))
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """The logistic function (one pass, no overflow warnings)."""
+    return np.asarray(expit(z))
 
 
 def has_events(user_ids: Sequence[str], histories: pl.DataFrame) -> np.ndarray:
@@ -248,16 +266,23 @@ def has_events(user_ids: Sequence[str], histories: pl.DataFrame) -> np.ndarray:
     return np.array([u in known for u in user_ids], dtype=bool)
 
 
-def seen_mask(histories: pl.DataFrame, users: Sequence[str], items: np.ndarray) -> np.ndarray:
-    """True where the user already knows the item (Settings.seen_expr) in their history."""
-    mask = np.zeros((len(users), len(items)), dtype=bool)
+def seen_positions(
+    histories: pl.DataFrame, users: Sequence[str], items: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) where the user already knows the item (Settings.seen_expr)."""
     if histories.is_empty() or not len(items):
-        return mask
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     seen = histories.filter(Settings.seen_expr()).select("user_id", "item_id").unique()
     u = pl.DataFrame({"user_id": list(users)}, schema={"user_id": pl.String}).with_row_index("__u")
     i = pl.DataFrame({"item_id": items}, schema={"item_id": pl.String}).with_row_index("__i")
     hit = seen.join(u, on="user_id").join(i, on="item_id")
-    mask[hit["__u"].to_numpy(), hit["__i"].to_numpy()] = True
+    return hit["__u"].to_numpy().astype(np.int64), hit["__i"].to_numpy().astype(np.int64)
+
+
+def seen_mask(histories: pl.DataFrame, users: Sequence[str], items: np.ndarray) -> np.ndarray:
+    """True where the user already knows the item (Settings.seen_expr) in their history."""
+    mask = np.zeros((len(users), len(items)), dtype=bool)
+    mask[seen_positions(histories, users, items)] = True
     return mask
 
 
@@ -285,8 +310,8 @@ def best_of(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     column (argpartition, then a stable sort of the k; rows whose k-th value is tied beyond
     the k are sorted whole, so the earlier tied columns win)."""
     n = scores.shape[1]
-    part = (
-        np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    part = (  # partitions at n - k, so no negated copy of the block is made
+        np.argpartition(scores, n - k, axis=1)[:, n - k :]
         if k < n
         else np.broadcast_to(np.arange(n), scores.shape).copy()
     )

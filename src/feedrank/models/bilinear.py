@@ -35,15 +35,11 @@ from threadpoolctl import threadpool_limits
 from feedrank.exceptions import ConfigError
 from feedrank.features.examples import build_examples
 from feedrank.features.history import T
-from feedrank.models.base import Recommender, Scorer, has_events
+from feedrank.models.base import Recommender, Scorer, has_events, sigmoid
 from feedrank.models.vectors import ItemEmbedder, at_time, lookup, user_vectors_asof
 from feedrank.settings import Settings
 from feedrank.views.site import SiteData
 from feedrank.views.view import View
-
-
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -35, 35)))
 
 
 def bilinear_logits(X: np.ndarray, W: np.ndarray, Y: np.ndarray) -> np.ndarray:

@@ -22,15 +22,11 @@ from feedrank.features.encoder import Encoder
 from feedrank.features.examples import build_examples
 from feedrank.features.groups import FeatureGroups, FeatureSpec
 from feedrank.features.history import History, Snapshot, T
-from feedrank.models.base import Recommender, Scorer, has_events
+from feedrank.models.base import Recommender, Scorer, has_events, sigmoid
 from feedrank.models.linear import CONTEXT_COLUMNS, LinearScorer
 from feedrank.settings import Settings
 from feedrank.views.site import SiteData
 from feedrank.views.view import View
-
-
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -35, 35)))
 
 
 def fit_logistic(
@@ -224,10 +220,19 @@ class GLMScorer(Scorer):
     def score_users(
         self, user_ids: Sequence[str], histories: pl.DataFrame, item_ids: np.ndarray
     ) -> np.ndarray:
+        return sigmoid(self.ranking_scores(user_ids, histories, item_ids))
+
+    def ranking_scores(
+        self, user_ids: Sequence[str], histories: pl.DataFrame, item_ids: np.ndarray
+    ) -> np.ndarray:
+        """Logits: the probabilities' order, without computing a probability per pair."""
         linear = self._linear(user_ids, histories)
-        p = sigmoid(linear.logits(list(user_ids), item_ids, self._item_part(linear, item_ids)))
-        p[~has_events(user_ids, histories)] = np.nan  # nothing known of the user: no signal
-        return p
+        z = linear.logits(list(user_ids), item_ids, self._item_part(linear, item_ids))
+        z[~has_events(user_ids, histories)] = np.nan  # nothing known of the user: no signal
+        return z
+
+    def reported(self, ranked: np.ndarray) -> np.ndarray:
+        return sigmoid(ranked)
 
     def explain_pairs(
         self, user_ids: Sequence[str], item_ids: Sequence[str], top: int = 5

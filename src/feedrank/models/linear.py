@@ -81,33 +81,36 @@ class LinearScorer:
     def logits(
         self, user_ids: Sequence[str], item_ids: np.ndarray, item_part: np.ndarray | None = None
     ) -> np.ndarray:
+        """z for every (user, item): the per-user scalars and the user x attribute-level terms
+        are summed on the small (users x level combinations) table, gathered into the block
+        in one pass and the item part added in a second; pair corrections touch only the pairs
+        with history."""
         ukeys = self._keys("user_id", user_ids)
         ufeat = self.groups.user(ukeys)
-        z = np.full((len(user_ids), len(item_ids)), self.intercept)
-        z += self.partial(ufeat, self.parts.user)[:, None]
+        context = self.partial(self.groups.context(self.context_row), self.parts.context)[0]
+        user = self.partial(ufeat, self.parts.user) + (self.intercept + context)
+        pair_base, pairs = self._pair_part(user_ids, item_ids)
+        table, combo = self._attribute_part(user_ids, ufeat, item_ids)
+        table += (user + pair_base)[:, None]
+        z = np.take(table, combo, axis=1)
         z += (self.item_part(item_ids) if item_part is None else item_part)[None, :]
-        z += self.partial(self.groups.context(self.context_row), self.parts.context)[0]
-        z += self._attribute_part(user_ids, ufeat, ukeys, item_ids)
-        if self.parts.pair:
-            z += self._pair_part(user_ids, item_ids)
+        if pairs is not None:
+            rows, cols, extra = pairs
+            z[rows, cols] += extra
         return z
 
     def _attribute_part(
-        self,
-        user_ids: Sequence[str],
-        ufeat: pl.DataFrame,
-        ukeys: pl.DataFrame,
-        item_ids: np.ndarray,
-    ) -> np.ndarray:
+        self, user_ids: Sequence[str], ufeat: pl.DataFrame, item_ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The terms that pair a user with an item attribute (shares of engagement per level,
-        user x item crosses), summed per distinct combination of the items' levels first and
-        gathered into the block once (a few hundred combinations, not thousands of items)."""
+        user x item crosses) per distinct combination of the items' levels — a few hundred
+        combinations, not thousands of items — and each item's combination."""
         spec = self.groups.spec
         shares = [a for a in spec.share_attributes if f"user_share_{a}" in self.parts.names]
         crosses = [(a, b) for a, b in spec.crosses if cross_name(a, b) in self.parts.names]
         attrs = list(dict.fromkeys([*shares, *(b for _, b in crosses)]))
-        if not attrs:
-            return np.zeros((len(user_ids), 1))  # nothing to add (broadcast over the items)
+        if not attrs:  # one combination, no term
+            return np.zeros((len(user_ids), 1)), np.zeros(len(item_ids), dtype=np.int64)
         items = self._item_attributes(item_ids, attrs)
         combos = items.select(attrs).unique(maintain_order=True)
         acc = np.zeros((len(user_ids), combos.height))
@@ -116,7 +119,7 @@ class LinearScorer:
             levels = combos[attr].unique(maintain_order=True)
             share = self.groups.share_matrix(user_ids, levels, attr)
             values = self.partial(pl.DataFrame({col: share.ravel()}), [col])
-            acc += values.reshape(share.shape)[:, _codes(combos[attr], levels)]
+            acc += np.take(values.reshape(share.shape), _codes(combos[attr], levels), axis=1)
         for a, b in crosses:
             ua = ufeat[a].cast(pl.String)
             ua_levels, ib_levels = (
@@ -127,10 +130,11 @@ class LinearScorer:
             table = self.partial(pairs, [cross_name(a, b)]).reshape(
                 ua_levels.len(), ib_levels.len()
             )
-            acc += table[_codes(ua, ua_levels)][:, _codes(combos[b], ib_levels)]
+            by_level = np.take(table, _codes(combos[b], ib_levels), axis=1)
+            acc += np.take(by_level, _codes(ua, ua_levels), axis=0)
         keyed = combos.with_row_index("__c")
         code = items.join(keyed, on=attrs, how="left", maintain_order="left", nulls_equal=True)
-        return acc[:, code["__c"].to_numpy()]
+        return acc, code["__c"].to_numpy()
 
     def _item_attributes(self, item_ids: np.ndarray, attrs: Sequence[str]) -> pl.DataFrame:
         return pl.DataFrame({"item_id": item_ids}, schema={"item_id": pl.String}).join(
@@ -142,15 +146,20 @@ class LinearScorer:
             maintain_order="left",
         )
 
-    def _pair_part(self, user_ids: Sequence[str], item_ids: np.ndarray) -> np.ndarray:
-        """Every pair gets the no-history value; only pairs with history are computed."""
+    def _pair_part(
+        self, user_ids: Sequence[str], item_ids: np.ndarray
+    ) -> tuple[float, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+        """The pair scope's value for a pair with no history (every pair gets it), and for the
+        pairs with history their rows, columns and what they add to it."""
+        if not self.parts.pair:
+            return 0.0, None
         zero_row = self.groups.pair(
             pl.DataFrame(
                 {"user_id": [""], "item_id": [""], T: [self.at]},
                 schema={"user_id": pl.String, "item_id": pl.String, T: pl.Datetime("us", "UTC")},
             )
         )
-        out = np.full((len(user_ids), len(item_ids)), self.partial(zero_row, self.parts.pair)[0])
+        base = float(self.partial(zero_row, self.parts.pair)[0])
         counters = self.groups.counters
         assert isinstance(counters, Snapshot), "serving reads a Snapshot"
         pairs = counters.pair_table().select("user_id", "item_id")
@@ -163,21 +172,17 @@ class LinearScorer:
             schema={"item_id": pl.String, "__i": pl.Int64},
         )
         pairs = pairs.join(uidx, on="user_id").join(iidx, on="item_id")
-        if not pairs.is_empty():
-            keys = pairs.select(
-                "user_id", "item_id", pl.lit(self.at).cast(pl.Datetime("us", "UTC")).alias(T)
-            )
-            out[pairs["__u"].to_numpy(), pairs["__i"].to_numpy()] = self.partial(
-                self.groups.pair(keys), self.parts.pair
-            )
-        return out
+        if pairs.is_empty():
+            return base, None
+        keys = pairs.select(
+            "user_id", "item_id", pl.lit(self.at).cast(pl.Datetime("us", "UTC")).alias(T)
+        )
+        extra = self.partial(self.groups.pair(keys), self.parts.pair) - base
+        return base, (pairs["__u"].to_numpy(), pairs["__i"].to_numpy(), extra)
 
 
 def _codes(values: pl.Series, levels: pl.Series) -> np.ndarray:
-    """Position of each value in `levels` (nulls match a null level)."""
-    lv = pl.DataFrame({"v": levels, "__c": np.arange(levels.len())})
-    return (
-        values.to_frame("v")
-        .join(lv, on="v", how="left", maintain_order="left", nulls_equal=True)["__c"]
-        .to_numpy()
-    )
+    """Position of each value in `levels` (nulls match a null level). The series here are
+    small (levels of an attribute, combinations of levels): a dict beats a join's overhead."""
+    index = {v: i for i, v in enumerate(levels.to_list())}
+    return np.fromiter((index[v] for v in values.to_list()), dtype=np.int64, count=values.len())
