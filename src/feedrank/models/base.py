@@ -307,23 +307,58 @@ def top_k(users: Sequence[str], items: np.ndarray, scores: np.ndarray, k: int) -
 
 def best_of(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Column indices and values of each row's k largest entries, best first, ties broken by
-    column (argpartition, then a stable sort of the k; rows whose k-th value is tied beyond
-    the k are sorted whole, so the earlier tied columns win)."""
+    column (the answer of a stable sort of whole rows).
+
+    A floor first: split each row into strided chunks (columns j, j + c, j + 2c, ...) and
+    take their maxima in one vectorised pass; the k-th largest maximum is at most the row's
+    k-th largest value, and usually few entries reach it, so only those are sorted. Rows of
+    NaN or with many entries at the floor (ties, -inf) go through argpartition instead."""
+    n, m = scores.shape
+    if k >= m:
+        return _sorted_whole(scores, k)
+    chunks = min(m, max(4 * k, 256))
+    width = m // chunks
+    maxima = scores[:, : chunks * width].reshape(n, width, chunks).max(axis=1)
+    if np.isnan(maxima).any():
+        return _partitioned(scores, k)
+    floor = np.partition(maxima, chunks - k, axis=1)[:, chunks - k]
+    flat = np.flatnonzero(scores >= floor[:, None])
+    if flat.size > 8 * k * n:
+        return _partitioned(scores, k)
+    rows, cols = np.divmod(flat, m)
+    vals = scores.ravel()[flat]
+    order = np.lexsort((-vals, rows))  # stable: ties stay in column order
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    pos = np.arange(flat.size) - np.searchsorted(rows, rows)
+    keep = pos < k
+    part = np.empty((n, k), dtype=np.int64)
+    best = np.empty((n, k), dtype=scores.dtype)
+    part[rows[keep], pos[keep]] = cols[keep]
+    best[rows[keep], pos[keep]] = vals[keep]
+    return part, best
+
+
+def _partitioned(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """best_of by one argpartition at n - k - 1 (the k + 1 largest; no negated copy): where
+    the (k+1)-th ties the k-th, the tie may run beyond them and the row is sorted whole."""
     n = scores.shape[1]
-    part = (  # partitions at n - k, so no negated copy of the block is made
-        np.argpartition(scores, n - k, axis=1)[:, n - k :]
-        if k < n
-        else np.broadcast_to(np.arange(n), scores.shape).copy()
-    )
+    part = np.argpartition(scores, n - k - 1, axis=1)[:, n - k - 1 :]
     vals = np.take_along_axis(scores, part, axis=1)
-    if k < n:
-        kth = vals.min(axis=1, keepdims=True)
-        straddle = np.flatnonzero((scores >= kth).sum(axis=1) > k)
-        if straddle.size:
-            part[straddle] = np.argsort(-scores[straddle], axis=1, kind="stable")[:, :k]
-            vals[straddle] = np.take_along_axis(scores[straddle], part[straddle], axis=1)
     order = np.lexsort((part, -vals), axis=1)
-    return np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
+    part = np.take_along_axis(part, order, axis=1)
+    vals = np.take_along_axis(vals, order, axis=1)
+    straddle = np.flatnonzero(vals[:, k] == vals[:, k - 1])
+    part, vals = part[:, :k], vals[:, :k]
+    if straddle.size:
+        whole = np.argsort(-scores[straddle], axis=1, kind="stable")[:, :k]
+        part[straddle] = whole
+        vals[straddle] = np.take_along_axis(scores[straddle], whole, axis=1)
+    return part, vals
+
+
+def _sorted_whole(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    part = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return part, np.take_along_axis(scores, part, axis=1)
 
 
 def _jsonable(v: Any) -> Any:

@@ -11,6 +11,7 @@ confidence-weighted mean of their items' factors."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -76,10 +77,16 @@ class _FactorModel(MatrixRecommender):
             vecs[fold] = self._fold_in(rows.matrix[fold])
         return vecs
 
+    def _with_state(self, rows: MatrixRows) -> MatrixRows:
+        vectors = self.user_vectors(rows)
+        # a user the model cannot place (unknown at fit, no history on its axis): no signal
+        vectors[~vectors.any(axis=1)] = np.nan
+        return dataclasses.replace(rows, vectors=vectors)
+
     def _score_rows(self, scorer: MatrixScorer, rows: MatrixRows) -> np.ndarray:
-        scores = (self.user_vectors(rows) @ self.item_factors_.T).astype(np.float64)
-        scores[~rows.has_history() & (self.users_.index(rows.user_ids) < 0)] = np.nan
-        return scores
+        vectors = rows.vectors if rows.vectors is not None else self._with_state(rows).vectors
+        assert vectors is not None
+        return vectors @ self.item_factors_.T  # float32, as implicit's
 
     def _similarity(self, scorer: MatrixScorer, cols: np.ndarray) -> np.ndarray:
         """Cosine similarity of item factors."""

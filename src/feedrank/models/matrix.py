@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import os
 from abc import abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from typing import Any, ClassVar, Self, TypeVar
 
 import numpy as np
@@ -164,15 +164,28 @@ def sparse_top_k(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
     return sp.csr_matrix((data[keep], indices[keep], indptr), shape=m.shape)
 
 
-def parallel_map(fn: Callable[[int], T_], starts: Iterable[int]) -> list[T_]:
+def parallel_map(
+    fn: Callable[[int], T_], starts: Iterable[int], pool: ThreadPoolExecutor | None = None
+) -> list[T_]:
     """fn over block starts on a few threads, results in order. BLAS is held to one thread
-    inside, so the blocks, not the library, share the cores."""
+    inside, so the blocks, not the library, share the cores. A caller with many rounds passes
+    its own `pool` (made by `worker_pool`, inside BLAS's limit) instead of one per call."""
     starts = list(starts)
+    if pool is not None:
+        return list(pool.map(fn, starts))
     workers = min(MAX_WORKERS, os.cpu_count() or 1, len(starts))
     if workers <= 1:
         return [fn(s) for s in starts]
+    with threadpool_limits(1, "blas"), ThreadPoolExecutor(workers) as own:
+        return list(own.map(fn, starts))
+
+
+@contextmanager
+def worker_pool() -> Iterator[ThreadPoolExecutor]:
+    """A few threads for block work, with BLAS held to one thread meanwhile."""
+    workers = max(1, min(MAX_WORKERS, os.cpu_count() or 1))
     with threadpool_limits(1, "blas"), ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(fn, starts))
+        yield pool
 
 
 class MatrixRecommender(Recommender):
@@ -213,6 +226,11 @@ class MatrixRecommender(Recommender):
     def _prepare(self, scorer: MatrixScorer) -> None:
         """Per-catalogue work a model does before scoring (content: item vectors)."""
 
+    def _with_state(self, rows: MatrixRows) -> MatrixRows:
+        """Per-batch work a model does once for a block of users (factor models: their
+        vectors), before the block is split for scoring."""
+        return rows
+
     def serving_axis(self, view: View) -> IdMap:
         """The item axis scored at serving: the fitted one, unless a model can place new items."""
         return self.items_
@@ -240,9 +258,18 @@ class MatrixRows:
     user_ids: list[str]
     matrix: sp.csr_matrix  # len(user_ids) x len(axis), float32
     newest: np.ndarray  # datetime64[us] per user
+    vectors: np.ndarray | None = None  # per-user model state, once per batch (factor models)
 
     def has_history(self) -> np.ndarray:
         return np.diff(self.matrix.indptr) > 0
+
+    def slice(self, start: int, stop: int) -> MatrixRows:
+        return MatrixRows(
+            self.user_ids[start:stop],
+            self.matrix[start:stop],
+            self.newest[start:stop],
+            None if self.vectors is None else self.vectors[start:stop],
+        )
 
 
 class MatrixScorer(Scorer):
@@ -264,24 +291,43 @@ class MatrixScorer(Scorer):
         return self
 
     def rows(self, user_ids: Sequence[str], histories: pl.DataFrame) -> MatrixRows:
+        return self._batch(user_ids, histories, exclude_seen=False)[0]
+
+    def _batch(
+        self, user_ids: Sequence[str], histories: pl.DataFrame, exclude_seen: bool
+    ) -> tuple[MatrixRows, sp.csr_matrix | None]:
+        """The users' rows on the axis and (with exclude_seen) their seen items on the
+        candidates, from one pass over their histories: each id is looked up once."""
         users = list(user_ids)
-        umap = IdMap(users, keep_order=True)
-        pairs = weighted_pairs(histories, self.view.catalogue.items, self.settings)
-        newest = (
-            pl.DataFrame({"user_id": users}, schema={"user_id": pl.String})
-            .join(
-                histories.group_by("user_id").agg(t=pl.col("timestamp").max()),
-                on="user_id",
-                how="left",
-                maintain_order="left",
-            )["t"]
-            .to_numpy()
+        n = len(users)
+        coded = histories.join(
+            pl.DataFrame({"user_id": users}, schema={"user_id": pl.String}).with_row_index("__u"),
+            on="user_id",
+        ).join(self.axis.frame.rename({"id": "item_id", "idx": "__i"}), on="item_id", how="left")
+        types = sorted(coded["type"].unique().to_list())
+        pairs = weighted(coded, self.view.catalogue.items, self.settings, types).filter(
+            pl.col("weight") > 0, pl.col("__i").is_not_null()
         )
-        return MatrixRows(users, to_csr(pairs, umap, self.axis, "weight"), newest)
+        matrix = _csr(pairs, "weight", (n, len(self.axis)))
+        newest = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
+        last = coded.group_by("__u").agg(t=pl.col("timestamp").max())
+        newest[last["__u"].to_numpy()] = last["t"].dt.replace_time_zone(None).to_numpy()
+        rows = self.model._with_state(MatrixRows(users, matrix, newest))
+        if not exclude_seen:
+            return rows, None
+        seen = coded.filter(Settings.seen_expr())
+        if not self._identity:
+            seen = seen.drop("__i").join(
+                self.cand_map.frame.rename({"id": "item_id", "idx": "__i"}), on="item_id"
+            )
+        seen = seen.filter(pl.col("__i").is_not_null()).with_columns(one=pl.lit(1.0))
+        return rows, _csr(seen, "one", (n, len(self.cand_ids)))  # counts; a mask needs > 0
 
     def _block(self, rows: MatrixRows) -> np.ndarray:
-        """Dense scores on the axis with no signal as NaN."""
-        block = np.asarray(self.model._score_rows(self, rows), dtype=np.float64)
+        """Dense scores on the axis with no signal as NaN (in the model's own float type)."""
+        block = np.asarray(self.model._score_rows(self, rows))
+        if block.dtype.kind != "f":
+            block = block.astype(np.float64)
         if self.model.zero_is_no_signal:
             block[block == 0.0] = np.nan
         return block
@@ -311,16 +357,20 @@ class MatrixScorer(Scorer):
         kk = min(k, len(self.cand_ids))
         if not users or kk <= 0:
             return pl.DataFrame(schema=RECS_SCHEMA)
-        parts = []
         step = block_rows(len(self.axis), 512)
         batch_size = batch_size or 4096
-        for start in range(0, len(users), batch_size):
-            batch = users[start : start + batch_size]
-            hist = self.view.histories(batch)
-            rows = self.rows(batch, hist)
-            seen = self._seen(batch, hist) if exclude_seen else None
-            top = partial(self._top_slice, rows, seen, step, kk)
-            parts.extend(parallel_map(top, range(0, len(batch), step)))
+        # Pipelined: while the threads score one batch's slices, this thread reads and builds
+        # the next batch.
+        with worker_pool() as pool:
+            futures = []
+            for start in range(0, len(users), batch_size):
+                batch = users[start : start + batch_size]
+                rows, seen = self._batch(batch, self.view.histories(batch), exclude_seen)
+                futures += [
+                    pool.submit(self._top_slice, rows, seen, kk, s, s + step)
+                    for s in range(0, len(batch), step)
+                ]
+            parts = [f.result() for f in futures]
         idx = np.concatenate([p[0] for p in parts])
         scores = np.concatenate([p[1] for p in parts])
         out = pl.DataFrame(
@@ -339,21 +389,10 @@ class MatrixScorer(Scorer):
             score=pl.col("score"),
         )
 
-    def _seen(self, users: list[str], histories: pl.DataFrame) -> sp.csr_matrix:
-        seen = (
-            histories.filter(Settings.seen_expr())
-            .select("user_id", "item_id", one=pl.lit(1.0))
-            .unique(["user_id", "item_id"])
-        )
-        return to_csr(seen, IdMap(users, keep_order=True), self.cand_map, "one")
-
     def _top_slice(
-        self, rows: MatrixRows, seen: sp.csr_matrix | None, step: int, k: int, s: int
+        self, rows: MatrixRows, seen: sp.csr_matrix | None, k: int, start: int, stop: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        sub = MatrixRows(
-            rows.user_ids[s : s + step], rows.matrix[s : s + step], rows.newest[s : s + step]
-        )
-        return self._top(sub, None if seen is None else seen[s : s + step], k)
+        return self._top(rows.slice(start, stop), None if seen is None else seen[start:stop], k)
 
     def _on_candidates(self, block: np.ndarray) -> np.ndarray:
         if self._identity:
@@ -368,8 +407,13 @@ class MatrixScorer(Scorer):
         sparse = self._identity and self.model.zero_is_no_signal
         p = self.model._score_sparse(self, rows) if sparse else None
         if p is None:
-            block = self._on_candidates(self._block(rows))
-            block[~np.isfinite(block)] = -np.inf
+            block = self._on_candidates(np.asarray(self.model._score_rows(self, rows)))
+            if self.model.zero_is_no_signal:
+                block[block == 0] = -np.inf
+            # no signal is a whole row here (a NaN user), or an item the axis lacks (NaN column)
+            block[np.isnan(block[:, 0])] = -np.inf
+            if not self._identity:
+                block[:, self.cand_cols < 0] = -np.inf
             if seen is not None:
                 r, c = seen.nonzero()
                 block[r, c] = -np.inf
@@ -412,6 +456,20 @@ class MatrixScorer(Scorer):
         return recs.rename({"user_id": "item_id", "item_id": "similar_item_id"}).select(
             list(SIMILAR_SCHEMA)
         )
+
+
+def _csr(coded: pl.DataFrame, value: str, shape: tuple[int, int]) -> sp.csr_matrix:
+    """A CSR from a frame of (__u, __i, value), values summed per cell (by scipy, which
+    sums duplicates as it converts: no group-by)."""
+    m = sp.csr_matrix(
+        (
+            coded[value].to_numpy().astype(np.float32),
+            (coded["__u"].to_numpy(), coded["__i"].to_numpy()),
+        ),
+        shape=shape,
+    )
+    m.sum_duplicates()
+    return m
 
 
 def rows_of(m: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
