@@ -66,6 +66,9 @@ CREATE TABLE IF NOT EXISTS recommendations (
     PRIMARY KEY (generation, user_id, rank)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
 """
+# Parameters bound per statement by _insert_rows (SQLite's limit is 32766 since 3.32, 999 before).
+MAX_PARAMS = 900
+STAGE_ROWS = 100_000
 _EVENT_FIELDS = "event_id, user_id, item_id, type, ts, value, position, device, context"
 _READ_SCHEMA = {**EVENT_COLUMNS, "timestamp": pl.Int64()}
 
@@ -197,9 +200,9 @@ class SQLiteStore(Store):
 
     # -- writes ----------------------------------------------------------------------------------
     def upsert_users(self, users: pl.DataFrame) -> int:
-        rows = users.select("user_id", _attributes_json(users, ["user_id"]).alias("a"))
+        rows = users.select("user_id", _attributes_json(users, ["user_id"]).alias("attributes"))
         with self._tx() as c:
-            c.executemany("INSERT OR REPLACE INTO users VALUES (?, ?)", rows.iter_rows())
+            _insert_rows(c, "INSERT OR REPLACE INTO users", rows)
         return rows.height
 
     def upsert_items(self, items: pl.DataFrame) -> int:
@@ -213,10 +216,10 @@ class SQLiteStore(Store):
             rows = items.select(
                 "item_id",
                 created.alias("created_at"),
-                _attributes_json(items, ["item_id", "created_at"]).alias("a"),
+                _attributes_json(items, ["item_id", "created_at"]).alias("attributes"),
                 pl.lit(seq).alias("seq"),
             )
-            c.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?)", rows.iter_rows())
+            _insert_rows(c, "INSERT OR REPLACE INTO items", rows)
         return rows.height
 
     def add_events(self, events: pl.DataFrame) -> int:
@@ -233,16 +236,22 @@ class SQLiteStore(Store):
             "device",
             "context",
         ).sort("user_id", "ts", "item_id", "type")
-        # Sorted by the unique key: index pages are filled in order instead of at random, which
-        # makes large imports several times faster.
+        # Staged first: binding many rows per statement into a table without indexes is cheap,
+        # and one INSERT ... SELECT in key order then fills the indexes' pages in order (3x
+        # faster than binding row by row into the indexed table).
         with self._tx() as c:
+            c.execute(f"CREATE TEMP TABLE IF NOT EXISTS staged_events ({_EVENT_FIELDS})")
+            c.execute("DELETE FROM temp.staged_events")
+            for start in range(0, rows.height, STAGE_ROWS):  # Python objects for a slice at once
+                _insert_rows(c, "INSERT INTO temp.staged_events", rows.slice(start, STAGE_ROWS))
             before_seq = c.execute("SELECT ifnull(max(seq), 0) FROM events").fetchone()[0]
             before = c.total_changes
-            c.executemany(
-                f"INSERT OR IGNORE INTO events ({_EVENT_FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows.iter_rows(),
+            c.execute(
+                f"INSERT OR IGNORE INTO events ({_EVENT_FIELDS}) "
+                f"SELECT {_EVENT_FIELDS} FROM temp.staged_events ORDER BY rowid"
             )
             new = c.total_changes - before
+            c.execute("DELETE FROM temp.staged_events")
             if new == 0:
                 return 0
             # The new rows are the batch itself when nothing was a duplicate; else read them back.
@@ -550,6 +559,32 @@ def _watermark(c: sqlite3.Connection) -> Watermark:
     )
 
 
+def _insert_rows(c: sqlite3.Connection, into: str, rows: pl.DataFrame, tail: str = "") -> None:
+    """`into` (columns) VALUES (...), (...), ... `tail` for every row of the frame, as many
+    rows per statement as MAX_PARAMS allows (SQLite steps once per statement, not per row).
+    Columns null in every row are left to their default, NULL, instead of bound: a bound
+    NULL costs as much as a value."""
+    cols = [col for col in rows.columns if rows[col].null_count() < rows.height]
+    if rows.is_empty() or not cols:
+        return
+    width = len(cols)
+    per = max(1, MAX_PARAMS // width)
+    flat: list[Any] = [None] * (rows.height * width)
+    for j, col in enumerate(cols):  # row-major, by strided slice assignment (no tuples)
+        flat[j::width] = rows[col].to_list()
+    full, rest = divmod(rows.height, per)
+    one = "(" + ", ".join("?" * width) + ")"
+    head = f"{into} ({', '.join(cols)}) VALUES"
+    if full:
+        step = per * width
+        c.executemany(
+            f"{head} {', '.join([one] * per)} {tail}",
+            (flat[i : i + step] for i in range(0, full * step, step)),
+        )
+    if rest:
+        c.execute(f"{head} {', '.join([one] * rest)} {tail}", flat[full * per * width :])
+
+
 def _count(c: sqlite3.Connection, events: pl.DataFrame, sign: int) -> None:
     """Add (sign +1) or remove (-1) the events' contribution to the counters. Events carry the
     store's raw columns (ts as epoch microseconds)."""
@@ -559,20 +594,26 @@ def _count(c: sqlite3.Connection, events: pl.DataFrame, sign: int) -> None:
         events.filter(pl.col("item_id") != "")
         .group_by("item_id", "type", "value")
         .agg(n=pl.len() * sign)
+        .sort("item_id", "type", "value")  # in key order: the upserts walk the b-tree once
     )
-    users = events.group_by("user_id", "type", "value").agg(
-        n=pl.len() * sign, first_ts=pl.col("ts").min(), last_ts=pl.col("ts").max()
+    users = (
+        events.group_by("user_id", "type", "value")
+        .agg(n=pl.len() * sign, first_ts=pl.col("ts").min(), last_ts=pl.col("ts").max())
+        .sort("user_id", "type", "value")
     )
-    c.executemany(
-        "INSERT INTO item_counts VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
-        items.iter_rows(),
+    _insert_rows(
+        c,
+        "INSERT INTO item_counts",
+        items,
+        "ON CONFLICT DO UPDATE SET n = n + excluded.n",
     )
     if sign > 0:
-        c.executemany(
-            "INSERT INTO user_counts VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
-            "n = n + excluded.n, first_ts = min(first_ts, excluded.first_ts), "
-            "last_ts = max(last_ts, excluded.last_ts)",
-            users.iter_rows(),
+        _insert_rows(
+            c,
+            "INSERT INTO user_counts",
+            users,
+            "ON CONFLICT DO UPDATE SET n = n + excluded.n, first_ts = min(first_ts, "
+            "excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)",
         )
     else:  # only whole users are removed: their counters go with them
         c.executemany(
