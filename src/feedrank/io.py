@@ -207,9 +207,9 @@ def import_frame(
     strict: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
-    """Validate and write a frame in chunks. Strict: validate everything first; any bad row
-    raises ValidationError and nothing is written."""
-    settings = settings or Settings()
+    """Validate and write a frame in chunks (settings: the store's unless given). Strict:
+    validate everything first; any bad row raises ValidationError and nothing is written."""
+    settings = settings or store.settings()
     report = ImportReport(kind, source or "<frame>", rows=df.height)
 
     def counted(v: Validated) -> Validated:

@@ -95,11 +95,6 @@ class ServingState:
         return self.others.get(label, lambda: load_served(registry, label, self.settings))
 
 
-def settings_of(store: Store) -> Settings:
-    stored = store.stored_settings()
-    return Settings.from_dict(stored, "the store's settings") if stored else Settings()
-
-
 def settings_version(store: Store) -> int | None:
     versions = store.settings_versions()
     return versions[-1][0] if versions else None
@@ -122,7 +117,7 @@ def read_catalogue(store: Store) -> tuple[Catalogue, Watermark]:
 def load_state(store: Store, registry: Registry, model_name: str | None) -> ServingState:
     """Read the model, the catalogue and the generation once (no event is read)."""
     version = settings_version(store)
-    settings = settings_of(store)
+    settings = store.settings()
     catalogue, watermark = read_catalogue(store)
     state = ServingState(
         load_served(registry, model_name, settings),
@@ -170,7 +165,7 @@ def refresh(
     settings, version = state.settings, settings_version(store)
     if version != state.settings_version:  # stored by any process (PUT /settings, the CLI)
         try:
-            settings = settings_of(store)
+            settings = store.settings()
         except ConfigError as exc:  # keep following events and items with the settings we have
             log.warning("stored settings version %s not applied: %s", version, exc)
     served = state.served

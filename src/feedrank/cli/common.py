@@ -59,10 +59,7 @@ class Context:
 
     @cached_property
     def stored_settings(self) -> Settings:
-        from feedrank.settings import Settings
-
-        stored = self.store.stored_settings()
-        return Settings.from_dict(stored, "the store's settings") if stored else Settings()
+        return self.store.settings()
 
     @cached_property
     def settings(self) -> Settings:

@@ -24,6 +24,8 @@ from typing import Any
 
 import polars as pl
 
+from feedrank.settings import Settings
+
 RECOMMENDATION_COLUMNS = {
     "user_id": pl.String(),
     "rank": pl.Int32(),
@@ -180,6 +182,11 @@ class Store(ABC):
     @abstractmethod
     def stored_settings(self, version: int | None = None) -> dict[str, Any] | None:
         """The newest stored settings (or the given version); None when none were stored."""
+
+    def settings(self) -> Settings:
+        """The newest stored settings as Settings; the defaults when none were stored."""
+        stored = self.stored_settings()
+        return Settings.from_dict(stored, "the store's settings") if stored else Settings()
 
     # -- recommendation generations --------------------------------------------------------------
     @abstractmethod
