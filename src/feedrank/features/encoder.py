@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import polars as pl
 import scipy.sparse as sp
+import tabmat
 
 OTHER = "(other)"
 MISSING = "(missing)"
@@ -163,6 +165,32 @@ class Encoder:
             for col in self.columns_
         ]
         return sp.hstack(blocks, format="csr") if blocks else sp.csr_matrix((n, 0))
+
+    def design(self, frame: pl.DataFrame) -> tabmat.SplitMatrix:
+        """The design matrix for fitting, equal to `transform(frame)` but in tabmat's split form:
+        a categorical block is one small integer code per row (pandas codes: int8 for < 128
+        levels), not a sparse one-hot of 12 bytes per entry, and the numeric columns are one
+        dense block. A few times less memory, and what glum fits fastest."""
+        parts: list[tabmat.MatrixBase] = []
+        indices: list[np.ndarray] = []
+        numeric: list[np.ndarray] = []
+        numeric_at: list[int] = []
+        start = 0
+        for col in self.columns_:
+            if col.levels is None:
+                x = (col.numeric_values(col.raw(frame)) - col.mean) / col.std
+                numeric.append(np.where(np.isfinite(x), x, 0.0))
+                numeric_at.append(start)
+            else:
+                codes = col.codes(col.raw(frame))  # -1: no level, a row of zeros
+                cat = pd.Categorical.from_codes(codes, categories=np.arange(col.width))
+                parts.append(tabmat.CategoricalMatrix(cat, cat_missing_method="zero"))
+                indices.append(np.arange(start, start + col.width))
+            start += col.width
+        if numeric:
+            parts.append(tabmat.DenseMatrix(np.column_stack(numeric)))
+            indices.append(np.asarray(numeric_at))
+        return tabmat.SplitMatrix(parts, indices)
 
     def partial_logit(
         self, frame: pl.DataFrame, columns: list[str], coef: np.ndarray

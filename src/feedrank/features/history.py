@@ -124,9 +124,11 @@ class History:
 
     @cached_property
     def events(self) -> pl.DataFrame:
-        """Events with their weight and engagement flag, in time order."""
-        ev = weighted(self.data.events, self.data.items, self.settings, self.types)
-        return ev.sort(T)
+        """Events with their weight and engagement flag, in time order (only the columns the
+        counters read: ids, device and context strings would double the copy)."""
+        ev = self.data.events.select("user_id", "item_id", "type", T, "value")
+        ev = weighted(ev, self.data.items, self.settings, self.types)
+        return ev if ev[T].is_sorted() else ev.sort(T)
 
     @cached_property
     def _user_table(self) -> pl.DataFrame:

@@ -30,14 +30,17 @@ from feedrank.views.view import View
 
 
 def fit_logistic(
-    X: sp.csr_matrix,
+    X: sp.spmatrix | tabmat.MatrixBase,
     y: np.ndarray,
     alpha: float,
     l1_ratio: float,
     sample_weight: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float, np.ndarray]:
     """Penalised logistic regression by glum's IRLS; returns coef, intercept, standard errors
-    (intercept first) from the penalised Hessian X'WX + n*alpha*(1-l1_ratio)*I."""
+    (intercept first) from the penalised Hessian X'WX + n*alpha*(1-l1_ratio)*I. X is a
+    tabmat matrix (Encoder.design) or a scipy sparse one (converted once, as glum would)."""
+    if sp.issparse(X):
+        X = tabmat.SparseMatrix(sp.csc_matrix(X))
     model = GeneralizedLinearRegressor(
         family="binomial", alpha=alpha, l1_ratio=l1_ratio, fit_intercept=True
     )
@@ -50,14 +53,14 @@ def fit_logistic(
         ) from exc
     coef = np.asarray(model.coef_, dtype=np.float64)
     intercept = float(model.intercept_)
-    p = sigmoid(X @ coef + intercept)
+    p = sigmoid(X.matvec(coef) + intercept)
     w = p * (1 - p) * (sample_weight if sample_weight is not None else 1.0)
     # The Hessian of the log-likelihood with the intercept as a border: [[sum w, (X'w)'], [X'w, X'WX]];
     # tabmat's sandwich computes X'WX without materialising W.
-    xtw = np.asarray(X.T @ w).ravel()
+    xtw = np.asarray(X.transpose_matvec(w)).ravel()
     H = np.empty((X.shape[1] + 1, X.shape[1] + 1))
     H[0, 0], H[0, 1:], H[1:, 0] = w.sum(), xtw, xtw
-    H[1:, 1:] = tabmat.SparseMatrix(sp.csc_matrix(X)).sandwich(w)
+    H[1:, 1:] = X.sandwich(w)
     n = float(np.sum(sample_weight)) if sample_weight is not None else float(X.shape[0])
     penalty = n * alpha * (1.0 - l1_ratio) * np.ones(H.shape[0])
     penalty[0] = 0.0
@@ -115,7 +118,8 @@ class GLMRecommender(Recommender):
         self.encoder_ = Encoder(self.max_levels, self.min_count).fit(
             raw, categorical, numeric, self.spec_.crosses
         )
-        X = self.encoder_.transform(raw)
+        X = self.encoder_.design(raw)
+        del raw
         y = ex["label"].to_numpy().astype(np.float64)
         self.coef_, self.intercept_, self.se_ = fit_logistic(X, y, self.alpha, self.l1_ratio)
         self.n_examples_ = ex.height
@@ -133,8 +137,9 @@ class GLMRecommender(Recommender):
         """Probability for each row (user_id, item_id, timestamp[, position, device]) with features
         as of the row's own timestamp — training's path, for arbitrary pairs and times."""
         self._check()
-        X = self.encoder_.transform(self._groups(data).rows(rows))
-        return sigmoid(np.asarray(X @ self.coef_).ravel() + self.intercept_)
+        raw = self._groups(data).rows(rows)
+        columns = [c.name for c in self.encoder_.columns_]
+        return sigmoid(self.encoder_.partial_logit(raw, columns, self.coef_) + self.intercept_)
 
     # -- interpretation ----------------------------------------------------------------------------
     def coef_table(self) -> pl.DataFrame:

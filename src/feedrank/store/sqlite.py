@@ -69,6 +69,10 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID
 # Parameters bound per statement by _insert_rows (SQLite's limit is 32766 since 3.32, 999 before).
 MAX_PARAMS = 900
 STAGE_ROWS = 100_000
+# Page cache per connection: small for reads (a scan of the whole table would otherwise keep
+# its pages, counted in the process's memory), large while a big batch fills the indexes.
+CACHE_KIB = 32 * 1024
+BULK_CACHE_KIB = 256 * 1024
 _EVENT_FIELDS = "event_id, user_id, item_id, type, ts, value, position, device, context"
 _READ_SCHEMA = {**EVENT_COLUMNS, "timestamp": pl.Int64()}
 
@@ -162,7 +166,7 @@ class SQLiteStore(Store):
             # NORMAL: a commit survives a killed process (WAL), not a power cut; durable_writes()
             # asks for a full fsync per commit.
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA cache_size=-262144")  # 256 MiB: index inserts stay in memory
+            conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self._local.conn = conn
         return conn
 
@@ -236,9 +240,10 @@ class SQLiteStore(Store):
             "device",
             "context",
         ).sort("user_id", "ts", "item_id", "type")
-        with self._tx() as c:
+        few = rows.height * rows.width <= MAX_PARAMS  # a live request's events: one statement
+        with self._cache(CACHE_KIB if few else BULK_CACHE_KIB), self._tx() as c:
             before_seq = c.execute("SELECT ifnull(max(seq), 0) FROM events").fetchone()[0]
-            if rows.height * rows.width <= MAX_PARAMS:  # a live request's few events: one statement
+            if few:
                 before = c.total_changes
                 _insert_rows(c, "INSERT OR IGNORE INTO events", rows)
                 new = c.total_changes - before
@@ -250,6 +255,20 @@ class SQLiteStore(Store):
             fresh = rows if new == rows.height else self._select_events(c, "seq > ?", [before_seq])
             _count(c, fresh, +1)
             return new
+
+    @contextmanager
+    def _cache(self, kib: int) -> Iterator[None]:
+        """This thread's page cache at `kib` meanwhile (set back after the commit: shrinking it
+        inside a transaction would spill dirty pages)."""
+        if kib == CACHE_KIB:
+            yield
+            return
+        with self._read() as c:
+            c.execute(f"PRAGMA cache_size=-{kib}")
+            try:
+                yield
+            finally:
+                c.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
 
     def delete_user(self, user_id: str) -> dict[str, int]:
         with self._tx() as c:
@@ -314,7 +333,7 @@ class SQLiteStore(Store):
         *,
         user_ids: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
-        batch_rows: int = 500_000,
+        batch_rows: int = 100_000,
     ) -> Iterator[pl.DataFrame]:
         where: list[str] = []
         params: list[Any] = []
