@@ -19,7 +19,6 @@ import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import numpy as np
 import polars as pl

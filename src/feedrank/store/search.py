@@ -75,13 +75,7 @@ from feedrank.store.search_queries import (
 )
 from feedrank.store.search_settings import SettingsVersions
 from feedrank.store.search_setup import LayoutSetup
-from feedrank.store.search_windows import (
-    Rechunk,
-    histogram_body,
-    plan_windows,
-    span_body,
-    within,
-)
+from feedrank.store.search_windows import WindowedScan
 
 # Sort keys of one user's events: time, arrival, then the natural key, so that search_after
 # pages never skip or repeat an event.
@@ -95,6 +89,7 @@ class SearchStore(
     LayoutSetup,
     ChangeFeed,
     Counters,
+    WindowedScan,
     SettingsVersions,
     GenerationStore,
     EngineRanking,
@@ -378,47 +373,6 @@ class SearchStore(
         ids = list(ids)
         for i in range(0, len(ids), MAX_TERMS):
             yield from self._scan(index, {"terms": {field: ids[i : i + MAX_TERMS]}}, source)
-
-    def scan_events(
-        self,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        *,
-        user_ids: Sequence[str] | None = None,
-        types: Sequence[str] | None = None,
-        batch_rows: int = 500_000,
-    ) -> Iterator[pl.DataFrame]:
-        chunks = Rechunk(batch_rows)
-        if user_ids is not None:  # some users: their routed, sorted reads
-            yield from chunks.add(self.events(start, end, user_ids=user_ids, types=types))
-            yield from chunks.flush()
-            return
-        if types is not None and not types:
-            return
-        lo = us(start) if start is not None else None
-        hi = us(end) if end is not None else None
-        query = events_query(lo, hi, None, types)
-        for wlo, whi in self._windows(query):
-            rows = self._scan(self.names.events_pattern, within(query, wlo, whi), EVENT_SOURCE)
-            yield from chunks.add(events_frame(list(rows)))
-        yield from chunks.flush()
-
-    def _windows(self, query: dict[str, Any]) -> Iterator[tuple[int, int]]:
-        """Time windows of at most a page of events each, in order (search_windows.py)."""
-        aggs = self._search(self.names.events_pattern, span_body(query)).get("aggregations")
-        if not aggs or aggs["lo"].get("value") is None:
-            return
-        yield from self._cut(query, int(aggs["lo"]["value"]), int(aggs["hi"]["value"]) + 1)
-
-    def _cut(self, query: dict[str, Any], lo: int, hi: int) -> Iterator[tuple[int, int]]:
-        body, interval = histogram_body(query, lo, hi)
-        aggs = self._search(self.names.events_pattern, body).get("aggregations") or {}
-        buckets = [(round(b["key"]), int(b["doc_count"])) for b in aggs["h"]["buckets"]]
-        for wlo, whi, _, again in plan_windows(buckets, lo, hi, interval, PAGE):
-            if again:  # one bucket over a page: cut it again (1,000 times narrower)
-                yield from self._cut(query, wlo, whi)
-            else:
-                yield wlo, whi
 
     def events(
         self,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from feedrank.store.base import ITEM_COUNT_COLUMNS, USER_COUNT_COLUMNS, Watermark
-from feedrank.store.search_frames import iso
+from feedrank.store.search_frames import event_stats
 from feedrank.store.search_layout import Names
 from feedrank.store.search_queries import MAX_TERMS
 
@@ -92,18 +92,6 @@ def stats_body(upto: int) -> dict[str, Any]:
             "first": {"min": {"field": "ts_us"}},
             "last": {"max": {"field": "ts_us"}},
         },
-    }
-
-
-def event_stats(aggs: dict[str, Any]) -> dict[str, Any]:
-    """events, events_per_type, first_event, last_event from stats_body's aggregations."""
-    buckets = (aggs.get("types") or {}).get("buckets", [])
-    per_type = {b["key"]: int(b["doc_count"]) for b in sorted(buckets, key=lambda b: b["key"])}
-    return {
-        "events": sum(per_type.values()),
-        "events_per_type": per_type,
-        "first_event": iso((aggs.get("first") or {}).get("value")),
-        "last_event": iso((aggs.get("last") or {}).get("value")),
     }
 
 
@@ -203,7 +191,6 @@ __all__ = [
     "Counters",
     "composite_body",
     "counted",
-    "event_stats",
     "item_counts_frame",
     "seen_body",
     "stats_body",

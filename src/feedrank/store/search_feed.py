@@ -139,6 +139,8 @@ class ChangeFeed:
 
         def _missing(self, index: str, exc: Exception | None = None) -> StoreError: ...
 
+        def _require(self, index: str) -> None: ...
+
         def _scan(
             self, index: str, query: dict[str, Any], fields: list[str] | None, **kw: Any
         ) -> Iterator[dict[str, Any]]: ...
@@ -158,6 +160,7 @@ class ChangeFeed:
 
     def _reserve(self, k: int) -> tuple[int, int]:
         """Reserves k numbers: [lo, hi], pending until published."""
+        self._require(self.names.feed)  # an update would create a missing index on the fly
         lease_ms = int(self.config.feed_lease * 1000)
         resp = self._feed_update(RESERVE_SCRIPT, {"k": k, "lease_ms": lease_ms})
         hi = int(resp["get"]["_source"]["next"])

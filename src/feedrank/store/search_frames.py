@@ -140,7 +140,8 @@ def recommendations_frame(source: dict[str, Any] | None, k: int | None = None) -
 
 
 def event_stats(aggs: dict[str, Any]) -> dict[str, Any]:
-    """events, events_per_type, first_event, last_event from the stats aggregations."""
+    """events, events_per_type, first_event, last_event from the stats aggregations
+    (search_counts.stats_body)."""
     buckets = (aggs.get("types") or {}).get("buckets", [])
     per_type = {b["key"]: int(b["doc_count"]) for b in sorted(buckets, key=lambda b: b["key"])}
     return {
@@ -151,16 +152,9 @@ def event_stats(aggs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-STATS_AGGS = {
-    "types": {"terms": {"field": "type", "size": 10_000}},
-    "first": {"min": {"field": "ts_us"}},
-    "last": {"max": {"field": "ts_us"}},
-}
-
 __all__ = [
     "EVENT_SOURCE",
     "ITEM_SOURCE",
-    "STATS_AGGS",
     "attr_schema",
     "event_stats",
     "events_frame",

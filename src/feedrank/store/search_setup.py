@@ -121,13 +121,19 @@ class LayoutSetup:
             pass
         top = 0
         for index in (n.events_pattern, n.items):
-            body = {"size": 0, "aggs": {"top": {"max": {"field": "seq"}}}}
+            # The exact long of the top hit's sort value (a max aggregation is a double).
+            sort = [{"seq": {"order": "desc", "unmapped_type": "long"}}]
+            body = {
+                "size": 1,
+                "_source": False,
+                "sort": sort,
+                "query": {"exists": {"field": "seq"}},
+            }
             try:
-                resp = as_json(self.client.search(index=index, body=body))
+                hits = as_json(self.client.search(index=index, body=body))["hits"]["hits"]
             except self._not_found:
                 continue
-            value = ((resp.get("aggregations") or {}).get("top") or {}).get("value")
-            top = max(top, int(value) if value is not None else 0)
+            top = max([top, *(int(h["sort"][0]) for h in hits)])
         try:
             self.client.index(
                 index=n.feed, id=FEED_DOC, body=new_feed_doc(top), op_type="create", refresh="true"

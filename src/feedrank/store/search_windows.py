@@ -4,17 +4,23 @@ holds more), each window is one bounded search sorted in Python, and the rows ar
 frames of exactly `batch_rows` (Rechunk). Windows tile the span (each event falls in exactly one,
 whatever the histogram's rounding), so nothing is read twice or skipped.
 
-Pure functions: the store (search.py) makes the requests."""
+The planning is pure (unit-tested); WindowedScan makes the requests."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from feedrank.store.search_frames import EVENT_SOURCE, events_frame, us
+from feedrank.store.search_layout import Names
+from feedrank.store.search_queries import PAGE, events_query
+
 HISTOGRAM_BUCKETS = 1_000  # per level; a bucket above the budget is cut again
+WINDOW_EVENTS = PAGE  # events per window: one bounded search reads it
 
 
 def within(query: dict[str, Any], lo: int, hi: int) -> dict[str, Any]:
@@ -96,4 +102,68 @@ class Rechunk:
         self._held, self._n = [], 0
 
 
-__all__ = ["Rechunk", "histogram_body", "plan_windows", "span_body", "within"]
+class WindowedScan:
+    """scan_events, mixed into SearchStore (needs its search helpers; declared for the type
+    checker)."""
+
+    if TYPE_CHECKING:
+        names: Names
+
+        def _search(self, index: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]: ...
+
+        def _scan(
+            self, index: str, query: dict[str, Any], fields: list[str] | None, **kw: Any
+        ) -> Iterator[dict[str, Any]]: ...
+
+        def events(
+            self,
+            start: datetime | None = None,
+            end: datetime | None = None,
+            *,
+            user_ids: Sequence[str] | None = None,
+            types: Sequence[str] | None = None,
+        ) -> pl.DataFrame: ...
+
+    def scan_events(
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        user_ids: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        batch_rows: int = 500_000,
+    ) -> Iterator[pl.DataFrame]:
+        chunks = Rechunk(batch_rows)
+        if user_ids is not None:  # some users: their routed, sorted reads
+            yield from chunks.add(self.events(start, end, user_ids=user_ids, types=types))
+            yield from chunks.flush()
+            return
+        if types is not None and not types:
+            return
+        lo = us(start) if start is not None else None
+        hi = us(end) if end is not None else None
+        query = events_query(lo, hi, None, types)
+        for wlo, whi in self._windows(query):
+            rows = self._scan(self.names.events_pattern, within(query, wlo, whi), EVENT_SOURCE)
+            yield from chunks.add(events_frame(list(rows)))
+        yield from chunks.flush()
+
+    def _windows(self, query: dict[str, Any]) -> Iterator[tuple[int, int]]:
+        """Time windows of at most a page of events each, in order (search_windows.py)."""
+        aggs = self._search(self.names.events_pattern, span_body(query)).get("aggregations")
+        if not aggs or aggs["lo"].get("value") is None:
+            return
+        yield from self._cut(query, int(aggs["lo"]["value"]), int(aggs["hi"]["value"]) + 1)
+
+    def _cut(self, query: dict[str, Any], lo: int, hi: int) -> Iterator[tuple[int, int]]:
+        body, interval = histogram_body(query, lo, hi)
+        aggs = self._search(self.names.events_pattern, body).get("aggregations") or {}
+        buckets = [(round(b["key"]), int(b["doc_count"])) for b in aggs["h"]["buckets"]]
+        for wlo, whi, _, again in plan_windows(buckets, lo, hi, interval, WINDOW_EVENTS):
+            if again:  # one bucket over a page: cut it again (1,000 times narrower)
+                yield from self._cut(query, wlo, whi)
+            else:
+                yield wlo, whi
+
+
+__all__ = ["Rechunk", "WindowedScan", "histogram_body", "plan_windows", "span_body", "within"]
