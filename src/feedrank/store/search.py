@@ -4,13 +4,16 @@ inside it (precomputed top-K through an alias, the GLM as a painless script, kNN
     elasticsearch+http(s)://[user:password@]host[:port][/?prefix=feedrank_&...]
     opensearch+http(s)://...
 
-Query options: prefix (index-name prefix), refresh (true: reads see writes at once, the
-Store contract; false: bulk loads, refresh later), shards, replicas, retention_months,
-verify_certs, ca_certs, api_key, timeout, vectors (auto, knn, exact). The URL, clients, server
-check and error lines are in search_connect.py, the layout in search_layout.py and its set-up
-in search_setup.py, request bodies in search_queries.py, documents back to frames in
-search_frames.py, generations in search_generations.py, the GLM's split in search_ranking.py;
-this module makes the calls.
+Query options: prefix (index-name prefix), refresh (true: profiles and published item features
+are readable at once; false: bulk loads, refresh later — events, items and erasures are always
+refreshed before their change-feed block is published), shards, replicas, retention_months,
+verify_certs, ca_certs, api_key, timeout, vectors (auto, knn, exact), feed_lease (seconds).
+The URL, clients, server check and error lines are in search_connect.py, the layout in
+search_layout.py and its set-up in search_setup.py, request bodies in search_queries.py,
+documents back to frames in search_frames.py, the change feed in search_feed.py, the counters
+(aggregations as of the feed's watermark) and seen items in search_counts.py, settings versions in
+search_settings.py, time-windowed scans in search_windows.py, generations in
+search_generations.py, the GLM's twin in search_ranking.py; this module makes the other calls.
 
 Every public method turns the client's errors into one-line StoreErrors saying what to fix."""
 
