@@ -349,3 +349,35 @@ def test_the_sqlite_and_opensearch_stores_give_the_same_answers(store: SearchSto
     assert sqlite.changes(wa).erased and search.changes(wb).erased
     assert sqlite.put_settings({"k": [1, 2]}) == search.put_settings({"k": [1, 2]}) == 1
     assert sqlite.stored_settings() == search.stored_settings() == {"k": [1, 2]}
+
+
+def test_a_server_gone_after_open_is_one_line_for_the_new_calls(store: SearchStore) -> None:
+    from feedrank.store.search_connect import client_module, connect
+
+    gone = dataclasses.replace(store.config, host_url="http://127.0.0.1:1", timeout=5)
+    calls = {
+        "watermark": store.watermark,
+        "changes": lambda: store.changes(Watermark()),
+        "item counts": store.item_counts,
+        "user counts": store.user_counts,
+        "seen items": lambda: store.seen_items("u1"),
+        "stats": store.stats,
+        "put settings": lambda: store.put_settings({"a": 1}),
+        "settings versions": store.settings_versions,
+        "stored settings": store.stored_settings,
+        "add events": lambda: store.add_events(events_frame([ev("u1", "i1", "click", T0)])),
+        "upsert items": lambda: store.upsert_items(pl.DataFrame({"item_id": ["a"]})),
+        "delete user": lambda: store.delete_user("u1"),
+        "scan events": lambda: list(store.scan_events()),
+        "events": store.events,  # through scan_events
+    }
+    live = store.client
+    store.client = connect(gone, client_module("opensearch"))  # a real client; nothing listens
+    try:
+        for what, call in calls.items():
+            # the line names the call made (not one made inside it), with what to check
+            with pytest.raises(StoreError, match=f"cannot reach .* while {what}: is it running"):
+                call()
+    finally:
+        store.client.close()
+        store.client = live  # for the fixture's drop

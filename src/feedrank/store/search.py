@@ -22,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import inspect
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -527,15 +529,42 @@ GUARDED = (
 )
 
 
+_calls = threading.local()  # the public call in progress on this thread, if any
+
+
 def _guard(name: str, fn: _F) -> _F:
+    """The error line names the public call the caller made (a call made inside another, say
+    changes() reading the watermark, lets its error through to the outer one)."""
+    what = name.replace("_", " ")
+
+    if inspect.isgeneratorfunction(fn):  # scan_events: errors come while iterating
+
+        @functools.wraps(fn)
+        def scanning(self: SearchStore, *args: Any, **kw: Any) -> Iterator[Any]:
+            try:
+                yield from fn(self, *args, **kw)
+            except FeedrankError:
+                raise
+            except self._transport_errors as exc:
+                if getattr(_calls, "active", False):  # read inside another call: it names it
+                    raise
+                raise StoreError(self._explain(exc, what)) from exc
+
+        return scanning  # type: ignore[return-value]
+
     @functools.wraps(fn)
     def guarded(self: SearchStore, *args: Any, **kw: Any) -> Any:
+        if getattr(_calls, "active", False):
+            return fn(self, *args, **kw)
+        _calls.active = True
         try:
             return fn(self, *args, **kw)
         except FeedrankError:
             raise
         except self._transport_errors as exc:
-            raise StoreError(self._explain(exc, name.replace("_", " "))) from exc
+            raise StoreError(self._explain(exc, what)) from exc
+        finally:
+            _calls.active = False
 
     return guarded  # type: ignore[return-value]
 
