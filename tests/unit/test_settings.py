@@ -111,7 +111,11 @@ def test_a_file_overrides_some_weights_and_keeps_the_other_defaults(tmp_path: Pa
 
 
 def test_settings_survive_their_dict() -> None:
-    for s in (Settings(), clickstream_settings(), Settings(experiments={"e": {"a": 0.5}})):
+    for s in (
+        Settings(),
+        clickstream_settings(),
+        Settings(experiments={"e": {"a": 0.5, "b": 0.5}}),
+    ):
         assert Settings.from_dict(s.to_dict()) == s
 
 
