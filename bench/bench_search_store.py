@@ -1,15 +1,18 @@
 """feedrank's OpenSearch store beside its SQLite store, in the same run, on the demo site:
-importing events, scoring every user into a generation (swapped in through the alias),
-recommendations over HTTP (p50/p99 at a fixed rate), and the GLM ranked inside the engine (the
-painless script) beside Python scoring of the same candidates.
+importing events, the counters and stats (aggregations as of the watermark vs SQLite's counter
+tables), following the change feed, one user's seen items, single-event writes (the API's
+POST /events: a block of the feed each), scoring every user into a generation (swapped in
+through the alias), recommendations over HTTP (p50/p99 at a fixed rate), and the GLM ranked
+inside the engine (the painless script) beside Python scoring of the same candidates.
 
     .venv/bin/python bench/bench_search_store.py [--small]
 
 The OpenSearch server is the single-node 2.19 of tools/opensearch (started here on 127.0.0.1 and
 stopped at the end; needs Java and Maven, built by `make setup`), or FEEDRANK_OPENSEARCH_URL.
 The node and the benchmark share the machine's 2 cores, so the engine's numbers are a lower
-bound on what a server of its own does. Checks: the same events stored, the same served
-answers from both stores, and the engine's top-10 equal to Python's (probabilities within 1e-6).
+bound on what a server of its own does. Checks: the same counters, stats, change feed and seen
+items from both stores, the same served answers, and the engine's top-10 equal to Python's
+(probabilities within 1e-6).
 """
 
 from __future__ import annotations
@@ -22,22 +25,28 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 from _common import Row, check, parse_args, print_table, timed
 from bench_api import fetch, free_port, open_loop, report, start_server
 
 from feedrank.datasets.demo import generate_site
 from feedrank.io import import_frame
+from feedrank.models.glm_export import GLMExport, epoch_us
 from feedrank.pipeline.registry import Registry
-from feedrank.pipeline.train import train_glm
-from feedrank.serving.service import RecommendationService
+from feedrank.pipeline.score import serving
+from feedrank.pipeline.train import train
+from feedrank.schema import EVENT_COLUMNS
 from feedrank.settings import Settings
 from feedrank.store import open_store
+from feedrank.store.base import Store, Watermark
 from feedrank.store.search import SearchStore
-from feedrank.store.search_ranking import GLMSplit
+from feedrank.views.site import read_site
+from feedrank.views.view import FrameView
 
 NODE = Path(__file__).resolve().parents[1] / "tools" / "opensearch"
 
@@ -114,6 +123,95 @@ def main() -> int:
                 subprocess.run([str(NODE / "stop.sh"), str(root / "node")], check=False)
 
 
+def follow(store: Store, max_events: int) -> int:
+    """Reads the whole change feed from the start, max_events at a time; events read."""
+    n, at = 0, Watermark()
+    while True:
+        got = store.changes(at, max_events)
+        n += got.events.height
+        if got.events.is_empty():
+            return n
+        at = got.until
+
+
+def per_call(fn: Any, args: list[Any]) -> float:
+    """Seconds per call, over the argument list."""
+    t0 = time.perf_counter()
+    for a in args:
+        fn(a)
+    return (time.perf_counter() - t0) / len(args)
+
+
+def same_counts(a: pl.DataFrame, b: pl.DataFrame, keys: list[str]) -> bool:
+    return a.columns == b.columns and a.sort(keys).equals(b.sort(keys))
+
+
+def store_rows(sqlite: Store, search: SearchStore, users: list[str], what: str) -> list[Row]:
+    """Counters, stats, the change feed and seen items: the same answers, and their times."""
+    rows = []
+    for name, fn, keys in (
+        ("item_counts()", lambda s: s.item_counts(), ["item_id", "type", "value"]),
+        ("user_counts() of all", lambda s: s.user_counts(), ["user_id", "type", "value"]),
+    ):
+        t_os, got = timed(lambda fn=fn: fn(search), repeat=3, warmup=True)
+        t_sq, want = timed(lambda fn=fn: fn(sqlite), repeat=3, warmup=True)
+        check(same_counts(want, got, keys), f"{name}: the same {want.height} rows")
+        rows.append(Row(name, what, t_os, "SQLite store", t_sq, 1, "calls/s"))
+    t_os, got = timed(search.stats, repeat=3, warmup=True)
+    t_sq, want = timed(sqlite.stats, repeat=3, warmup=True)
+    fields = ("users", "users_with_events", "items", "events", "events_per_type", "last_event")
+    check(all(got[f] == want[f] for f in fields), "stats(): the same figures")
+    rows.append(Row("stats()", what, t_os, "SQLite store", t_sq, 1, "calls/s"))
+    n_events = sqlite.stats()["events"]
+    t_os, got_n = timed(lambda: follow(search, 10_000))
+    t_sq, want_n = timed(lambda: follow(sqlite, 10_000))
+    check(got_n == want_n == n_events, f"changes() from the start: all {n_events} events once")
+    rows.append(
+        Row("changes() from 0, 10k a call", what, t_os, "SQLite store", t_sq, n_events, "events/s")
+    )
+    sample = users[:: max(1, len(users) // 200)]
+    same = all(search.seen_items(u) == sqlite.seen_items(u) for u in sample)
+    check(same, f"seen_items(): the same for {len(sample)} users")
+    t_os = per_call(search.seen_items, sample)
+    t_sq = per_call(sqlite.seen_items, sample)
+    rows.append(
+        Row("seen_items(user)", f"{len(sample)} users", t_os, "SQLite store", t_sq, 1, "calls/s")
+    )
+    t_os = per_call(lambda _: search.watermark(), sample)
+    t_sq = per_call(lambda _: sqlite.watermark(), sample)
+    rows.append(
+        Row("watermark()", f"{len(sample)} calls", t_os, "SQLite store", t_sq, 1, "calls/s")
+    )
+    return rows
+
+
+def one_event_writes(sqlite: Store, search: SearchStore, users: list[str], n: int) -> Row:
+    """add_events of one event per call (the API's POST /events): a feed block each."""
+    t = datetime(2026, 6, 1, tzinfo=UTC)
+    frames = [
+        pl.DataFrame(
+            {
+                "event_id": [f"one-{i}"],
+                "user_id": [users[i % len(users)]],
+                "item_id": ["p00001"],
+                "type": ["click"],
+                "timestamp": [t + timedelta(seconds=i)],
+                "value": [1.0],
+                "position": [None],
+                "device": [None],
+                "context": [None],
+            },
+            schema=EVENT_COLUMNS,
+        )
+        for i in range(n)
+    ]
+    t_os = per_call(search.add_events, frames)
+    t_sq = per_call(sqlite.add_events, frames)
+    return Row(
+        "add_events, 1 event a call", f"{n} calls", t_os, "SQLite store", t_sq, 1, "events/s"
+    )
+
+
 def run(root: Path, sqlite_url: str, os_url: str, size: dict[str, int], small: bool) -> int:
     site = generate_site(seed=7, **size)  # type: ignore[arg-type]
     n_events, n_meta = site.events.height, site.users.height + site.items.height
@@ -124,22 +222,21 @@ def run(root: Path, sqlite_url: str, os_url: str, size: dict[str, int], small: b
     )
     sqlite, search = open_store(sqlite_url), open_store(os_url)
     assert isinstance(search, SearchStore)
-    check(
-        sqlite.stats()["events_per_type"] == search.stats()["events_per_type"],
-        "the same events stored in both",
-    )
     rows = [
         Row("import events", what, os_events, "SQLite store", sq_events, n_events, "events/s"),
         Row("import users + items", what, os_meta, "SQLite store", sq_meta, n_meta, "rows/s"),
     ]
+    users = site.users["user_id"].to_list()
+    rows += store_rows(sqlite, search, users, what)
 
     # One model for both stores (trained from SQLite); scoring is the same Python for both.
-    data = sqlite.load()
-    model = train_glm(data, Settings(), test_days=3 if small else 7).model.serve_with(data)
-    rec = Registry(root / "bench.models").save(model, "glm")
-    users = data.users["user_id"].to_list()
-    t_score, recs = timed(lambda: RecommendationService(model).recommend(users, 100))
+    settings = Settings()
+    data = read_site(sqlite)
+    result = train(data, settings, "glm", test_days=3 if small else 7)
+    model = result.model
+    rec = Registry(root / "bench.models").save(model, "glm", fallback=result.fallback)
     label = f"{rec.name}/{rec.version}"
+    t_score, recs = timed(lambda: serving(sqlite, model, result.fallback).recommend(users, 100))
     t_os_gen, _ = timed(lambda: search.write_generation(recs, label))
     t_sq_gen, _ = timed(lambda: sqlite.write_generation(recs, label))
     rows.append(
@@ -157,7 +254,7 @@ def run(root: Path, sqlite_url: str, os_url: str, size: dict[str, int], small: b
 
     # Recommendations over HTTP: `feedrank serve` on each store in turn, same model.
     rate, seconds = (50, 3) if small else (100, 10)
-    warm = [u for u in users if RecommendationService(model).has_history(u)]
+    warm = sorted(data.events["user_id"].unique().to_list())
     r_os, a_os = http_latency(os_url, root, warm, rate, seconds)
     r_sq, a_sq = http_latency(sqlite_url, root, warm, rate, seconds)
     same = all(
@@ -168,16 +265,23 @@ def run(root: Path, sqlite_url: str, os_url: str, size: dict[str, int], small: b
     report("HTTP recommendations, OpenSearch", r_os)
     report("HTTP recommendations, SQLite", r_sq)
 
-    # The GLM inside the engine vs Python scoring of the same candidates, one user per request.
-    split = GLMSplit(model)
-    search.publish_item_features(split)
+    # The GLM inside the engine vs Python scoring of the same candidates, one user per request:
+    # the export is plain data (params per user, item fields) from the GLM serving the store.
+    service = serving(search, model, result.fallback)
+    export = GLMExport(model.at(service.view))
+    fields = export.item_fields()
+    search.publish_item_features(fields, epoch_us(export.at))
     sample = warm[:: max(1, len(warm) // (20 if small else 50))]
+    frames = model.at(FrameView(data, settings, export.at))
 
     def engine() -> list[Any]:
-        return [search.glm_recommend(split, u, k=10, from_store=False) for u in sample]
+        return [
+            search.glm_recommend(export.user_params(u), u, export.seen_items(u), k=10)
+            for u in sample
+        ]
 
     def python() -> list[Any]:
-        return [model.recommend([u], k=10, exclude_seen=True) for u in sample]
+        return [frames.recommend([u], k=10, exclude_seen=True) for u in sample]
 
     t_engine, got = timed(engine, warmup=True)
     t_python, want = timed(python, warmup=True)
@@ -194,12 +298,14 @@ def run(root: Path, sqlite_url: str, os_url: str, size: dict[str, int], small: b
             "GLM top-10 per request",
             f"{len(sample)} users x {site.items.height} items",
             t_engine,
-            "GLMRecommender.recommend",
+            "GLM scorer.recommend",
             t_python,
             len(sample),
             "requests/s",
         )
     )
+    # Last: single-event writes (they add events the checks above do not expect).
+    rows.append(one_event_writes(sqlite, search, users, 20 if small else 100))
     print_table("OpenSearch store (feedrank column) vs SQLite store / Python (peer column)", rows)
     for name, r in (("OpenSearch", r_os), ("SQLite", r_sq)):
         print(f"HTTP {name}: p50 {r.pct(50):.2f} ms, p99 {r.pct(99):.2f} ms at {rate} req/s")

@@ -19,10 +19,10 @@ from datetime import timedelta
 
 import numpy as np
 
-from feedrank.settings import Settings
 from feedrank.datasets.demo import generate_site
 from feedrank.evaluation.offpolicy_models import estimate_models, expected_ctr
 from feedrank.models.glm import GLMRecommender
+from feedrank.settings import Settings
 
 
 def main() -> None:

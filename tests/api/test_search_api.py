@@ -1,6 +1,7 @@
 """The HTTP API over an OpenSearch store (the session's real node) beside the same site in SQLite:
 recommendations served from the active generation and live are the same, erasing a user
-removes them everywhere, and a store that stops answering is 503 with one line."""
+removes them everywhere, a server's state follows another writer through the change feed to
+what a fresh start serves, and a store that stops answering is 503 with one line."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from feedrank.api import create_app
+from feedrank.api.recommending import Recommending, RecRequest
 from feedrank.api.settings import ApiSettings
+from feedrank.api.state import ServingState, load_state, refresh
+from feedrank.pipeline.registry import Registry
 from feedrank.store import open_store
 from feedrank.store.search import SearchStore
 
@@ -81,6 +85,56 @@ def test_erasing_a_user_removes_them_everywhere(site: Path, os_url: str) -> None
         assert r.json()["removed"] == {"events": n_events, "recommendations": n_recs, "users": 1}
         assert answer(client, u)["cold_start"] is True
     assert store.events(user_ids=[u]).is_empty() and store.recommendations(u).is_empty()
+    store.close()
+
+
+def _served(service: Recommending, state: ServingState, users: list[str]) -> dict[str, Any]:
+    return {u: service.live(state, RecRequest(u, 100)).items for u in users}
+
+
+def _counts(state: ServingState) -> pl.DataFrame:
+    return state.catalogue.counts.sort("item_id", "type", "value")
+
+
+def test_a_servers_state_follows_another_writer_through_the_feed(site: Path, os_url: str) -> None:
+    """No timing: the state is refreshed by hand (a server does it every 0.5 s) after another
+    store object (as another process) wrote, and must equal a state loaded afresh."""
+    store, writer = open_store(os_url), open_store(os_url)
+    registry = Registry(site / MODELS)
+    service = Recommending(store, registry)
+    state = load_state(store, registry, None)
+    liked = store.events(types=["like"])["user_id"].unique(maintain_order=True).to_list()
+    u, v = str(liked[0]), str(liked[1])
+    users = [u, v, "never-seen"]
+    top = service.live(state, RecRequest(u, 5)).items[0]["item_id"]
+    # new events and a new item: applied incrementally from the feed
+    event = (
+        store.events(user_ids=[u])
+        .tail(1)
+        .with_columns(item_id=pl.lit(top), type=pl.lit("like"), event_id=pl.lit("follow-1"))
+    )
+    assert writer.add_events(event) == 1
+    new_item = pl.DataFrame(
+        {"item_id": ["new-post"], "created_at": event["timestamp"], "content_type": ["video"]}
+    )
+    assert writer.upsert_items(new_item) == 1
+    followed = refresh(state, store, registry, None, check_models=False)
+    assert followed is not None and followed.watermark == store.watermark()
+    fresh = load_state(store, registry, None)
+    assert _counts(followed).equals(_counts(fresh))
+    assert _served(service, followed, users) == _served(service, fresh, users)
+    assert "new-post" in {
+        x["item_id"] for x in _served(service, followed, ["never-seen"])["never-seen"]
+    }
+    # an erasure: the counters are read again
+    assert writer.delete_user(v)["events"] > 0
+    erased = refresh(followed, store, registry, None, check_models=False)
+    assert erased is not None and erased.watermark.erasures > followed.watermark.erasures
+    fresh = load_state(store, registry, None)
+    assert _counts(erased).equals(_counts(fresh))
+    assert _served(service, erased, users) == _served(service, fresh, users)
+    assert refresh(erased, store, registry, None, check_models=False) is None  # nothing new
+    writer.close()
     store.close()
 
 

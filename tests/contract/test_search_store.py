@@ -19,7 +19,6 @@ import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -302,22 +301,39 @@ def test_an_elasticsearch_url_on_an_opensearch_server_says_which_to_use(
     assert "\n" not in str(e.value)
 
 
+def _search_totals(s: SearchStore) -> tuple[int, int]:
+    """(shard-level queries, scrolls) run so far on this store's event indices."""
+    stats = as_json(s.client.indices.stats(index=s.names.events_pattern, metric="search"))
+    search = stats["_all"]["primaries"]["search"]
+    return int(search["query_total"]), int(search["scroll_total"])
+
+
 @pytest.mark.opensearch
-def test_one_users_history_is_read_without_a_scroll(os_store: SearchStore) -> None:
-    s = os_store
-    rows = [ev("u1", f"i{n}", "click", T0 + timedelta(seconds=n)) for n in range(30)]
-    s.add_events(events_frame([*rows, ev("u2", "x", "click", T0)]))
-    before = as_json(s.client.nodes.stats(metric="indices", index_metric="search"))
-    got = s.events(user_ids=["u1"])
-    data = s.user_site("u1")
-    after = as_json(s.client.nodes.stats(metric="indices", index_metric="search"))
-
-    def scrolls(stats: dict[str, Any]) -> int:
-        return sum(nd["indices"]["search"]["scroll_total"] for nd in stats["nodes"].values())
-
-    assert scrolls(after) == scrolls(before)
-    assert got["item_id"].to_list() == [f"i{n}" for n in range(30)]
-    assert data.events.height == 30
+def test_one_users_events_and_seen_items_are_one_routed_search_each(opensearch_url: str) -> None:
+    # Three shards per monthly index: a routed search queries one of them, an unrouted one all.
+    url = _with_prefix(opensearch_url, f"frt{uuid.uuid4().hex[:12]}_") + "&shards=3"
+    s = open_store(url)
+    assert isinstance(s, SearchStore)
+    try:
+        rows = [ev("u1", f"i{n}", "click", T0 + timedelta(seconds=n)) for n in range(30)]
+        rows += [ev("u1", "shown", "impression", T0 + timedelta(minutes=5))]
+        rows += [ev(f"u{n}", "x", "click", T0) for n in range(2, 12)]
+        s.add_events(events_frame(rows))
+        before = _search_totals(s)
+        got = s.events(user_ids=["u1"])
+        middle = _search_totals(s)
+        seen, newest = s.seen_items("u1")
+        after = _search_totals(s)
+        assert got["item_id"].to_list() == [f"i{n}" for n in range(30)] + ["shown"]
+        assert seen == {f"i{n}" for n in range(30)} and newest == T0 + timedelta(minutes=5)
+        # one bounded search each, on the one shard (of one month) that holds the user; no scroll
+        assert middle == (before[0] + 1, before[1])
+        assert after == (middle[0] + 1, middle[1])
+        s.events(types=["click"])  # the unrouted read asks every shard (the check can tell)
+        assert _search_totals(s)[0] >= after[0] + 3
+    finally:
+        s.drop()
+        s.close()
 
 
 @pytest.mark.opensearch

@@ -71,7 +71,8 @@ def answer(text: str) -> dict[str, object]:
 
 def test_import_stats_are_the_same(stores: dict[str, tuple[str, Path]]) -> None:
     sq, os_ = (json.loads(out) for out in both(stores, "stats", "--json"))
-    for key in ("users", "items", "events", "events_per_type", "first_event", "last_event"):
+    keys = ("users", "users_with_events", "items", "events", "events_per_type")
+    for key in (*keys, "first_event", "last_event"):
         assert sq[key] == os_[key], key
     assert os_["similar_items"] == "knn" and os_["server"].startswith("opensearch 2.")
 

@@ -53,8 +53,11 @@ async def _follow(rt: Runtime) -> None:
     loop = asyncio.get_running_loop()
     models_checked = loop.time()
     while True:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(rt.refresh_requested.wait(), rt.settings.reload_seconds)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+        # arrives as the event is set, and the lifespan's shutdown then waits forever.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(rt.settings.reload_seconds):
+                await rt.refresh_requested.wait()
         rt.refresh_requested.clear()
         check_models = loop.time() - models_checked >= rt.settings.models_seconds
         if check_models:

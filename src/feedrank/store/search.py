@@ -4,13 +4,16 @@ inside it (precomputed top-K through an alias, the GLM as a painless script, kNN
     elasticsearch+http(s)://[user:password@]host[:port][/?prefix=feedrank_&...]
     opensearch+http(s)://...
 
-Query options: prefix (index-name prefix), refresh (true: reads see writes at once, the
-Store contract; false: bulk loads, refresh later), shards, replicas, retention_months,
-verify_certs, ca_certs, api_key, timeout, vectors (auto, knn, exact). The URL, clients, server
-check and error lines are in search_connect.py, the layout in search_layout.py and its set-up
-in search_setup.py, request bodies in search_queries.py, documents back to frames in
-search_frames.py, generations in search_generations.py, the GLM's split in search_ranking.py;
-this module makes the calls.
+Query options: prefix (index-name prefix), refresh (true: profiles and published item features
+are readable at once; false: bulk loads, refresh later — events, items and erasures are always
+refreshed before their change-feed block is published), shards, replicas, retention_months,
+verify_certs, ca_certs, api_key, timeout, vectors (auto, knn, exact), feed_lease (seconds).
+The URL, clients, server check and error lines are in search_connect.py, the layout in
+search_layout.py and its set-up in search_setup.py, request bodies in search_queries.py,
+documents back to frames in search_frames.py, the change feed in search_feed.py, the counters
+(aggregations as of the feed's watermark) and seen items in search_counts.py, settings versions in
+search_settings.py, time-windowed scans in search_windows.py, generations in
+search_generations.py, the GLM's twin in search_ranking.py; this module makes the other calls.
 
 Every public method turns the client's errors into one-line StoreErrors saying what to fix."""
 
@@ -19,7 +22,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
-import time
+import inspect
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -27,7 +31,7 @@ from typing import Any, TypeVar
 import polars as pl
 
 from feedrank.exceptions import FeedrankError, NotFoundError, RowError, StoreError
-from feedrank.store.base import Changes, Store, Watermark
+from feedrank.store.base import Store
 from feedrank.store.search_connect import (
     CLIENTS,
     BulkWriteError,
@@ -39,13 +43,13 @@ from feedrank.store.search_connect import (
     one_line,
     parse_url,
 )
+from feedrank.store.search_counts import Counters
 from feedrank.store.search_engine import EngineRanking
+from feedrank.store.search_feed import ChangeFeed
 from feedrank.store.search_frames import (
     EVENT_SOURCE,
     ITEM_SOURCE,
-    STATS_AGGS,
     attr_schema,
-    event_stats,
     events_frame,
     items_frame,
     us,
@@ -57,6 +61,7 @@ from feedrank.store.search_layout import (
     Flavor,
     Names,
     expired_event_indices,
+    month_expr,
     vector_mapping,
 )
 from feedrank.store.search_queries import (
@@ -73,14 +78,28 @@ from feedrank.store.search_queries import (
     user_actions,
     user_query,
 )
+from feedrank.store.search_settings import SettingsVersions
 from feedrank.store.search_setup import LayoutSetup
+from feedrank.store.search_windows import WindowedScan
 
 # Sort keys of one user's events: time, arrival, then the natural key, so that search_after
 # pages never skip or repeat an event.
 EVENT_ORDER = [{k: "asc"} for k in ("ts_us", "seq", "user_id", "item_id", "type")]
+# Events per block of the change feed: a block is reserved, written, refreshed and published
+# well within the feed lease (search_feed.py).
+FEED_BLOCK = 50_000
 
 
-class SearchStore(LayoutSetup, GenerationStore, EngineRanking, Store):
+class SearchStore(
+    LayoutSetup,
+    ChangeFeed,
+    Counters,
+    WindowedScan,
+    SettingsVersions,
+    GenerationStore,
+    EngineRanking,
+    Store,
+):
     def __init__(self, config: SearchConfig, client: Any = None) -> None:
         self.config = config
         self.flavor: Flavor = config.flavor
@@ -98,8 +117,6 @@ class SearchStore(LayoutSetup, GenerationStore, EngineRanking, Store):
             mod.TransportError,
         )
         self.client = client if client is not None else connect(config, mod)
-        self._seq = time.time_ns() // 1000 * 1000  # arrival order among equal timestamps
-        self._settings: dict[int, tuple[datetime, dict[str, Any]]] = {}  # interim: per process
         try:
             self.server = self._server()
             self.vector_search = self._vector_search()
@@ -187,6 +204,8 @@ class SearchStore(LayoutSetup, GenerationStore, EngineRanking, Store):
         return written, existing
 
     # -- writes -------------------------------------------------------------------------------
+    # Events, items and erasures go through the change feed (search_feed.py): each write holds a
+    # reserved block of numbers, is refreshed, then published, whatever `refresh` says.
     def upsert_users(self, users: pl.DataFrame) -> int:
         if users.is_empty():
             return 0
@@ -203,9 +222,21 @@ class SearchStore(LayoutSetup, GenerationStore, EngineRanking, Store):
         self._require(self.names.items)
         if EMBEDDING in items.columns:
             self._ensure_vector_field(items[EMBEDDING])
-        self._bulk(item_actions(items, self.names), items["item_id"].to_list(), "item")
-        self._refresh(self.names.items)
+
+        def write(seq: int) -> None:  # one number for the whole upsert, as SQLite's items_seq
+            try:
+                self._bulk(item_actions(items, self.names, seq), items["item_id"].to_list(), "item")
+            finally:
+                self.client.indices.refresh(index=self.names.items)
+
+        self._in_block(1, write, self._move_items)
         return items.height
+
+    def _move_items(self, lo: int, hi: int, shift: int) -> None:
+        self._move(self.names.items, lo, hi, shift)
+
+    def _move_events(self, lo: int, hi: int, shift: int) -> None:
+        self._move(self.names.events_pattern, lo, hi, shift)
 
     def _ensure_vector_field(self, vectors: pl.Series) -> None:
         lengths = vectors.drop_nulls().list.len().unique().to_list()
@@ -233,23 +264,41 @@ class SearchStore(LayoutSetup, GenerationStore, EngineRanking, Store):
     def add_events(self, events: pl.DataFrame) -> int:
         if events.is_empty():
             return 0
-        ids = event_doc_ids(events)
-        events = events.with_columns(__id=ids).unique("__id", keep="first", maintain_order=True)
+        lines = event_doc_ids(events).to_list()  # rejected documents are named by input line
+        # The SQLite store's order: by user, time, item, type (its key); the first of a repeated
+        # event wins and events numbered in this order keep equal timestamps in the same order.
+        events = events.sort("user_id", "timestamp", "item_id", "type", maintain_order=True)
+        events = events.with_columns(__id=event_doc_ids(events))
+        events = events.unique("__id", keep="first", maintain_order=True)
         # An event_id already stored in another month's index (its timestamp changed) is the
         # same event: the create below only sees its own monthly index, so look across all.
         with_id = events.filter(pl.col("event_id").is_not_null())["__id"].to_list()
         stored = self._existing_event_ids(with_id)
         if stored:
             events = events.filter(~pl.col("__id").is_in(list(stored)))
-        if events.is_empty():
-            return 0
-        self._seq += events.height
-        written, _ = self._bulk(
-            event_actions(events.drop("__id"), self.names, self._seq - events.height),
-            events["__id"].to_list(),
-            "event",
-        )
-        self._refresh(self.names.events_pattern)
+        written, rejected = 0, list[RowError]()
+        for start in range(0, events.height, FEED_BLOCK):
+            block = events.slice(start, FEED_BLOCK)
+            try:
+                write = functools.partial(self._write_events, block, lines=lines)
+                written += self._in_block(block.height, write, self._move_events)
+            except BulkWriteError as exc:  # the rest of the frame is written all the same
+                written += exc.written
+                rejected += exc.errors
+        if rejected:
+            raise BulkWriteError(rejected, written)
+        return written
+
+    def _write_events(self, block: pl.DataFrame, seq0: int, *, lines: Sequence[str]) -> int:
+        months = block.select(month_expr(pl.col("timestamp")).unique())["timestamp"].to_list()
+        try:
+            written, _ = self._bulk(
+                event_actions(block.drop("__id"), self.names, seq0), lines, "event"
+            )
+        finally:  # what was written is visible before the block is published
+            indices = ",".join(self.names.events_index(m) for m in sorted(months))
+            with contextlib.suppress(self._not_found):
+                self.client.indices.refresh(index=indices)
         return written
 
     def _existing_event_ids(self, ids: list[str]) -> set[str]:
@@ -330,19 +379,6 @@ class SearchStore(LayoutSetup, GenerationStore, EngineRanking, Store):
         for i in range(0, len(ids), MAX_TERMS):
             yield from self._scan(index, {"terms": {field: ids[i : i + MAX_TERMS]}}, source)
 
-    def scan_events(
-        self,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        *,
-        user_ids: Sequence[str] | None = None,
-        types: Sequence[str] | None = None,
-        batch_rows: int = 500_000,
-    ) -> Iterator[pl.DataFrame]:
-        frame = self.events(start, end, user_ids=user_ids, types=types)
-        for i in range(0, frame.height, batch_rows):
-            yield frame.slice(i, batch_rows)
-
     def events(
         self,
         start: datetime | None = None,
@@ -351,38 +387,44 @@ class SearchStore(LayoutSetup, GenerationStore, EngineRanking, Store):
         user_ids: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
     ) -> pl.DataFrame:
-        if (user_ids is not None and not user_ids) or (types is not None and not types):
+        if user_ids is None:  # the whole table: time windows
+            return super().events(start, end, types=types)
+        if not user_ids or (types is not None and not types):
             return events_frame([])
         lo = us(start) if start is not None else None
         hi = us(end) if end is not None else None
-        chunks: list[Sequence[str] | None] = (
-            [None]
-            if user_ids is None
-            else [list(user_ids)[i : i + MAX_TERMS] for i in range(0, len(user_ids), MAX_TERMS)]
-        )
+        ids = list(user_ids)
         rows: list[dict[str, Any]] = []
-        for chunk in chunks:
+        for i in range(0, len(ids), MAX_TERMS):
+            chunk = ids[i : i + MAX_TERMS]
             # One user: route to the one shard per month that holds their events.
-            kw = {"routing": chunk[0]} if chunk is not None and len(chunk) == 1 else {}
+            kw = {"routing": chunk[0]} if len(chunk) == 1 else {}
             query = events_query(lo, hi, chunk, types)
-            # Some users (a request's history): sorted pages, never a scroll.
-            order = EVENT_ORDER if chunk is not None else None
-            rows.extend(self._scan(self.names.events_pattern, query, EVENT_SOURCE, order, **kw))
+            # Sorted pages, never a scroll (a request's history).
+            rows.extend(
+                self._scan(self.names.events_pattern, query, EVENT_SOURCE, EVENT_ORDER, **kw)
+            )
         return events_frame(rows)
 
     def delete_user(self, user_id: str) -> dict[str, int]:
+        """Events, recommendations in every generation, and the profile go; the erasure is a
+        block of the change feed (its counters are aggregations of the events: they follow)."""
         n, q = self.names, {"query": user_query(user_id)}
-        events = self._delete_by_query(n.events_pattern, q)
-        recs = 0
-        for doc in self._scan(n.recs_pattern, user_query(user_id), ["ranks"]):
-            recs += len(doc.get("ranks") or [])
-        self._delete_by_query(n.recs_pattern, q)
-        try:
-            self.client.delete(index=n.users, id=key_id(user_id), refresh="true")
-            users = 1
-        except self._not_found:
-            users = 0
-        return {"events": events, "recommendations": recs, "users": users}
+
+        def erase(_: int) -> dict[str, int]:
+            events = self._delete_by_query(n.events_pattern, q)
+            recs = 0
+            for doc in self._scan(n.recs_pattern, user_query(user_id), ["ranks"]):
+                recs += len(doc.get("ranks") or [])
+            self._delete_by_query(n.recs_pattern, q)
+            try:
+                self.client.delete(index=n.users, id=key_id(user_id), refresh="true")
+                users = 1
+            except self._not_found:
+                users = 0
+            return {"events": events, "recommendations": recs, "users": users}
+
+        return self._in_block(1, erase, None, erasure=True)
 
     def _delete_by_query(self, index: str, body: dict[str, Any]) -> int:
         try:
@@ -423,59 +465,15 @@ class SearchStore(LayoutSetup, GenerationStore, EngineRanking, Store):
             raise self._missing(index, exc) from exc
 
     def stats(self) -> dict[str, Any]:
-        request = {"size": 0, "aggs": STATS_AGGS}
-        aggs = self._search(self.names.events_pattern, request).get("aggregations") or {}
+        """From the counters (aggregations as of the watermark): no event is read."""
         return {
             "store": self.url,
             "server": f"{self.flavor} {'.'.join(map(str, self.server.version))}",
             "similar_items": self.vector_search,  # knn (the engine's HNSW) or exact (cosine)
             "users": self._count(self.names.users),
             "items": self._count(self.names.items),
-            **event_stats(aggs),
+            **self._event_stats(),
         }
-
-    # -- counters, change feed, settings -----------------------------------------------------------
-    # Interim: aggregated from a read of the events and kept per process; the engine's own
-    # aggregations and a settings index are to replace them (the search backend's next step).
-    def item_counts(self) -> pl.DataFrame:
-        from feedrank.views.catalogue import count_events
-
-        return count_events(self.events())
-
-    def user_counts(self, user_ids: Sequence[str] | None = None) -> pl.DataFrame:
-        ev = self.events(user_ids=user_ids)
-        return ev.group_by("user_id", "type", "value").agg(
-            n=pl.len().cast(pl.Int64),
-            first_ts=pl.col("timestamp").min(),
-            last_ts=pl.col("timestamp").max(),
-        )
-
-    def watermark(self) -> Watermark:
-        request = {"size": 0, "aggs": {"seq": {"max": {"field": "seq"}}}}
-        aggs = self._search(self.names.events_pattern, request).get("aggregations") or {}
-        top = (aggs.get("seq") or {}).get("value")
-        return Watermark(int(top) if top is not None else 0, 0, 0)
-
-    def changes(self, since: Watermark, max_events: int = 100_000) -> Changes:
-        now = self.watermark()
-        query = {"range": {"seq": {"gt": since.events, "lte": now.events}}}
-        rows = list(self._scan(self.names.events_pattern, query, EVENT_SOURCE))
-        return Changes(events_frame(rows), items_frame([]), False, now)
-
-    def put_settings(self, settings: dict[str, Any]) -> int:
-        version = len(self._settings) + 1
-        self._settings[version] = (datetime.now(UTC), dict(settings))
-        return version
-
-    def settings_versions(self) -> list[tuple[int, datetime]]:
-        return [(v, t) for v, (t, _) in sorted(self._settings.items())]
-
-    def stored_settings(self, version: int | None = None) -> dict[str, Any] | None:
-        if version is None:
-            return dict(self._settings[max(self._settings)][1]) if self._settings else None
-        if version not in self._settings:
-            raise NotFoundError(f"settings version {version} does not exist")
-        return dict(self._settings[version][1])
 
     def apply_retention(self, now: datetime | None = None) -> list[str]:
         """Drop monthly event indices older than retention_months; returns what was dropped."""
@@ -486,8 +484,16 @@ class SearchStore(LayoutSetup, GenerationStore, EngineRanking, Store):
         expired = expired_event_indices(
             self.names, self._indices(self.names.events_pattern), now, months
         )
-        for index in expired:
-            self.client.indices.delete(index=index)
+        if not expired:
+            return []
+
+        def drop(_: int) -> None:
+            for index in expired:
+                self.client.indices.delete(index=index)
+
+        # Events left the counters: followers of the change feed read them again, as after an
+        # erasure.
+        self._in_block(1, drop, None, erasure=True)
         return expired
 
 
@@ -512,6 +518,9 @@ GUARDED = (
     "generations",
     "recommendations",
     "stats",
+    "put_settings",
+    "settings_versions",
+    "stored_settings",
     "apply_retention",
     "drop",
     "publish_item_features",
@@ -520,15 +529,42 @@ GUARDED = (
 )
 
 
+_calls = threading.local()  # the public call in progress on this thread, if any
+
+
 def _guard(name: str, fn: _F) -> _F:
+    """The error line names the public call the caller made (a call made inside another, say
+    changes() reading the watermark, lets its error through to the outer one)."""
+    what = name.replace("_", " ")
+
+    if inspect.isgeneratorfunction(fn):  # scan_events: errors come while iterating
+
+        @functools.wraps(fn)
+        def scanning(self: SearchStore, *args: Any, **kw: Any) -> Iterator[Any]:
+            try:
+                yield from fn(self, *args, **kw)
+            except FeedrankError:
+                raise
+            except self._transport_errors as exc:
+                if getattr(_calls, "active", False):  # read inside another call: it names it
+                    raise
+                raise StoreError(self._explain(exc, what)) from exc
+
+        return scanning  # type: ignore[return-value]
+
     @functools.wraps(fn)
     def guarded(self: SearchStore, *args: Any, **kw: Any) -> Any:
+        if getattr(_calls, "active", False):
+            return fn(self, *args, **kw)
+        _calls.active = True
         try:
             return fn(self, *args, **kw)
         except FeedrankError:
             raise
         except self._transport_errors as exc:
-            raise StoreError(self._explain(exc, name.replace("_", " "))) from exc
+            raise StoreError(self._explain(exc, what)) from exc
+        finally:
+            _calls.active = False
 
     return guarded  # type: ignore[return-value]
 

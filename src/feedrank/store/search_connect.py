@@ -54,6 +54,9 @@ class SearchConfig:
     # similar items: kNN (Elasticsearch dense_vector, OpenSearch k-NN plugin, Lucene HNSW) or
     # exact cosine by script_score; auto takes kNN where the server has it.
     vectors: str = "auto"
+    # seconds a write may hold a block of the change feed before it is taken for dead (its
+    # block expires and readers move on; search_feed.py)
+    feed_lease: float = 300.0
 
 
 VECTOR_MODES = ("auto", "knn", "exact")
@@ -86,6 +89,7 @@ def parse_url(url: str) -> SearchConfig:
         "api_key",
         "timeout",
         "vectors",
+        "feed_lease",
     }
     unknown = sorted(set(q) - known)
     if unknown:
@@ -112,9 +116,16 @@ def parse_url(url: str) -> SearchConfig:
             ca_certs=q.get("ca_certs"),
             timeout=float(q.get("timeout", 30)),
             vectors=vectors,
+            feed_lease=_non_negative(float(q.get("feed_lease", 300)), "feed_lease"),
         )
     except ValueError as exc:
         raise StoreError(f"search store URL option is not valid: {exc} (url '{url}')") from exc
+
+
+def _non_negative(x: float, name: str) -> float:
+    if not x >= 0:  # also NaN
+        raise ValueError(f"{name} must be >= 0; got {x}")
+    return x
 
 
 @dataclass(frozen=True)

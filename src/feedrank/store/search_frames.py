@@ -92,14 +92,19 @@ def items_frame(
         empty = pl.DataFrame(schema={"item_id": pl.String, "created_at": _UTC_US})
         return with_attrs(empty, attrs)
     df = pl.from_dicts(list(sources), infer_schema_length=None)
+    if "created_at_us" not in df.columns:  # no item with a known creation time
+        df = df.with_columns(created_at_us=pl.lit(None, pl.Int64))
+    if "attrs" not in df.columns:
+        df = df.with_columns(attrs=pl.lit(None))
     df = df.with_columns(created_at=_from_us("created_at_us"))
     vector = [df[EMBEDDING]] if EMBEDDING in df.columns else []
     out = with_attrs(unnest_attrs(df.select("item_id", "created_at", "attrs")), attrs)
     return out.with_columns(vector).sort("item_id")
 
 
-def events_frame(sources: Sequence[dict[str, Any]]) -> pl.DataFrame:
-    """Sorted by the exact microsecond time, then arrival order (`seq`)."""
+def events_frame(sources: Sequence[dict[str, Any]], order: str = "time") -> pl.DataFrame:
+    """Sorted by the exact microsecond time, then arrival order (`seq`); order="seq": by the
+    change feed's numbers alone (the order events were written in)."""
     if not sources:
         return pl.DataFrame(schema=EVENT_COLUMNS)
     schema: dict[str, pl.DataType] = {
@@ -110,7 +115,7 @@ def events_frame(sources: Sequence[dict[str, Any]]) -> pl.DataFrame:
     }
     df = pl.DataFrame(list(sources), schema=schema)
     return (
-        df.sort("ts_us", "seq")
+        df.sort(["ts_us", "seq"] if order == "time" else ["seq"])
         .with_columns(timestamp=_from_us("ts_us"))
         .select(list(EVENT_COLUMNS))
     )
@@ -135,7 +140,8 @@ def recommendations_frame(source: dict[str, Any] | None, k: int | None = None) -
 
 
 def event_stats(aggs: dict[str, Any]) -> dict[str, Any]:
-    """events, events_per_type, first_event, last_event from the stats aggregations."""
+    """events, events_per_type, first_event, last_event from the stats aggregations
+    (search_counts.stats_body)."""
     buckets = (aggs.get("types") or {}).get("buckets", [])
     per_type = {b["key"]: int(b["doc_count"]) for b in sorted(buckets, key=lambda b: b["key"])}
     return {
@@ -146,16 +152,9 @@ def event_stats(aggs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-STATS_AGGS = {
-    "types": {"terms": {"field": "type", "size": 10_000}},
-    "first": {"min": {"field": "ts_us"}},
-    "last": {"max": {"field": "ts_us"}},
-}
-
 __all__ = [
     "EVENT_SOURCE",
     "ITEM_SOURCE",
-    "STATS_AGGS",
     "attr_schema",
     "event_stats",
     "events_frame",

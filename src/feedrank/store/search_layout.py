@@ -10,6 +10,9 @@ build request bodies and never talk to a server, so they are unit-tested everywh
     {prefix}recs-g{N}                   one index per recommendation generation, one document per
                                         user (ranked arrays); {prefix}recs points at the active one
     {prefix}meta                        one document per generation (model, counts, created_at)
+    {prefix}feed                        one document: the change feed's sequence (next number,
+                                        blocks reserved and not yet published, erasures)
+    {prefix}settings                    one document per settings version (the JSON text)
 """
 
 from __future__ import annotations
@@ -67,6 +70,14 @@ class Names:
     @property
     def meta(self) -> str:
         return f"{self.prefix}meta"
+
+    @property
+    def feed(self) -> str:
+        return f"{self.prefix}feed"
+
+    @property
+    def settings(self) -> str:
+        return f"{self.prefix}settings"
 
     @property
     def recs_alias(self) -> str:
@@ -147,7 +158,7 @@ def events_mapping() -> dict[str, Any]:
             "type": _KEYWORD,
             "timestamp": {"type": "date", "format": "epoch_millis"},  # for people and dashboards
             "ts_us": {"type": "long"},  # exact to the microsecond: every filter and sort uses it
-            "seq": {"type": "long"},  # arrival order among equal timestamps
+            "seq": {"type": "long"},  # the change feed's position; arrival order among equal times
             "value": {"type": "double"},
             "position": {"type": "integer"},
             "device": _KEYWORD,
@@ -165,6 +176,7 @@ def items_mapping(flavor: Flavor, dims: int | None = None, knn: bool = True) -> 
         "lv": {"type": "object", "dynamic": True},
         "f": {"type": "object", "dynamic": True},
         "features_at_us": {"type": "long"},
+        "seq": {"type": "long"},  # the change feed's position of the upsert that wrote it
     }
     if dims is not None:
         props[EMBEDDING] = vector_mapping(flavor, dims, knn)
@@ -235,6 +247,31 @@ def meta_mapping() -> dict[str, Any]:
             "n_users": {"type": "long"},
             "n_rows": {"type": "long"},
             "deleted": {"type": "boolean"},
+        },
+    }
+
+
+def feed_mapping() -> dict[str, Any]:
+    """The change feed's one document (search_feed.py): never searched, read by a realtime GET
+    and changed only by its two scripts."""
+    return {
+        "dynamic": "strict",
+        "properties": {
+            "next": {"type": "long"},  # the last sequence number handed out
+            "pending": {"type": "object", "enabled": False},  # [{lo, hi, at}] not yet published
+            "erasures": {"type": "long", "index": False},  # published erasures above the horizon
+            "erased": {"type": "long"},  # the newest erasure at or below the horizon
+        },
+    }
+
+
+def settings_mapping() -> dict[str, Any]:
+    return {
+        "dynamic": "strict",
+        "properties": {
+            "version": {"type": "long"},
+            "stored_at_us": {"type": "long"},
+            "body": _STORED_ONLY,  # the settings as JSON text, returned exactly as stored
         },
     }
 
@@ -353,12 +390,14 @@ __all__ = [
     "events_mapping",
     "events_template_body",
     "expired_event_indices",
+    "feed_mapping",
     "index_body",
     "items_mapping",
     "mapping_conflicts",
     "meta_mapping",
     "month_expr",
     "recs_mapping",
+    "settings_mapping",
     "swap_alias_actions",
     "users_mapping",
     "vector_mapping",

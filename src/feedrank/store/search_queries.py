@@ -69,7 +69,8 @@ def event_doc_ids(events: pl.DataFrame) -> pl.Series:
 # -- bulk actions ------------------------------------------------------------------------------
 def event_actions(events: pl.DataFrame, names: Names, seq0: int) -> Iterator[dict[str, Any]]:
     """`create` actions (a 409 means: already stored) into each event's monthly index, routed by
-    user so a user's events sit on one shard per month. `seq0` orders equal timestamps."""
+    user so a user's events sit on one shard per month. Event n gets the change feed's number
+    seq0 + n (search_feed.py), which also orders equal timestamps."""
     ts_us = pl.col("timestamp").dt.epoch("us")
     prepared = events.select(
         _id=event_doc_ids(events),
@@ -126,16 +127,22 @@ if (!params.doc.containsKey('embedding')) { ctx._source.remove('embedding'); }
 """.strip()
 
 
-def item_actions(items: pl.DataFrame, names: Names) -> Iterator[dict[str, Any]]:
+def item_actions(items: pl.DataFrame, names: Names, seq: int = 0) -> Iterator[dict[str, Any]]:
+    """Scripted upserts; `seq` is the change feed's number of this upsert (search_feed.py)."""
     attrs = [c for c in items.columns if c not in ("item_id", "created_at", EMBEDDING)]
     levels = level_columns(items, ("item_id", "created_at"))
-    created_us = pl.col("created_at").dt.epoch("us")
+    created_us = (
+        pl.col("created_at").dt.epoch("us")
+        if "created_at" in items.columns
+        else pl.lit(None, pl.Int64)  # unknown: the item is a candidate at any time
+    )
     prepared = items.select(
         _id=_shorten(items["item_id"]),
         item_id="item_id",
         created_at=created_us.floordiv(1000),
         created_at_us=created_us,
         lv=pl.struct([pl.col(c).cast(pl.String) for c in levels]) if levels else pl.lit(None),
+        seq=pl.lit(seq, pl.Int64),
     )
     attr_rows = items.select(attrs).iter_rows(named=True) if attrs else iter([{}] * items.height)
     vectors = items[EMBEDDING].to_list() if EMBEDDING in items.columns else [None] * items.height
@@ -274,14 +281,19 @@ def stored_script_body(source: str) -> dict[str, Any]:
 def candidate_query(
     now_us: int, exclude_item_ids: Sequence[str] = (), max_age_days: float | None = None
 ) -> dict[str, Any]:
-    """Items that exist at serving time (created_at <= now, as the Python ranking's catalogue),
-    not already engaged with by the user, optionally only recent ones."""
+    """Items that exist at serving time (created_at <= now or unknown, as the Python ranking's
+    catalogue), not already engaged with by the user, optionally only recent ones (a known
+    created_at within max_age_days)."""
     rng: dict[str, int] = {"lte": now_us}
     if max_age_days is not None:
         if max_age_days <= 0:
             raise ValueError(f"max_age_days must be > 0; got {max_age_days}")
         rng["gte"] = now_us - int(max_age_days * 86_400_000_000)
-    query: dict[str, Any] = {"filter": [{"range": {"created_at_us": rng}}]}
+        exists: dict[str, Any] = {"range": {"created_at_us": rng}}
+    else:  # an item of unknown creation time exists at any time (Catalogue.candidates)
+        unknown = {"bool": {"must_not": [{"exists": {"field": "created_at_us"}}]}}
+        exists = {"bool": {"should": [{"range": {"created_at_us": rng}}, unknown]}}
+    query: dict[str, Any] = {"filter": [exists]}
     if exclude_item_ids:
         excluded = list(exclude_item_ids)
         query["must_not"] = [

@@ -9,16 +9,19 @@ from typing import TYPE_CHECKING, Any
 
 from feedrank.exceptions import StoreError
 from feedrank.store.search_connect import SearchConfig, ServerInfo, as_json, check_server
+from feedrank.store.search_feed import FEED_DOC, new_feed_doc
 from feedrank.store.search_layout import (
     EMBEDDING,
     Flavor,
     Names,
     events_mapping,
     events_template_body,
+    feed_mapping,
     index_body,
     items_mapping,
     mapping_conflicts,
     meta_mapping,
+    settings_mapping,
     users_mapping,
     vector_mapping,
 )
@@ -84,6 +87,8 @@ class LayoutSetup:
             (n.items, items_mapping(f, knn=knn), knn),
             (n.users, users_mapping(), False),
             (n.meta, meta_mapping(), False),
+            (n.feed, feed_mapping(), False),
+            (n.settings, settings_mapping(), False),
         )
         self._check_mappings([(i, m) for i, m, _ in wanted])
         # Compiled now, in the score context, so a script error shows at setup, not at serving.
@@ -96,6 +101,46 @@ class LayoutSetup:
         for index, mapping, knn_index in wanted:
             if not self.client.indices.exists(index=index):
                 self._create_index(index, index_body(mapping, f, c.shards, c.replicas, knn_index))
+                continue
+            # An index of an older layout: the fields it lacks are added (items' `seq`, ...).
+            have = self._properties(index)
+            missing = {k: v for k, v in mapping["properties"].items() if k not in have}
+            if missing:
+                self.client.indices.put_mapping(index=index, body={"properties": missing})
+        self._ensure_feed_doc()
+
+    def _ensure_feed_doc(self) -> None:
+        """The change feed's document, created once. A store written before the feed existed
+        starts its sequence above every number its events and items already carry, so that
+        those count as delivered and no number is handed out twice."""
+        n = self.names
+        try:
+            self.client.get(index=n.feed, id=FEED_DOC)
+            return
+        except self._not_found:
+            pass
+        top = 0
+        for index in (n.events_pattern, n.items):
+            # The exact long of the top hit's sort value (a max aggregation is a double).
+            sort = [{"seq": {"order": "desc", "unmapped_type": "long"}}]
+            body = {
+                "size": 1,
+                "_source": False,
+                "sort": sort,
+                "query": {"exists": {"field": "seq"}},
+            }
+            try:
+                hits = as_json(self.client.search(index=index, body=body))["hits"]["hits"]
+            except self._not_found:
+                continue
+            top = max([top, *(int(h["sort"][0]) for h in hits)])
+        try:
+            self.client.index(
+                index=n.feed, id=FEED_DOC, body=new_feed_doc(top), op_type="create", refresh="true"
+            )
+        except self._transport_errors as exc:
+            if getattr(exc, "status_code", None) != 409 and "version_conflict" not in str(exc):
+                raise  # 409: another process created it first
 
     def _check_mappings(self, wanted: list[tuple[str, dict[str, Any]]]) -> None:
         checks = [
