@@ -1,17 +1,25 @@
 """Point-in-time feature building for every impression of a >= 1M-event site.
 
-feedrank: build_examples, then FeatureGroups(spec, data, History(...)).rows(examples) -- all ~30
-raw feature columns, each read strictly before the example's timestamp. For the subset below it
-is timed alone too, through the same machinery (History tables + asof_before).
+feedrank: build_examples, then FeatureGroups(spec, History(data, settings, attrs)).rows(examples)
+-- all ~30 raw feature columns, each read strictly before the example's timestamp (History is
+the training side of features.history: as-of lookups; serving reads a Snapshot instead). The
+subset below is timed alone too, through the same machinery: History's lookups user_counts,
+item_counts and user_level (each a strict as-of join of a running-total table; they return the
+whole table's columns, the old bench picked the subset's columns before the join).
 
 Peer: plain pandas for a representative subset, strictly point in time (groupby + cumsum running
 totals, then merge_asof(..., allow_exact_matches=False)):
 - user_n_<type>: the user's count of each event type before the example;
-- item_engaged, item_exposed: the item's engagements (click/like/comment/share/purchase) and
-  impressions before;
-- the user's engagement weight (type weight x value) on the item's content_type before, the
-  user's total weight before, and the smoothed share feedrank derives from them
-  (user_share_content_type).
+- item_engaged, item_exposed: the item's engagements and exposures (impressions) before, with
+  the settings' engagement rule applied in pandas from the scalar rule (Settings.weight_of,
+  is_engagement_type, rating_threshold): by default every item event type with a weight > 0
+  except impressions;
+- the user's engagement weight (type weight x value, item events only) on the item's
+  content_type before, the user's total weight before, and the smoothed share feedrank
+  derives from them (user_share_content_type).
+
+Checked: every subset column equal example by example (counts exactly, weights to 1e-12), and
+the timed subset's counts equal the same columns of the full rows().
 
     .venv/bin/python bench/bench_features.py [--small]
 """
@@ -26,7 +34,7 @@ from _common import Row, check, parse_args, print_table, timed
 from feedrank.datasets.demo import generate_site
 from feedrank.features.examples import build_examples
 from feedrank.features.groups import SMOOTHING, FeatureGroups, FeatureSpec
-from feedrank.features.history import History, asof_before
+from feedrank.features.history import History
 from feedrank.schema import validate_events, validate_items, validate_users
 from feedrank.settings import Settings
 from feedrank.views.site import SiteData
@@ -46,35 +54,31 @@ def site(n_users: int) -> SiteData:
 
 # -- feedrank ---------------------------------------------------------------------------------
 def feedrank_full(data: SiteData, settings: Settings, spec: FeatureSpec, ex: pl.DataFrame):
-    groups = FeatureGroups(spec, data, History(data, settings, spec.share_attributes))
+    groups = FeatureGroups(spec, History(data, settings, spec.share_attributes))
     return groups.rows(ex)
 
 
 def feedrank_subset(
     data: SiteData, settings: Settings, spec: FeatureSpec, ex: pl.DataFrame
 ) -> pl.DataFrame:
-    """The subset's columns through feedrank's own History tables and strict as-of reads."""
+    """The subset's columns through feedrank's own History lookups (strict as-of reads)."""
     hist = History(data, settings, [ATTR])
     counts = [f"n_{t}" for t in spec.types]
-    user = asof_before(
-        ex.select("user_id", T),
-        hist.user_counts.select("user_id", T, *counts, "w_total"),
-        ["user_id"],
-    )
-    item = asof_before(
-        ex.select("item_id", T), hist.item_counts.select("item_id", T, "i_engaged", "i_exposed"),
-        ["item_id"],
-    )  # fmt: skip
-    level = ex.join(
-        data.items.select("item_id", pl.col(ATTR).alias("level")),
+    user = hist.user_counts(ex.select("user_id", T))
+    item = hist.item_counts(ex.select("item_id", T))
+    exposed = [pl.col(f"i_n_{t}") for t in spec.exposure_types if f"i_n_{t}" in item.columns]
+    keys = ex.select("user_id", "item_id", T).join(
+        data.items.select("item_id", pl.col(ATTR).cast(pl.String).alias("level")),
         on="item_id", how="left", maintain_order="left",
-    ).select("user_id", "level", T)  # fmt: skip
-    got = asof_before(level, hist.user_level(ATTR), ["user_id", "level"])
+    )  # fmt: skip
+    w_level = hist.user_level(keys, ATTR)
     return pl.concat(
         [
             user.select(*counts, "w_total"),
-            item.select(item_engaged="i_engaged", item_exposed="i_exposed"),
-            got.select("w_level"),
+            item.select(
+                item_engaged="i_engaged", item_exposed=pl.sum_horizontal(exposed or [pl.lit(0.0)])
+            ),
+            w_level.alias("w_level").to_frame(),
         ],
         how="horizontal",
     )
@@ -103,17 +107,26 @@ def pandas_subset(
     ex: pd.DataFrame,
     settings: Settings,
     types: list[str],
+    exposure: list[str],
 ) -> pd.DataFrame:
     """`ex` is sorted by timestamp (merge_asof needs it); the result is in the same order."""
     ev = events[["user_id", "item_id", "type", T, "value"]].copy()
     has_item = ev["item_id"] != ""
-    weight = ev["type"].map(settings.type_weights).fillna(0.0) * ev["value"]
+    # The engagement rule, from the settings' scalar answers (weight_of, is_engagement_type,
+    # the rating threshold), not from feedrank's Polars expressions.
+    present = ev["type"].unique().tolist()
+    rating = ev["type"].isin(settings.rating_types)
+    factor = ev["value"].where(~rating, (ev["value"] >= settings.rating_threshold) * 1.0)
+    weight = ev["type"].map({t: settings.weight_of(t) for t in present}) * factor
+    weight = weight.where(has_item, 0.0)
+    engaged = ev["type"].isin([t for t in present if settings.is_engagement_type(t)])
+    engaged &= has_item & (~rating | (ev["value"] >= settings.rating_threshold))
     counts = [f"n_{t}" for t in types]
     for t, c in zip(types, counts, strict=True):
         ev[c] = (ev["type"] == t).astype(np.float64)
-    ev["w_total"] = weight.where(has_item, 0.0)
-    ev["i_engaged"] = (ev["type"].isin(settings.engagement_types) & has_item).astype(np.float64)
-    ev["i_exposed"] = (ev["type"] == "impression").astype(np.float64)
+    ev["w_total"] = weight
+    ev["i_engaged"] = engaged.astype(np.float64)
+    ev["i_exposed"] = ev["type"].isin(exposure).astype(np.float64)
     ev["w_level"] = weight
 
     user = running(ev, ["user_id"], [*counts, "w_total"])
@@ -155,12 +168,23 @@ def main() -> None:
         lambda: feedrank_subset(data, settings, spec, ex), repeat=repeat, warmup=True
     )
     t_pd, peer = timed(
-        lambda: pandas_subset(pd_events, pd_items, pd_ex, settings, spec.types),
+        lambda: pandas_subset(
+            pd_events, pd_items, pd_ex, settings, spec.types, spec.exposure_types
+        ),
         repeat=repeat,
         warmup=True,
     )
 
     # -- agreement: the subset columns, example by example ---------------------------------
+    same = all(
+        np.array_equal(sub[a].to_numpy(), rows[b].to_numpy())
+        for a, b in [
+            *((f"n_{t}", f"user_n_{t}") for t in spec.types),
+            ("item_engaged", "item_engaged"),
+            ("item_exposed", "item_exposed"),
+        ]
+    )
+    check(same, "the timed subset's counts equal the same columns of the full rows()")
     for t in spec.types:
         a, b = rows[f"user_n_{t}"].to_numpy(), peer[f"n_{t}"].to_numpy()
         check(np.array_equal(a, b), f"user_n_{t} equal on {n_ex:,} examples (sum {a.sum():,.0f})")
