@@ -138,6 +138,9 @@ class RecommenderContract:
     has_similar: ClassVar[bool] = False
     # Models whose scores are never "no signal" (every candidate listed when k is large).
     dense: ClassVar[bool] = False
+    # Models that answer a user who has never engaged (popularity, freshness: by design; the
+    # GLM: from the user's own impressions and visits). The others must say "no signal".
+    answers_the_unengaged: ClassVar[bool] = False
 
     def make_model(self) -> Recommender:
         raise NotImplementedError
@@ -233,6 +236,31 @@ class RecommenderContract:
         for (_u,), g in recs.group_by(["user_id"]):
             assert g["rank"].to_list() == list(range(1, g.height + 1))
             assert (np.diff(g["score"].to_numpy()) <= 1e-12).all()
+
+    def test_a_user_who_never_engaged_gets_no_model_answer(self, fitted: Recommender) -> None:
+        """Only impressions and a login: nothing says what the user likes, so scores would be
+        item terms alone (popularity by another name). Such a user must be left to the
+        service's fallbacks, which say what they are."""
+        if self.answers_the_unengaged:
+            pytest.skip(f"{fitted.kind} answers every user by design")
+        site = contract_site()
+        items = site.items["item_id"].to_list()[:4]
+        t = site.time_span[1] - timedelta(hours=1)  # type: ignore[operator]
+        rows = [
+            {"user_id": "lurker", "item_id": i, "type": "impression", "timestamp": t, "position": p}
+            for p, i in enumerate(items, 1)
+        ] + [{"user_id": "lurker", "item_id": "", "type": "login", "timestamp": t}]
+        extra = pl.DataFrame(rows).with_columns(
+            pl.col("timestamp").cast(EVENT_COLUMNS["timestamp"])
+        )
+        events = pl.concat([site.events, extra], how="diagonal_relaxed").select(
+            [pl.col(c).cast(dt) for c, dt in EVENT_COLUMNS.items()]
+        )
+        view = FrameView(SiteData(site.users, site.items, events.sort("timestamp")), Settings())
+        sc = fitted.at(view)
+        assert sc.recommend(["lurker"], k=5).is_empty()
+        scores = sc.score_users(["lurker"], view.histories(["lurker"]), view.candidates())
+        assert np.isnan(scores).all()
 
     def test_serving_leaves_the_fitted_parameters_unchanged(
         self, fitted: Recommender, warm_users: list[str], tmp_path: Path

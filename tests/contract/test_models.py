@@ -13,6 +13,7 @@ SAME_FOR_EVERYONE = "ranks items the same way for every user, by design"
 
 
 class TestPopularity(RecommenderContract):
+    answers_the_unengaged = True
     checkerboard_skip = f"popularity {SAME_FOR_EVERYONE}"
 
     def make_model(self) -> Recommender:
@@ -20,6 +21,7 @@ class TestPopularity(RecommenderContract):
 
 
 class TestTrendingPopularity(RecommenderContract):
+    answers_the_unengaged = True
     checkerboard_skip = f"popularity {SAME_FOR_EVERYONE}"
 
     def make_model(self) -> Recommender:
@@ -27,6 +29,7 @@ class TestTrendingPopularity(RecommenderContract):
 
 
 class TestFreshness(RecommenderContract):
+    answers_the_unengaged = True
     checkerboard_skip = f"freshness {SAME_FOR_EVERYONE}"
     dense = True
 
@@ -35,6 +38,7 @@ class TestFreshness(RecommenderContract):
 
 
 class TestGLM(RecommenderContract):
+    answers_the_unengaged = True
     dense = True
 
     def make_model(self) -> Recommender:

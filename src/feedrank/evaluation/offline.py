@@ -101,8 +101,10 @@ def rank_users(scorer: Scorer, split: Split, k: int) -> Ranked:
 
 
 def _best_ranks(S: np.ndarray, batch: list[str], test: pl.DataFrame) -> np.ndarray:
-    """Per user of the batch: the best full-catalogue rank of a held-out item (1 = first; ties
-    count in the item's favour; inf when no held-out item has a signal)."""
+    """Per user of the batch: the best full-catalogue rank of a held-out item (1 = first; inf
+    when no held-out item has a signal). Ties are broken as a served list breaks them, by
+    catalogue position: the rank is where `recommend` would place the item, so HR@k is
+    whether the user would have been shown it."""
     rows = pl.DataFrame({"user_id": batch}, schema={"user_id": pl.String}).with_row_index("__u")
     mine = test.join(rows, on="user_id").drop_nulls("__i")
     best = np.full(len(batch), np.inf)
@@ -110,7 +112,9 @@ def _best_ranks(S: np.ndarray, batch: list[str], test: pl.DataFrame) -> np.ndarr
         return best
     u, i = mine["__u"].to_numpy(), mine["__i"].to_numpy()
     own = S[u, i]
-    ranks = np.where(np.isfinite(own), (S[u] > own[:, None]).sum(axis=1) + 1.0, np.inf)
+    above = (S[u] > own[:, None]).sum(axis=1)
+    tied_before = ((S[u] == own[:, None]) & (np.arange(S.shape[1]) < i[:, None])).sum(axis=1)
+    ranks = np.where(np.isfinite(own), above + tied_before + 1.0, np.inf)
     np.minimum.at(best, u, ranks)
     return best
 

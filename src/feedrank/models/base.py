@@ -51,6 +51,9 @@ class Recommender(ABC):
     kind: ClassVar[str]
     # True when scores are engagement probabilities: such models also `predict_proba`.
     probabilistic: ClassVar[bool] = False
+    # False for models that rank items the same way for everyone (popularity, freshness):
+    # an ensemble has something to say about a user only through its personal members.
+    personal: ClassVar[bool] = True
 
     settings_: Settings
     window_: tuple[str | None, str | None]  # the training events' time span (ISO 8601)

@@ -35,7 +35,7 @@ from threadpoolctl import threadpool_limits
 from feedrank.exceptions import ConfigError
 from feedrank.features.examples import build_examples
 from feedrank.features.history import T
-from feedrank.models.base import Recommender, Scorer, has_events, sigmoid
+from feedrank.models.base import Recommender, Scorer, sigmoid
 from feedrank.models.vectors import ItemEmbedder, at_time, lookup, user_vectors_asof
 from feedrank.settings import Settings
 from feedrank.views.site import SiteData
@@ -342,7 +342,9 @@ class BilinearScorer(Scorer):
         ids, Y_items = self.items()
         Y = lookup(list(item_ids), ids, Y_items)
         p = sigmoid(self.model.logits(X, Y, pairwise=True))
-        p[~has_events(user_ids, histories)] = np.nan  # no signal (models.base.has_events)
+        # A user with no engagement yet has a zero vector: their scores would be the item terms
+        # alone, popularity by another name, so no signal (the service's fallbacks say so).
+        p[~X.any(axis=1)] = np.nan
         return p
 
     def explain_pairs(

@@ -21,6 +21,7 @@ class FreshnessRecommender(Recommender):
     """Newest first: score = 0.5 ** (item age in days at serving time / half_life_days)."""
 
     kind = "freshness"
+    personal = False
 
     def __init__(self, half_life_days: float = 7.0) -> None:
         self.half_life_days = half_life_days

@@ -153,15 +153,20 @@ class _EnsembleScorer(Scorer):
 
     def features(
         self, users: Sequence[str], histories: pl.DataFrame, items: np.ndarray, seen: np.ndarray
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        """Per generator, normalised scores and rank discounts; and per user, whether a
+        personal generator has a signal (else the ensemble has none: its answer would be
+        popularity or freshness under another name)."""
         norm, ranks = [], []
+        personal = np.zeros(len(users), dtype=bool)
         for sc in self.scorers:
-            S = np.nan_to_num(
-                sc.score_users(users, histories, items).astype(np.float64), nan=0.0, neginf=0.0
-            )
+            raw = sc.score_users(users, histories, items).astype(np.float64)
+            if sc.model.personal:
+                personal |= np.isfinite(raw).any(axis=1)
+            S = np.nan_to_num(raw, nan=0.0, neginf=0.0)
             norm.append(minmax_rows(S, seen))
             ranks.append(rank_rows(S, seen))
-        return norm, ranks
+        return norm, ranks, personal
 
     def recommend(
         self,
@@ -230,12 +235,14 @@ class BlendScorer(_EnsembleScorer):
         users = list(user_ids)
         full, cols = self._catalogue(item_ids)
         seen = seen_mask(histories, users, full)
-        norm, ranks = self.features(users, histories, full, seen)
+        norm, ranks, personal = self.features(users, histories, full, seen)
         weights = m.weights if m.weights is not None else [1.0] * len(norm)
         norms = [m.normalise] * len(norm) if isinstance(m.normalise, str) else m.normalise
         out = np.zeros((len(users), len(full)))
         for w, how, n, r in zip(weights, norms, norm, ranks, strict=True):
             out += w * (n if how == "minmax" else 1.0 / np.log2(1.0 + r))
+        if any(sc.model.personal for sc in self.scorers):
+            out[~personal] = np.nan
         return out[:, cols]
 
 
@@ -334,7 +341,7 @@ class HybridRecommender(_Ensemble):
             block = users[s : s + step]
             hist = view.histories(block)
             seen = seen_mask(hist, block, items)
-            X3, cand = scorer.rows(block, hist, items, seen)
+            X3, cand, _ = scorer.rows(block, hist, items, seen)
             y2 = np.zeros(seen.shape, dtype=bool)
             hc = held_col[s : s + step]
             y2[np.flatnonzero(hc >= 0), hc[hc >= 0]] = True
@@ -416,9 +423,10 @@ class HybridScorer(_EnsembleScorer):
 
     def rows(
         self, users: Sequence[str], histories: pl.DataFrame, items: np.ndarray, seen: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Feature tensor (users x items x features) and the candidate mask."""
-        norm, ranks = self.features(users, histories, items, seen)
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Feature tensor (users x items x features), the candidate mask, and whether each
+        user has a personal signal (see features)."""
+        norm, ranks, personal = self.features(users, histories, items, seen)
         cand = np.zeros(seen.shape, dtype=bool)
         for n, r in zip(norm, ranks, strict=True):
             # A generator constant over a user's items proposes none of them.
@@ -427,7 +435,7 @@ class HybridScorer(_EnsembleScorer):
         feats = []
         for n, r in zip(norm, ranks, strict=True):
             feats += [n, 1.0 / np.log2(1.0 + r)]
-        return np.stack(feats, axis=2), cand
+        return np.stack(feats, axis=2), cand, personal
 
     def score_users(
         self, user_ids: Sequence[str], histories: pl.DataFrame, item_ids: np.ndarray
@@ -438,7 +446,10 @@ class HybridScorer(_EnsembleScorer):
         users = list(user_ids)
         full, cols = self._catalogue(item_ids)
         seen = seen_mask(histories, users, full)
-        X3, cand = self.rows(users, histories, full, seen)
+        X3, cand, personal = self.rows(users, histories, full, seen)
         z = ((X3 - m.mean_) / m.scale_) @ m.coef_ + m.intercept_
         p = sigmoid(z)
-        return np.where(cand | seen, p, p - 1.0)[:, cols]
+        out = np.where(cand | seen, p, p - 1.0)
+        if any(sc.model.personal for sc in self.scorers):
+            out[~personal] = np.nan
+        return out[:, cols]

@@ -45,6 +45,7 @@ def user_segments(
 
 class PopularityRecommender(Recommender):
     kind = "popularity"
+    personal = False
 
     overall_: pl.DataFrame  # item_id, w: decayed weights as of the fit (trending only)
     by_segment_: pl.DataFrame  # segment, item_id, w

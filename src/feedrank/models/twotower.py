@@ -59,7 +59,7 @@ import polars as pl
 from feedrank.exceptions import ConfigError, MissingExtraError
 from feedrank.features.examples import build_examples
 from feedrank.features.history import T
-from feedrank.models.base import Recommender, Scorer, has_events
+from feedrank.models.base import Recommender, Scorer
 from feedrank.models.bilinear import sigmoid
 from feedrank.models.vectors import ItemEmbedder, at_time, lookup, user_vectors_asof
 from feedrank.settings import Settings
@@ -451,7 +451,7 @@ class TwoTowerScorer(Scorer):
         ctx = context_terms(m.params_, m.serving_context(1, self.view.at), m.use_position)
         base = intercept + float(ctx[0] @ coef[1:])
         p = sigmoid(coef[0] * (Hu @ Hi.T) + base)
-        p[~has_events(user_ids, histories)] = np.nan  # no signal (models.base.has_events)
+        p[~Hu.any(axis=1)] = np.nan  # no engagement yet: no signal (as in models.bilinear)
         return p
 
     def explain_pairs(
