@@ -1,13 +1,13 @@
 """The Python side of a real-time GLM request in Elasticsearch/OpenSearch, beside feedrank's
 own Python ranking, on a synthetic site.
 
-feedrank (engine path): for each user, GLMSplit.user_params(user, data=the user's own profile,
-events and touched items) -- what SearchStore.glm_recommend computes before its one search --
-plus search_ranking.evaluate over the catalogue (the NumPy twin of the painless script; in
-production the engine runs that part).
+feedrank (engine path): for each user, GLMExport(glm.at(view)).user_params(user) -- the script
+params a search backend gets as plain data before its one search, from the user's own history
+read through the view -- plus search_ranking.evaluate over the catalogue (the NumPy twin of the
+painless script; in production the engine runs that part).
 
-Peer: GLMRecommender.score([user], catalogue) -- the factorised Python scorer serving from the
-whole site in memory, one user per request.
+Peer: glm.at(view).score([user], catalogue) -- the factorised Python scorer, one user per
+request, over the same view.
 
 Check: both give the same probabilities (to 1e-9). The server side (the search itself) is not
 measured here: no engine runs on this machine.
@@ -18,15 +18,16 @@ measured here: no engine runs on this machine.
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
 from _common import Row, check, parse_args, print_table, timed
 
 from feedrank.datasets.demo import generate_site
 from feedrank.models.glm import GLMRecommender
+from feedrank.models.glm_export import GLMExport
 from feedrank.schema import validate_events, validate_items, validate_users
 from feedrank.settings import Settings
-from feedrank.store.search_ranking import GLMSplit, evaluate
+from feedrank.store.search_ranking import evaluate
 from feedrank.views.site import SiteData
+from feedrank.views.view import FrameView
 
 
 def main() -> None:
@@ -40,25 +41,17 @@ def main() -> None:
         validate_events(site.events, settings).good.sort("timestamp"),
     )
     model = GLMRecommender().fit(data, settings)
-    split = GLMSplit(model)
-    fields = split.item_fields()
+    scorer = model.at(FrameView(data, settings))
+    export = GLMExport(scorer)
+    fields = export.item_fields()
     items = fields["item_id"].to_numpy()
     users = data.users["user_id"].to_list()[:: max(1, n_users // n_requests)][:n_requests]
-    own = {}
-    for u in users:  # what the store's three lookups return (not timed: the engine's work)
-        ev = data.events.filter(pl.col("user_id") == u)
-        touched = ev["item_id"].unique().to_list()
-        own[u] = SiteData(
-            data.users.filter(pl.col("user_id") == u),
-            data.items.filter(pl.col("item_id").is_in(touched)),
-            ev,
-        )
 
     def engine_path() -> np.ndarray:
-        return np.vstack([evaluate(split.user_params(u, data=own[u]), fields) for u in users])
+        return np.vstack([evaluate(export.user_params(u), fields) for u in users])
 
     def python_path() -> np.ndarray:
-        return np.vstack([model.score([u], items) for u in users])
+        return np.vstack([scorer.score([u], items) for u in users])
 
     t_engine, p_engine = timed(engine_path, warmup=True)
     t_python, p_python = timed(python_path, warmup=True)
@@ -72,7 +65,7 @@ def main() -> None:
                 "params + twin",
                 size,
                 t_engine,
-                "GLMRecommender.score",
+                "GLM scorer .score",
                 t_python,
                 len(users),
                 "requests/s",
