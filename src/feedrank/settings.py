@@ -183,9 +183,22 @@ class Settings:
         return asdict(self)
 
     def diff(self, other: Settings) -> list[str]:
-        """'key: this -> other' for every setting that differs."""
+        """'key: this -> other' for every setting that differs; tables key by key
+        ('type_weights.watchlist: (none) -> 2.0')."""
         a, b = self.to_dict(), other.to_dict()
-        return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if a[k] != b[k]]
+        out = []
+        for k in a:
+            if a[k] == b[k]:
+                continue
+            if isinstance(a[k], dict) and isinstance(b[k], dict):
+                out += [
+                    f"{k}.{key}: {_shown(a[k], key)} -> {_shown(b[k], key)}"
+                    for key in sorted({*a[k], *b[k]})
+                    if a[k].get(key) != b[k].get(key)
+                ]
+            else:
+                out.append(f"{k}: {a[k]!r} -> {b[k]!r}")
+        return out
 
     @classmethod
     def from_file(cls, path: str | Path) -> Settings:
@@ -338,6 +351,10 @@ def _names(key: str, values: Any, source: str) -> tuple[Any, ...]:
     if twice:
         raise ConfigError(f"{key} must list each value once; got {twice} more than once ({source})")
     return tuple(values)
+
+
+def _shown(table: dict[str, Any], key: str) -> str:
+    return repr(table[key]) if key in table else "(none)"
 
 
 def _check(s: Settings) -> None:

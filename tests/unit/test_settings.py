@@ -104,7 +104,8 @@ def test_a_file_overrides_some_weights_and_keeps_the_other_defaults(tmp_path: Pa
     assert s.engagement_types == ("like", "purchase")
     assert s.rating_threshold == 4.0
     assert Settings().diff(s) == [
-        f"type_weights: {DEFAULT_TYPE_WEIGHTS!r} -> {s.type_weights!r}",
+        "type_weights.like: 2.0 -> 2.5",
+        "type_weights.watch: (none) -> 1.0",
         "engagement_types: None -> ('like', 'purchase')",
         "rating_threshold: 3.5 -> 4.0",
     ]
@@ -216,4 +217,4 @@ def test_diff_lists_every_setting_that_differs() -> None:
         "age_bands: (18, 30) -> (18, 25, 35, 45, 55, 65)",
     ]
     weights = a.with_types({"watch": 0.5})
-    assert a.diff(weights) == [f"type_weights: {a.type_weights!r} -> {weights.type_weights!r}"]
+    assert a.diff(weights) == ["type_weights.watch: (none) -> 0.5"]

@@ -56,6 +56,9 @@ class EASERecommender(MatrixRecommender):
     def _score_rows(self, scorer: MatrixScorer, rows: MatrixRows) -> np.ndarray:
         return np.asarray(self._x(rows.matrix) @ self.weights_)
 
+    def _item_to_item(self, rows: MatrixRows) -> tuple[Any, np.ndarray]:
+        return self._x(rows.matrix), self.weights_
+
     def _similarity(self, scorer: MatrixScorer, cols: np.ndarray) -> np.ndarray:
         """Row i of B: how much engaging with item i raises each other item's score."""
         return self.weights_[cols]

@@ -163,7 +163,9 @@ class ALSRecommender(_FactorModel):
 
 class BPRRecommender(_FactorModel):
     """Rendle et al.'s Bayesian personalised ranking (implicit.bpr, SGD on sampled pairs).
-    implicit keeps an item bias as the last factor column (the user's is fixed at 1)."""
+    implicit keeps an item bias as the last factor column (the user's is fixed at 1). Its
+    threads update shared factors without locks (Hogwild), so only num_threads=1 gives the
+    same model bit for bit from the same data and random_state."""
 
     kind = "bpr"
 

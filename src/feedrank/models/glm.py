@@ -16,6 +16,7 @@ import scipy.sparse as sp
 import tabmat
 from glum import GeneralizedLinearRegressor
 from scipy import stats
+from threadpoolctl import threadpool_limits
 
 from feedrank.exceptions import ConfigError, FeedrankError
 from feedrank.features.encoder import Encoder
@@ -44,23 +45,27 @@ def fit_logistic(
     model = GeneralizedLinearRegressor(
         family="binomial", alpha=alpha, l1_ratio=l1_ratio, fit_intercept=True
     )
-    try:
-        model.fit(X, y, sample_weight=sample_weight)
-    except np.linalg.LinAlgError as exc:
-        raise FeedrankError(
-            f"the GLM's design matrix is singular with alpha={alpha} (one-hot columns always are "
-            "without a penalty): use alpha > 0"
-        ) from exc
-    coef = np.asarray(model.coef_, dtype=np.float64)
-    intercept = float(model.intercept_)
-    p = sigmoid(X.matvec(coef) + intercept)
-    w = p * (1 - p) * (sample_weight if sample_weight is not None else 1.0)
-    # The Hessian of the log-likelihood with the intercept as a border: [[sum w, (X'w)'], [X'w, X'WX]];
-    # tabmat's sandwich computes X'WX without materialising W.
-    xtw = np.asarray(X.transpose_matvec(w)).ravel()
-    H = np.empty((X.shape[1] + 1, X.shape[1] + 1))
-    H[0, 0], H[0, 1:], H[1:, 0] = w.sum(), xtw, xtw
-    H[1:, 1:] = X.sandwich(w)
+    # One OpenMP thread: tabmat's parallel reductions over categorical blocks sum in a
+    # different order run to run, so the same data would give a slightly different model
+    # (measured: no slower on this design).
+    with threadpool_limits(1, user_api="openmp"):
+        try:
+            model.fit(X, y, sample_weight=sample_weight)
+        except np.linalg.LinAlgError as exc:
+            raise FeedrankError(
+                f"the GLM's design matrix is singular with alpha={alpha} (one-hot columns always "
+                "are without a penalty): use alpha > 0"
+            ) from exc
+        coef = np.asarray(model.coef_, dtype=np.float64)
+        intercept = float(model.intercept_)
+        p = sigmoid(X.matvec(coef) + intercept)
+        w = p * (1 - p) * (sample_weight if sample_weight is not None else 1.0)
+        # The Hessian of the log-likelihood with the intercept as a border:
+        # [[sum w, (X'w)'], [X'w, X'WX]]; tabmat's sandwich computes X'WX without forming W.
+        xtw = np.asarray(X.transpose_matvec(w)).ravel()
+        H = np.empty((X.shape[1] + 1, X.shape[1] + 1))
+        H[0, 0], H[0, 1:], H[1:, 0] = w.sum(), xtw, xtw
+        H[1:, 1:] = X.sandwich(w)
     n = float(np.sum(sample_weight)) if sample_weight is not None else float(X.shape[0])
     penalty = n * alpha * (1.0 - l1_ratio) * np.ones(H.shape[0])
     penalty[0] = 0.0

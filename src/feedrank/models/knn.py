@@ -157,6 +157,9 @@ class ItemKNNRecommender(_KNN):
     def _score_sparse(self, scorer: MatrixScorer, rows: MatrixRows) -> sp.csr_matrix:
         return (rows.matrix @ self.similarity_).tocsr()
 
+    def _item_to_item(self, rows: MatrixRows) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        return rows.matrix, self.similarity_
+
     def _score_rows(self, scorer: MatrixScorer, rows: MatrixRows) -> np.ndarray:
         return self._score_sparse(scorer, rows).toarray()
 

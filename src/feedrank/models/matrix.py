@@ -242,6 +242,11 @@ class MatrixRecommender(Recommender):
         """Similarity of the items at `cols` of the axis to every axis item."""
         raise Unsupported(f"similar items need a model with item similarity; got '{self.kind}'")
 
+    def _item_to_item(self, rows: MatrixRows) -> tuple[sp.csr_matrix, Any] | None:
+        """For models whose score is a sum over the user's history, score(u, i) =
+        sum_j x[u, j] * M[j, i]: (x, M). None where scores do not decompose so (factors)."""
+        return None
+
     # -- persistence -------------------------------------------------------------------------------
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return {}, {"items": self.items_.to_array()}
@@ -434,6 +439,40 @@ class MatrixScorer(Scorer):
         idx[r, pos] = top.indices
         vals[r, pos] = top.data
         return idx, vals
+
+    def explain_pairs(
+        self, user_ids: Sequence[str], item_ids: Sequence[str], top: int = 5
+    ) -> list[list[dict[str, Any]]]:
+        """Item-to-item models: the history items that raise each pair's score most (feature
+        `because of <item>`, value: the user's weight on it, contribution: its share of the
+        score). Exact: the contributions sum to the score."""
+        users = list(dict.fromkeys(user_ids))
+        decomposed = self.model._item_to_item(self.rows(users, self.view.histories(users)))
+        if decomposed is None:
+            return super().explain_pairs(user_ids, item_ids, top)
+        x, weights = decomposed
+        row = {u: r for r, u in enumerate(users)}
+        cols = self.axis.index(list(item_ids))
+        out: list[list[dict[str, Any]]] = []
+        for u, c in zip(user_ids, cols, strict=True):
+            hist = x.getrow(row[u])
+            if c < 0 or hist.nnz == 0:
+                out.append([])
+                continue
+            w = weights[hist.indices, c]
+            contrib = hist.data * np.asarray(w.todense() if sp.issparse(w) else w).ravel()
+            order = [j for j in np.argsort(-np.abs(contrib), kind="stable") if contrib[j] != 0]
+            out.append(
+                [
+                    {
+                        "feature": f"because of {self.axis.ids[hist.indices[j]]}",
+                        "value": float(hist.data[j]),
+                        "contribution": float(contrib[j]),
+                    }
+                    for j in order[:top]
+                ]
+            )
+        return out
 
     # -- item-to-item ------------------------------------------------------------------------------
     def similar_items(self, item_ids: Sequence[str], k: int = 10) -> pl.DataFrame:
