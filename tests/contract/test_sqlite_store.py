@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -11,7 +12,7 @@ import pytest
 from feedrank.exceptions import StoreError
 from feedrank.store import open_store
 from feedrank.store.base import Store
-from feedrank.store.sqlite import SQLiteStore
+from feedrank.store.sqlite import CACHE_KIB, SERVING_CACHE_KIB, SQLiteStore
 
 from .store_contract import (
     T0,
@@ -127,6 +128,20 @@ def test_durable_writes_sets_a_full_fsync_on_this_threads_connection(tmp_path) -
     store.durable_writes()
     with store._read() as c:
         assert c.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_bounded_cache_shrinks_this_threads_connection_and_later_ones(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = SQLiteStore(str(tmp_path / "d.db"))
+
+    def cache_kib() -> int:
+        with store._read() as c:
+            return -int(c.execute("PRAGMA cache_size").fetchone()[0])
+
+    assert cache_kib() == CACHE_KIB  # a command's connection (a big import raises it meanwhile)
+    store.bounded_cache()
+    with ThreadPoolExecutor(1) as pool:
+        later = pool.submit(cache_kib).result()
+    assert (cache_kib(), later) == (SERVING_CACHE_KIB, SERVING_CACHE_KIB)
 
 
 V1_SCHEMA = """

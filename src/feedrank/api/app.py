@@ -83,6 +83,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings.store_url)
+        store.bounded_cache()  # many threads read by index: memory must not follow the store
         registry = Registry(models_dir(settings.store_url, settings.models_dir))
         state = await asyncio.to_thread(load_state, store, registry, settings.model)
         rt = Runtime(settings, store, registry, metrics, state)

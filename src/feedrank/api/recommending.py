@@ -76,19 +76,18 @@ class Recommending:
             why = service.explain(recs)
             return _result(req, served.label, "live", None, recs.to_dicts(), why)
         hist = service.view.histories([u])
-        # Valid while the user's events (whichever process wrote them) and the catalogue it was
-        # scored over are unchanged: a new item or new counters are served within a refresh.
-        key = (served.label, u, req.exclude_seen)
-        sig = (
-            state.catalogue.version,
-            hist["timestamp"].max() if hist.height else None,
-            hist.height,
+        # Re-scored when the user's own events change (whichever process wrote them); new
+        # items and counters reach a cached answer within LIVE_MAX_AGE (api.state.LiveCache).
+        sig = (hist["timestamp"].max() if hist.height else None, hist.height)
+        n = max(req.k, LIVE_TOP_N)
+        recs = state.live.get_or_score(
+            (served.label, u, req.exclude_seen),
+            sig,
+            state.catalogue,
+            n,
+            lambda: service.recommend([u], n, req.exclude_seen),
         )
-        cached = state.live.get(key, sig)
-        if cached is None or (cached.height < req.k and cached.height >= LIVE_TOP_N):
-            cached = service.recommend([u], max(req.k, LIVE_TOP_N), req.exclude_seen)
-            state.live.put(key, sig, cached)
-        return _result(req, served.label, "live", None, cached.head(req.k).to_dicts(), [])
+        return _result(req, served.label, "live", None, recs.head(req.k).to_dicts(), [])
 
     def seen(self, user_id: str) -> set[str]:
         """The items the user knows, as stored now."""

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -34,6 +36,7 @@ from feedrank.views.view import StoreView, newest_time, store_catalogue
 log = logging.getLogger("feedrank.api")
 MAX_OTHER_MODELS = 4  # models asked for by ?model= kept loaded beside the default
 LIVE_CACHE_USERS = 20_000
+LIVE_MAX_AGE = 5.0  # seconds a live answer outlives a newer catalogue (not the user's own events)
 CATALOGUE_READS = 5  # attempts at a catalogue read no write came in during
 
 
@@ -225,31 +228,79 @@ class OtherModels:
             return served
 
 
+@dataclass(frozen=True)
+class _Live:
+    sig: tuple[Any, ...]  # the user's newest event time and number of events when scored
+    version: int  # the catalogue's version it was scored over
+    covered: bool  # that catalogue already counted the user's newest event
+    at: float  # the cache's clock when scored
+    n: int  # rows asked for
+    recs: pl.DataFrame
+
+
 class LiveCache:
-    """Live-scored top-N per (model, user, exclude_seen), valid while the catalogue and the
-    user's events are unchanged (the signature: the catalogue's version, their newest event's
-    time and the number of their events). A user who just acted pays for one live scoring, not
-    one per request. Bounded, least recently used out first."""
+    """Live-scored top-N per (model, user, exclude_seen). An entry serves while the user's own
+    events are unchanged (sig: their newest event's time and their number of events), and
+    while the catalogue it was scored over is the current one or, when that catalogue already
+    counted the user's newest event, at most `max_age` seconds old: other users' events move
+    the counters every refresh, and re-scoring every live user for each of them would make
+    the cache useless on a busy site. Concurrent misses for one key score once (the others
+    wait for that answer). Bounded, least recently used out first."""
 
-    def __init__(self, capacity: int = LIVE_CACHE_USERS) -> None:
-        self.capacity = capacity
-        self._d: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], pl.DataFrame]] = OrderedDict()
+    def __init__(
+        self,
+        capacity: int = LIVE_CACHE_USERS,
+        max_age: float = LIVE_MAX_AGE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.capacity, self.max_age, self._clock = capacity, max_age, clock
+        self._d: OrderedDict[tuple[Any, ...], _Live] = OrderedDict()
         self._lock = threading.Lock()
+        self._scoring: dict[tuple[Any, ...], threading.Lock] = {}
 
-    def get(self, key: tuple[Any, ...], sig: tuple[Any, ...]) -> pl.DataFrame | None:
-        with self._lock:
-            hit = self._d.get(key)
-            if hit is None or hit[0] != sig:
-                return None
-            self._d.move_to_end(key)
-            return hit[1]
+    def _valid(
+        self, key: tuple[Any, ...], sig: tuple[Any, ...], version: int, n: int
+    ) -> _Live | None:
+        hit = self._d.get(key)
+        if hit is None or hit.sig != sig:
+            return None
+        if hit.version != version and (not hit.covered or self._clock() - hit.at > self.max_age):
+            return None
+        if hit.n < n and hit.recs.height >= hit.n:  # too short, and there was more to give
+            return None
+        self._d.move_to_end(key)
+        return hit
 
-    def put(self, key: tuple[Any, ...], sig: tuple[Any, ...], recs: pl.DataFrame) -> None:
+    def get_or_score(
+        self,
+        key: tuple[Any, ...],
+        sig: tuple[Any, ...],
+        catalogue: Catalogue,
+        n: int,
+        score: Callable[[], pl.DataFrame],
+    ) -> pl.DataFrame:
+        """The cached answer for key, or score()'s (n rows asked for) over catalogue, kept."""
+        version = catalogue.version
+        newest = sig[0]
+        covered = newest is None or newest < catalogue.as_of
         with self._lock:
-            self._d[key] = (sig, recs)
-            self._d.move_to_end(key)
-            while len(self._d) > self.capacity:
-                self._d.popitem(last=False)
+            hit = self._valid(key, sig, version, n)
+            if hit is not None:
+                return hit.recs
+            lock = self._scoring.setdefault(key, threading.Lock())
+        with lock:
+            with self._lock:  # scored by another request while this one waited?
+                hit = self._valid(key, sig, version, n)
+                if hit is not None:
+                    return hit.recs
+            recs = score()
+            with self._lock:
+                self._d[key] = _Live(sig, version, covered, self._clock(), n, recs)
+                self._d.move_to_end(key)
+                while len(self._d) > self.capacity:
+                    self._d.popitem(last=False)
+                self._scoring.pop(key, None)
+            return recs
 
     def drop_user(self, user_id: str) -> None:
         with self._lock:

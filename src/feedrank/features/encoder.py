@@ -8,13 +8,14 @@ It can encode any subset of columns, which lets a linear model's logit be split 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import polars as pl
 import scipy.sparse as sp
-import tabmat
+
+if TYPE_CHECKING:
+    import tabmat
 
 OTHER = "(other)"
 MISSING = "(missing)"
@@ -171,6 +172,9 @@ class Encoder:
         a categorical block is one small integer code per row (pandas codes: int8 for < 128
         levels), not a sparse one-hot of 12 bytes per entry, and the numeric columns are one
         dense block. A few times less memory, and what glum fits fastest."""
+        import pandas as pd  # fitting only: serving never builds a design matrix
+        import tabmat
+
         parts: list[tabmat.MatrixBase] = []
         indices: list[np.ndarray] = []
         numeric: list[np.ndarray] = []

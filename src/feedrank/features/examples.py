@@ -33,7 +33,13 @@ def build_examples(
     """Examples with start <= timestamp < end, sorted by time. When the data's knowledge stops
     (data.end), examples whose label window crosses it are left out: they would be labelled
     without the events that decide them."""
-    ex = _from_impressions(data, settings) if has_impressions(data) else _sampled(data, settings)
+    if has_impressions(data):
+        # An impression from `start` on is labelled by engagements after it only, so the
+        # events before `start` need not be read at all (a held-out week of a month: 1/4).
+        events = data.events if start is None else data.events.filter(pl.col(T) >= start)
+        ex = labelled_impressions(events, settings).select(*EXAMPLE_COLUMNS)
+    else:
+        ex = _sampled(data, settings)
     if data.end is not None and has_impressions(data):
         limit = data.end - timedelta(seconds=settings.label_window_seconds)
         end = limit if end is None else min(end, limit)
@@ -73,12 +79,6 @@ def labelled_impressions(events: pl.DataFrame, settings: Settings) -> pl.DataFra
         imps.join(credited, on="__imp", how="left", maintain_order="left")
         .with_columns(pl.col("label").fill_null(0))
         .drop("__imp")
-    )
-
-
-def _from_impressions(data: SiteData, settings: Settings) -> pl.DataFrame:
-    return labelled_impressions(data.events, settings).select(
-        "user_id", "item_id", T, "position", "device", "label"
     )
 
 

@@ -8,15 +8,15 @@ approximation; with alpha -> 0 they are the classical ones). Serving splits the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
-import tabmat
-from glum import GeneralizedLinearRegressor
-from scipy import stats
 from threadpoolctl import threadpool_limits
+
+if TYPE_CHECKING:
+    import tabmat
 
 from feedrank.exceptions import ConfigError, FeedrankError
 from feedrank.features.encoder import Encoder
@@ -40,6 +40,11 @@ def fit_logistic(
     """Penalised logistic regression by glum's IRLS; returns coef, intercept, standard errors
     (intercept first) from the penalised Hessian X'WX + n*alpha*(1-l1_ratio)*I. X is a
     tabmat matrix (Encoder.design) or a scipy sparse one (converted once, as glum would)."""
+    # Imported here: fitting needs glum (and scikit-learn under it), serving a fitted model
+    # does not (a server or `recommend` would pay ~1 s to import them).
+    import tabmat
+    from glum import GeneralizedLinearRegressor
+
     if sp.issparse(X):
         X = tabmat.SparseMatrix(sp.csc_matrix(X))
     model = GeneralizedLinearRegressor(
@@ -150,6 +155,8 @@ class GLMRecommender(Recommender):
     def coef_table(self) -> pl.DataFrame:
         """Seed 001's table, with uncertainty: feature, coefficient, standard error, z, p-value,
         odds ratio; sorted by coefficient."""
+        from scipy import stats
+
         names = ["intercept", *self.encoder_.feature_names_]
         coef = np.concatenate([[self.intercept_], self.coef_])
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -216,6 +216,11 @@ class Store(ABC):
         """From now on, this thread's writes are on disk when they return (a full fsync per
         commit), not only safe against a killed process."""
 
+    def bounded_cache(self) -> None:  # noqa: B027 - backends without a client-side cache
+        """From now on, this thread's connection and every one opened later keep a small page
+        cache: a server reads by index from many threads, and the operating system's file
+        cache serves them all, so its memory does not follow the store's size."""
+
     def close(self) -> None:  # noqa: B027 - optional for backends without resources
         pass
 

@@ -70,9 +70,11 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID
 MAX_PARAMS = 900
 STAGE_ROWS = 100_000
 # Page cache per connection: small for reads (a scan of the whole table would otherwise keep
-# its pages, counted in the process's memory), large while a big batch fills the indexes.
+# its pages, counted in the process's memory), large while a big batch fills the indexes, and
+# SQLite's default in a server, whose threads each hold a connection (bounded_cache).
 CACHE_KIB = 32 * 1024
 BULK_CACHE_KIB = 256 * 1024
+SERVING_CACHE_KIB = 2_000
 _EVENT_FIELDS = "event_id, user_id, item_id, type, ts, value, position, device, context"
 _READ_SCHEMA = {**EVENT_COLUMNS, "timestamp": pl.Int64()}
 
@@ -124,6 +126,7 @@ class SQLiteStore(Store):
         self.path = path
         self.url = f"sqlite:///{path}"
         self._local = threading.local()
+        self._cache_kib = CACHE_KIB  # of each connection opened from now on
         if path != ":memory:":
             parent = Path(path).parent
             if not parent.exists():
@@ -166,7 +169,7 @@ class SQLiteStore(Store):
             # NORMAL: a commit survives a killed process (WAL), not a power cut; durable_writes()
             # asks for a full fsync per commit.
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            conn.execute(f"PRAGMA cache_size=-{self._cache_kib}")
             self._local.conn = conn
         return conn
 
@@ -192,6 +195,15 @@ class SQLiteStore(Store):
     def durable_writes(self) -> None:
         with self._read() as c:
             c.execute("PRAGMA synchronous=FULL")  # this thread's connection only
+
+    def bounded_cache(self) -> None:
+        # Each thread has its own connection, and with the import-sized cache each one kept up
+        # to 256 MiB of the pages it had read: a server's RSS grew with the store it read.
+        if self.path == ":memory:":
+            return  # the cache is the database
+        self._cache_kib = SERVING_CACHE_KIB
+        with self._read() as c:  # this thread's connection: shrinks to the new size
+            c.execute(f"PRAGMA cache_size=-{SERVING_CACHE_KIB}")
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -241,7 +253,7 @@ class SQLiteStore(Store):
             "context",
         ).sort("user_id", "ts", "item_id", "type")
         few = rows.height * rows.width <= MAX_PARAMS  # a live request's events: one statement
-        with self._cache(CACHE_KIB if few else BULK_CACHE_KIB), self._tx() as c:
+        with self._cache(None if few else BULK_CACHE_KIB), self._tx() as c:
             before_seq = c.execute("SELECT ifnull(max(seq), 0) FROM events").fetchone()[0]
             if few:
                 before = c.total_changes
@@ -257,10 +269,10 @@ class SQLiteStore(Store):
             return new
 
     @contextmanager
-    def _cache(self, kib: int) -> Iterator[None]:
-        """This thread's page cache at `kib` meanwhile (set back after the commit: shrinking it
-        inside a transaction would spill dirty pages)."""
-        if kib == CACHE_KIB:
+    def _cache(self, kib: int | None) -> Iterator[None]:
+        """This thread's page cache at `kib` meanwhile (None: unchanged), set back after the
+        commit: shrinking it inside a transaction would spill dirty pages."""
+        if kib is None or self.path == ":memory:":
             yield
             return
         with self._read() as c:
@@ -268,7 +280,7 @@ class SQLiteStore(Store):
             try:
                 yield
             finally:
-                c.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+                c.execute(f"PRAGMA cache_size=-{self._cache_kib}")
 
     def delete_user(self, user_id: str) -> dict[str, int]:
         with self._tx() as c:
