@@ -105,6 +105,18 @@ def test_no_leakage_removing_later_events_leaves_features_unchanged(small_data: 
         assert_frame_equal(full.rows(at_t), truncated.rows(at_t))
 
 
+def test_rows_in_chunks_equal_rows_at_once(
+    small_data: SiteData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rows() computes a chunk of examples at a time (memory); the chunks' rows are the rows."""
+    s = Settings()
+    ex = build_examples(small_data, s)
+    groups = _groups(small_data, s)
+    whole = groups.rows(ex)
+    monkeypatch.setattr("feedrank.features.groups.ROWS_CHUNK", ex.height // 7 + 1)
+    assert_frame_equal(groups.rows(ex), whole)
+
+
 def test_label_type_is_never_a_feature(small_data: SiteData, fitted_glm) -> None:  # type: ignore[no-untyped-def]
     # The seed's bug: "interaction_type_view" predicting "viewed". Our features carry no column
     # describing the example's own interaction.

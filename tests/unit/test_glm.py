@@ -86,8 +86,9 @@ def _rows(users: list[str], items: list[str], at) -> pl.DataFrame:  # type: igno
     )
 
 
+@pytest.mark.parametrize("chunk", [None, 37])
 def test_factorised_scores_equal_row_wise_predictions(
-    scorer: GLMScorer, small_data: SiteData
+    scorer: GLMScorer, small_data: SiteData, chunk: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Serving's factorised logit (a Snapshot of the users at the view's time) equals the
     training path (as-of joins at each row's own time) row by row."""
@@ -105,6 +106,8 @@ def test_factorised_scores_equal_row_wise_predictions(
     u_h = [users.index(u) for u in hist["user_id"]]
     i_h = [int(np.flatnonzero(items == i)[0]) for i in hist["item_id"]]
     ui, ii = np.concatenate([ui, u_h]), np.concatenate([ii, i_h])
+    if chunk:  # predict_proba a chunk of rows at a time (memory) gives the same probabilities
+        monkeypatch.setattr("feedrank.models.glm.ROWS_CHUNK", chunk)
     p = m.predict_proba(small_data, _rows([users[i] for i in ui], items[ii].tolist(), view.at))
     np.testing.assert_allclose(p, scores[ui, ii], rtol=0, atol=1e-12)
 

@@ -40,6 +40,7 @@ from feedrank.features.history import T
 from feedrank.models.base import Recommender, Scorer, seen_mask, top_k
 from feedrank.settings import Settings
 from feedrank.views.site import SiteData
+from feedrank.views.view import FrameView
 
 NEW_USER_DAYS = 30
 ACTIVITY_BUCKETS = (5, 20)  # past interactions: <5, 5-19, 20+
@@ -282,8 +283,7 @@ def evaluate(
     if k < 1:
         raise FeedrankError(f"k must be >= 1; got {k}")
     ev = Evaluation(split, k)
-    view = split.view(settings)
-    n_cand = len(view.candidates())
+    view: FrameView | None = None
     for name, model in models.items():
         if progress:
             progress(name)
@@ -291,6 +291,10 @@ def evaluate(
         model.fit(split.train, settings)
         ev.fit_seconds[name] = time.perf_counter() - t0
         ev.models[name] = model
+        # The view after the first fit, not before: its per-user index is not held while a
+        # model builds its training matrix (the peak of a training job's memory).
+        view = view or split.view(settings)
+        n_cand = len(view.candidates())
         ranked = rank_users(model.at(view), split, k)
         ev.per_user[name], ev.recs[name] = ranked.per_user, ranked.recs
         ev.beyond[name] = beyond_accuracy(ranked.recs, split.train, settings, k, n_cand)

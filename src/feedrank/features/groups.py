@@ -38,6 +38,7 @@ DEFAULT_CROSSES = (
     ("country", "lang"),
 )
 SMOOTHING = 2.0  # pseudo-events in every smoothed share and ratio
+ROWS_CHUNK = 500_000  # examples per pass of rows(): the lookups' temporaries follow a chunk
 MAX_POSITION = 20
 
 
@@ -277,7 +278,19 @@ class FeatureGroups:
 
     # -- all groups, row-wise ----------------------------------------------------------------------
     def rows(self, examples: pl.DataFrame) -> pl.DataFrame:
-        """Raw feature columns for examples (user_id, item_id, timestamp[, position, device])."""
+        """Raw feature columns for examples (user_id, item_id, timestamp[, position, device]),
+        a chunk of examples at a time: each lookup's joins and sorts would otherwise hold
+        several copies of every example's keys at once (a training job's peak memory)."""
+        if examples.height <= ROWS_CHUNK:
+            return self._rows(examples)
+        return pl.concat(
+            [
+                self._rows(examples.slice(start, ROWS_CHUNK))
+                for start in range(0, examples.height, ROWS_CHUNK)
+            ]
+        )
+
+    def _rows(self, examples: pl.DataFrame) -> pl.DataFrame:
         parts = [
             self.user(examples.select("user_id", T)),
             self.item(examples.select("item_id", T)),

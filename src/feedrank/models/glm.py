@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 from feedrank.exceptions import ConfigError, FeedrankError
 from feedrank.features.encoder import Encoder
 from feedrank.features.examples import build_examples
-from feedrank.features.groups import FeatureGroups, FeatureSpec
+from feedrank.features.groups import ROWS_CHUNK, FeatureGroups, FeatureSpec
 from feedrank.features.history import History, Snapshot, T
 from feedrank.models.base import Recommender, Scorer, has_events, sigmoid
 from feedrank.models.linear import CONTEXT_COLUMNS, LinearScorer
@@ -147,9 +147,14 @@ class GLMRecommender(Recommender):
         """Probability for each row (user_id, item_id, timestamp[, position, device]) with features
         as of the row's own timestamp — training's path, for arbitrary pairs and times."""
         self._check()
-        raw = self._groups(data).rows(rows)
+        groups = self._groups(data)
         columns = [c.name for c in self.encoder_.columns_]
-        return sigmoid(self.encoder_.partial_logit(raw, columns, self.coef_) + self.intercept_)
+        logits = [  # a chunk's features at a time: never every row's at once
+            self.encoder_.partial_logit(groups.rows(chunk), columns, self.coef_)
+            for chunk in rows.iter_slices(ROWS_CHUNK)
+        ]
+        logit = np.concatenate(logits) if logits else np.zeros(0)
+        return sigmoid(logit + self.intercept_)
 
     # -- interpretation ----------------------------------------------------------------------------
     def coef_table(self) -> pl.DataFrame:
