@@ -283,11 +283,12 @@ class FeatureGroups:
         several copies of every example's keys at once (a training job's peak memory)."""
         if examples.height <= ROWS_CHUNK:
             return self._rows(examples)
-        return pl.concat(
+        return pl.concat(  # the chunks as they are: a rechunk would copy every row once more
             [
                 self._rows(examples.slice(start, ROWS_CHUNK))
                 for start in range(0, examples.height, ROWS_CHUNK)
-            ]
+            ],
+            rechunk=False,
         )
 
     def _rows(self, examples: pl.DataFrame) -> pl.DataFrame:
