@@ -213,3 +213,21 @@ def test_explanations_have_their_own_limit(make_client: Any) -> None:
 def test_no_path_in_a_404(client: TestClient, site: Any) -> None:
     r = client.get("/users/u0001/recommendations", params={"model": "nope"}, headers=ADMIN)
     assert r.status_code == 404 and str(site) not in r.text and "<models>" in r.text
+
+
+def test_pii_keys_any_case_and_contact_values_are_dropped(
+    raw_client: TestClient, store: Store
+) -> None:
+    body = {"Age": 33, "EMAIL": "a@b.example", "note": "bob@example.com",
+            "contact": "+1 555 123 4567", "Latitude": 52.1, "country": "NL", "born": "1990-05-01"}  # fmt: skip
+    r = raw_client.put("/users/pii-u", json=body, headers=KEYS)
+    assert r.status_code == 200, r.text
+    (user,) = store.users(["pii-u"]).to_dicts()
+    kept = {k: v for k, v in user.items() if v is not None}
+    assert kept == {"user_id": "pii-u", "age_band": "25-34", "country": "NL", "born": "1990-05-01"}
+    event = {**GOOD, "user_id": "pii-u", "context": {"Email": "x@y.example", "ref": "(555) 123-4567",
+             "LNG": 4.9, "page": "home", "order": "123456789"}}  # fmt: skip
+    assert raw_client.post("/events", json=event, headers=KEYS).json()["stored"] == 1
+    (stored,) = store.events(user_ids=["pii-u"]).to_dicts()
+    context = {k: v for k, v in json.loads(str(stored["context"])).items() if v is not None}
+    assert context == {"page": "home", "order": "123456789"}

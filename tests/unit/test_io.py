@@ -618,3 +618,15 @@ def test_items_without_created_at_import_with_it_unknown(
         {"item_id": "007", "created_at": None, "topic": "news"},
         {"item_id": "i2", "created_at": None, "topic": "sport"},
     ]
+
+
+def test_import_reduces_personal_data_like_the_api(tmp_path: Path, mem_store: SQLiteStore) -> None:
+    (tmp_path / "users.csv").write_text(
+        "user_id,Age,latitude,Longitude,mail,country\nu1,41,52.37,4.89,u1@example.com,NL\n"
+    )
+    report = import_file(mem_store, "users", tmp_path / "users.csv")
+    assert report.written == 1 and report.redacted == 3  # two coordinates and an e-mail address
+    (user,) = mem_store.users().to_dicts()
+    assert {k: v for k, v in user.items() if v is not None} == {
+        "user_id": "u1", "age_band": "35-44", "country": "NL"
+    }  # fmt: skip

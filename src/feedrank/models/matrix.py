@@ -545,7 +545,7 @@ def drop_user_rows(
     """Erasure in a dump: the `users` id array and the rows of the named arrays (dense, or CSR
     by prefix) that follow it lose these users' entries. Whether any was there."""
     users = arrays["users"]
-    keep = ~np.isin(users, np.asarray(sorted(user_ids), dtype=users.dtype))
+    keep = ~np.isin(users, np.asarray(sorted(user_ids)))  # not users' width: no truncation
     if keep.all():
         return False
     arrays["users"] = users[keep]

@@ -637,7 +637,8 @@ def _check_store_file(path: Path) -> None:
     if path.stat().st_size == 0 and not (wal.exists() and wal.stat().st_size):
         raise StoreError(f"{name} is not a feedrank store: it is an empty file (0 bytes)")
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as c:
+        uri = f"{path.resolve().as_uri()}?mode=ro"  # read only: a foreign file stays as it was
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as c:
             tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{name} is not a feedrank store: {exc}") from exc
