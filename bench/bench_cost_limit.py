@@ -1,6 +1,6 @@
 """Plain recommendations' latency while explanations arrive: 200 plain requests/s and 50
 `explain=true` requests/s at once, against `feedrank serve` with the cost limit (the default,
-FEEDRANK_MAX_EXPENSIVE=2) and without one (a limit no load reaches), side by side in one run.
+FEEDRANK_MAX_EXPENSIVE=1) and without one (a limit no load reaches), side by side in one run.
 
     .venv/bin/python bench/bench_cost_limit.py [--seconds 20]
 
@@ -66,7 +66,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         url, models, users = build(Path(tmp))
         rows = []
-        for label, limit in (("limit 2 (default)", "2"), ("no limit", "100000")):
+        for label, limit in (("limit 1 (default)", "1"), ("no limit", "100000")):
             os.environ["FEEDRANK_MAX_EXPENSIVE"] = limit
             port = free_port()
             with (Path(tmp) / f"server-{limit}.log").open("wb") as log:

@@ -22,7 +22,9 @@ class ApiSettings:
     insecure: bool = False
     max_body_bytes: int = 2 * 1024 * 1024
     max_batch: int = 10_000
-    max_expensive: int = 2  # explain / similar requests running at once (more: 429)
+    # explain / similar requests running at once (more: 429). One: each costs tens of ms of
+    # CPU and holds the GIL in part, and plain recommendations need the rest of the machine.
+    max_expensive: int = 1
     reload_seconds: float = 0.5  # how often the store's changes are applied
     models_seconds: float = 5.0  # how often the registry is looked at for a new champion
     pii: PiiPolicy = field(default_factory=PiiPolicy)
