@@ -4,6 +4,7 @@ requests have their own limit, impressions carry only what was shown, no path in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from collections.abc import Iterator
@@ -231,3 +232,35 @@ def test_pii_keys_any_case_and_contact_values_are_dropped(
     (stored,) = store.events(user_ids=["pii-u"]).to_dicts()
     context = {k: v for k, v in json.loads(str(stored["context"])).items() if v is not None}
     assert context == {"page": "home", "order": "123456789"}
+
+
+def test_a_store_holding_times_out_of_range_still_loads_and_says_so(site: Any) -> None:
+    """Rows an older version let in (year 0, epoch -99999999999) once killed the reload loop,
+    start-up, score and stats; they load now, read back at the range's edge, and are counted."""
+    import sqlite3
+
+    from typer.testing import CliRunner
+
+    from feedrank.cli.main import app as cli
+
+    from .sitebuild import DB, MODELS, store_url
+
+    with contextlib.closing(sqlite3.connect(site / DB)) as c:
+        for user, seconds in (("old0", -62167219200), ("old1", -99999999999)):
+            c.execute(
+                "INSERT INTO events (user_id, item_id, type, ts, value) "
+                "VALUES (?, 'p00001', 'click', ?, 1.0)",
+                (user, seconds * 10**6),
+            )
+            c.execute("INSERT INTO user_counts VALUES (?, 'click', 1.0, 1, ?, ?)",
+                      (user, seconds * 10**6, seconds * 10**6))  # fmt: skip
+        c.commit()
+    with TestClient(create_app(settings_for(site))) as client:
+        for user in ("old0", "old1", "u0001"):
+            r = client.get(f"/users/{user}/recommendations", headers=READ)
+            assert r.status_code == 200, r.text
+        assert client.get("/health").json()["status"] == "ok"
+    args = ["--store", store_url(site), "--models-dir", str(site / MODELS)]
+    out = CliRunner().invoke(cli, [*args, "stats", "--json"])
+    assert out.exit_code == 0 and json.loads(out.stdout)["events_out_of_time_range"] == 2
+    assert CliRunner().invoke(cli, [*args, "score", "--k", "5"]).exit_code == 0
