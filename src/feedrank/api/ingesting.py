@@ -252,7 +252,8 @@ class Ingesting:
         request_id = payload.get("request_id")
         if request_id is not None and not (isinstance(request_id, str) and request_id):
             raise BadRequest(
-                f"request_id must be a non-empty string (the idempotence key); got {_kind(request_id)}"
+                "request_id must be a non-empty string (the idempotence key); got "
+                f"{json.dumps(request_id)[:60]}"
             )
         for n, it in enumerate(shown):
             extra = sorted(set(it) - IMPRESSION_ITEM_KEYS) if isinstance(it, dict) else []
@@ -288,9 +289,8 @@ class Ingesting:
         frame = self._one("user_id", user_id, attributes)
         v = validate_users(frame, None, 0, 1, self.settings.pii, self.data.age_bands)
         _raise_first(v.errors)
-        users = v.good
-        self.store.upsert_users(users)
-        return _jsonable_row(users.to_dicts()[0])
+        self.store.upsert_users(v.good)
+        return _jsonable_row(v.good.to_dicts()[0])
 
     def item(self, item_id: str, attributes: Any) -> dict[str, Any]:
         frame = self._one("item_id", item_id, attributes)
