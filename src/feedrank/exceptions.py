@@ -46,6 +46,14 @@ class RowError:
             where.append(f"of {self.source}")
         return f"{self.message} ({' '.join(where)})" if where else self.message
 
+    def located(self) -> str:
+        """`FILE:LINE: field: message`, the CLI's one line per error (parts left out when
+        unknown)."""
+        where = ":".join(str(p) for p in (self.source, self.line) if p is not None)
+        return (
+            f"{where}: {self.field}: {self.message}" if where else f"{self.field}: {self.message}"
+        )
+
 
 class ValidationError(FeedrankError):
     """Input rows broke the schema. Carries every row error, not just the first."""

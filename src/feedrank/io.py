@@ -7,7 +7,9 @@ The report counts the valid events per type, so a summary can say what each one 
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Literal
 import polars as pl
 
 from feedrank.exceptions import RowError, ValidationError
+from feedrank.pii import PiiPolicy
 from feedrank.schema import Validated, validate_events, validate_items, validate_users
 from feedrank.settings import Settings
 from feedrank.store.base import Store
@@ -47,6 +50,7 @@ class ImportReport:
     errors: list[RowError] = field(default_factory=list)
     types: dict[str, int] = field(default_factory=dict)  # valid events per type
     engagements: int = 0  # valid events that count as engagements under the settings
+    redacted: int = 0  # personal values dropped (e-mail, phone, precise location)
 
     @property
     def duplicates(self) -> int:
@@ -74,6 +78,67 @@ def detect_format(path: Path, fmt: str | None = None) -> str:
             ]
         )
     return found
+
+
+def _file_error(path: Path, line: int | None, message: str) -> ValidationError:
+    return ValidationError([RowError(line, "file", message, path.name)])
+
+
+_EXPECTED = {
+    "csv": "UTF-8 CSV with a header row and the same number of fields on every line",
+    "jsonl": "UTF-8 JSON Lines, one object per line",
+    "parquet": "a Parquet file",
+}
+
+
+def _first_bad_line(path: Path, kind: str) -> tuple[int | None, str]:
+    """Where a file the fast reader refused goes wrong, and how, read line by line with the
+    standard library (only after a failure: the fast path stays columnar)."""
+    with path.open("rb") as fh:
+        for n, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return n, f"bytes that are not UTF-8 ({raw[exc.start : exc.end]!r})"
+    if kind == "jsonl":
+        with path.open(encoding="utf-8") as fh:
+            for n, text in enumerate(fh, start=1):
+                try:
+                    value = json.loads(text) if text.strip() else {}
+                except ValueError as exc:
+                    return n, f"a line that is not JSON ({exc})"
+                if not isinstance(value, dict):
+                    return n, f"a JSON {type(value).__name__}, not an object"
+    if kind == "csv":
+        with path.open(encoding="utf-8", newline="") as fh:
+            reader, width = csv.reader(fh, strict=True), None
+            try:
+                for row in reader:
+                    width = len(row) if width is None else width
+                    if len(row) != width:
+                        return (
+                            reader.line_num,
+                            f"{len(row)} fields where the first line has {width}",
+                        )
+            except csv.Error as exc:
+                return reader.line_num, f"{exc} (an unclosed quote?)"
+    return None, ""
+
+
+def _read(path: Path, kind: str, read: Callable[[], pl.DataFrame]) -> pl.DataFrame:
+    """The reader's frame, or one ValidationError naming the file, the line and the defect."""
+    if path.is_dir():
+        raise _file_error(path, None, f"a {kind} file must be a file; got a directory")
+    if path.stat().st_size == 0:
+        raise _file_error(path, None, f"a {kind} file must be {_EXPECTED[kind]}; got an empty file")
+    try:
+        return read()
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        line, what = _first_bad_line(path, kind) if kind != "parquet" else (None, "")
+        got = what or str(exc).strip().splitlines()[0][:200]
+        raise _file_error(
+            path, line, f"a {kind} file must be {_EXPECTED[kind]}; got {got}"
+        ) from exc
 
 
 def read_table(
@@ -109,8 +174,12 @@ def read_table(
                 )
             # Read with polars' own names first: passing new_columns of the wrong length makes
             # polars raise its SchemaError, not the message below.
-            df = pl.read_csv(
-                path, infer_schema=False, has_header=False, truncate_ragged_lines=False
+            df = _read(
+                path,
+                kind,
+                lambda: pl.read_csv(
+                    path, infer_schema=False, has_header=False, truncate_ragged_lines=False
+                ),
             )
             if df.width != len(columns):
                 raise ValidationError(
@@ -127,14 +196,22 @@ def read_table(
             df = df.rename(dict(zip(df.columns, columns, strict=True)))
             first_line = 1
         else:
-            df = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=False)
+            df = _read(
+                path,
+                kind,
+                lambda: pl.read_csv(path, infer_schema=False, truncate_ragged_lines=False),
+            )
             first_line = 2
     elif kind == "jsonl":
-        ids = {c: pl.String for c in _ID_COLUMNS if c in _jsonl_keys(path)}
-        df = pl.read_ndjson(path, infer_schema_length=None, schema_overrides=ids or None)
+
+        def read_jsonl() -> pl.DataFrame:
+            ids = {c: pl.String for c in _ID_COLUMNS if c in _jsonl_keys(path)}
+            return pl.read_ndjson(path, infer_schema_length=None, schema_overrides=ids or None)
+
+        df = _read(path, kind, read_jsonl)
         first_line = 1
     else:
-        df = pl.read_parquet(path)
+        df = _read(path, kind, lambda: pl.read_parquet(path))
         first_line = 1
     if rename:
         missing = [s for s in rename if s not in df.columns]
@@ -151,9 +228,16 @@ def read_table(
                 ]
             )
         df = df.rename(dict(rename))
+    twice = [c for c in df.columns if re.fullmatch(r".+_duplicated_\d+", c)]
+    if twice:  # polars' name for a repeated header
+        raise _file_error(
+            path,
+            1,
+            f"column names must be unique; got {twice[0].rsplit('_duplicated_', 1)[0]!r} more than once",
+        )
     for c in _ID_COLUMNS:
-        if c in df.columns:
-            df = df.with_columns(pl.col(c).cast(pl.String))
+        if c in df.columns and not (df.schema[c].is_nested() or df.schema[c] == pl.Binary):
+            df = df.with_columns(pl.col(c).cast(pl.String))  # nested: the schema says so
     return df, first_line
 
 
@@ -179,13 +263,18 @@ def map_types(df: pl.DataFrame, mapping: Mapping[str, str]) -> pl.DataFrame:
 
 
 def validate(
-    kind: Kind, df: pl.DataFrame, settings: Settings, source: str | None, first_line: int
+    kind: Kind,
+    df: pl.DataFrame,
+    settings: Settings,
+    source: str | None,
+    first_line: int,
+    pii: PiiPolicy | None = None,
 ) -> Validated:
     if kind == "users":
-        return validate_users(df, source, first_line)
+        return validate_users(df, source, first_line, pii=pii, age_bands=settings.age_bands)
     if kind == "items":
-        return validate_items(df, source, first_line)
-    return validate_events(df, settings, source, first_line)
+        return validate_items(df, source, first_line, settings=settings)
+    return validate_events(df, settings, source, first_line, pii=pii)
 
 
 def write(store: Store, kind: Kind, df: pl.DataFrame) -> int:
@@ -207,9 +296,11 @@ def import_frame(
     strict: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
-    """Validate and write a frame in chunks (settings: the store's unless given). Strict:
-    validate everything first; any bad row raises ValidationError and nothing is written."""
+    """Validate and write a frame in chunks (settings: the store's unless given), personal
+    data reduced as at the HTTP API (PiiPolicy.from_env()). Strict: validate everything first;
+    any bad row raises ValidationError and nothing is written."""
     settings = settings or store.settings()
+    pii = PiiPolicy.from_env()
     report = ImportReport(kind, source or "<frame>", rows=df.height)
 
     def counted(v: Validated) -> Validated:
@@ -222,7 +313,7 @@ def import_frame(
 
     chunks = [(off, df.slice(off, CHUNK_ROWS)) for off in range(0, df.height, CHUNK_ROWS)]
     checked: Iterable[tuple[int, Validated]] = (
-        (c.height, counted(validate(kind, c, settings, source, first_line + off)))
+        (c.height, counted(validate(kind, c, settings, source, first_line + off, pii)))
         for off, c in chunks
     )
     if strict:  # everything validated before anything is written
@@ -234,6 +325,7 @@ def import_frame(
     pending_rows = 0
     for i, (rows, v) in enumerate(checked):
         report.bad += v.n_bad
+        report.redacted += v.redacted
         report.errors.extend(v.errors[: max(0, 50 - len(report.errors))])
         pending.append(v.good)
         pending_rows += rows

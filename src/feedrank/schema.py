@@ -11,17 +11,22 @@ Canonical frames:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 
-from feedrank.exceptions import RowError
-from feedrank.settings import Settings
+from feedrank.exceptions import RowError, ValidationError
+from feedrank.pii import PiiPolicy
+from feedrank.settings import DEFAULT_AGE_BANDS, Settings
 
 TS = pl.Datetime("us", "UTC")
+# Columns the validators add while they work start with this; input columns may not (a key
+# `__line` in a body or a context would otherwise collide with them).
+RESERVED = "__"
 LINE = "__line"
+MAX_ID_CHARS = 256  # user and item ids, at ingestion as in every URL path (erasure included)
 
 EVENT_COLUMNS: dict[str, pl.DataType] = {
     "event_id": pl.String(),
@@ -116,6 +121,7 @@ class Validated:
     good: pl.DataFrame
     errors: list[RowError]
     n_bad: int
+    redacted: int = 0  # personal values dropped (PiiPolicy)
 
 
 def _quoted(col: str) -> pl.Expr:
@@ -161,8 +167,6 @@ def _with_lines(df: pl.DataFrame, first_line: int) -> pl.DataFrame:
 
 
 def _missing_columns(df: pl.DataFrame, required: list[str], source: str | None) -> None:
-    from feedrank.exceptions import ValidationError
-
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise ValidationError(
@@ -178,17 +182,78 @@ def _missing_columns(df: pl.DataFrame, required: list[str], source: str | None) 
         )
 
 
+def _columns_usable(df: pl.DataFrame, scalar: Sequence[str], source: str | None) -> None:
+    """Column-level defects, before any row is looked at: names the validators reserve for
+    themselves, and record fields that are lists or objects (a Parquet list column, a JSON
+    array) where a text or a number must be."""
+    errors = [
+        RowError(
+            None, c, f"field names must not start with '{RESERVED}' (reserved); got '{c}'", source
+        )
+        for c in df.columns
+        if c.startswith(RESERVED)
+    ]
+    errors += [
+        RowError(None, c, f"{c} must be text or a number; got {df.schema[c]}", source)
+        for c in scalar
+        if c in df.columns and (df.schema[c].is_nested() or df.schema[c] == pl.Binary)
+    ]
+    if errors:
+        raise ValidationError(errors)
+
+
+def _too_long(col: str) -> Check:
+    """Ids longer than every URL path accepts could be stored but never erased."""
+    return Check(
+        col,
+        pl.col(col).str.len_chars() > MAX_ID_CHARS,
+        pl.format(
+            f"{col} must be at most {MAX_ID_CHARS} characters; got {{}} characters",
+            pl.col(col).str.len_chars(),
+        ),
+    )
+
+
+def _in_range(col: str, parsed: str, settings: Settings) -> Check:
+    """A parsed time outside the settings' time_range: the store, every view and every model
+    can represent what passes (year 0 once poisoned start-up, score and stats)."""
+    lo, hi = settings.time_bounds()
+    return Check(
+        col,
+        pl.col(parsed).is_not_null() & ((pl.col(parsed) < lo) | (pl.col(parsed) >= hi)),
+        pl.format(
+            f"{col} must be from {lo.date()} to {hi.date()} (settings time_range); got '{{}}'",
+            _quoted(col),
+        ),
+    )
+
+
 def _id(col: str) -> pl.Expr:
     # Ids are opaque strings: never let a numeric reading turn 0042 into 42.
     return pl.col(col).cast(pl.String).str.strip_chars()
 
 
 def validate_users(
-    df: pl.DataFrame, source: str | None = None, first_line: int = 2, max_errors: int = 50
+    df: pl.DataFrame,
+    source: str | None = None,
+    first_line: int = 2,
+    max_errors: int = 50,
+    pii: PiiPolicy | None = None,
+    age_bands: Sequence[int] = DEFAULT_AGE_BANDS,
 ) -> Validated:
+    """Users; with a PiiPolicy, as the store may keep them (age as its band, no contact or
+    precise location)."""
     _missing_columns(df, ["user_id"], source)
+    ages = [c for c in df.columns if c.lower() == "age"]  # 'Age' is an age too
+    if len(ages) == 1:
+        df = df.rename({ages[0]: "age"})
+    elif ages:
+        raise ValidationError(
+            [RowError(None, "age", f"age must be given once; got {ages}", source)]
+        )
+    _columns_usable(df, ["user_id", "age"], source)
     df = _with_lines(df, first_line).with_columns(_id("user_id"))
-    checks = [_required("user_id")]
+    checks = [_required("user_id"), _too_long("user_id")]
     if "age" in df.columns:
         age = pl.col("age").cast(pl.Float64, strict=False)
         checks.append(
@@ -198,20 +263,28 @@ def validate_users(
                 pl.format("age must be a number from 0 to 130; got '{}'", _quoted("age")),
             )
         )
-        df = df.with_columns(age_parsed=age)
+        df = df.with_columns(__age=age)
     out = _apply_checks(df, checks, source, max_errors)
     good = out.good
-    if "age_parsed" in good.columns:
-        good = good.with_columns(age=pl.col("age_parsed")).drop("age_parsed")
+    if "__age" in good.columns:
+        good = good.with_columns(age=pl.col("__age")).drop("__age")
+    redacted = 0
+    if pii is not None:
+        good, redacted = pii.users(good, age_bands)
     return Validated(
-        good.unique("user_id", keep="last", maintain_order=True), out.errors, out.n_bad
+        good.unique("user_id", keep="last", maintain_order=True), out.errors, out.n_bad, redacted
     )
 
 
 def validate_items(
-    df: pl.DataFrame, source: str | None = None, first_line: int = 2, max_errors: int = 50
+    df: pl.DataFrame,
+    source: str | None = None,
+    first_line: int = 2,
+    max_errors: int = 50,
+    settings: Settings | None = None,
 ) -> Validated:
     _missing_columns(df, ["item_id"], source)
+    _columns_usable(df, ["item_id", "created_at"], source)
     if "created_at" not in df.columns:  # unknown, not invented
         df = df.with_columns(created_at=pl.lit(None, TS))
     df = _with_lines(df, first_line).with_columns(
@@ -219,6 +292,7 @@ def validate_items(
     )
     checks = [
         _required("item_id"),
+        _too_long("item_id"),
         Check(
             "created_at",
             pl.col("__created").is_null() & pl.col("created_at").is_not_null(),
@@ -227,6 +301,7 @@ def validate_items(
                 _quoted("created_at"),
             ),
         ),
+        _in_range("created_at", "__created", settings or Settings()),
     ]
     out = _apply_checks(df, checks, source, max_errors)
     good = out.good.with_columns(created_at=pl.col("__created")).drop("__created")
@@ -269,6 +344,7 @@ def validate_events(
     source: str | None = None,
     first_line: int = 2,
     max_errors: int = 50,
+    pii: PiiPolicy | None = None,
 ) -> Validated:
     """Validate interactions; every column beyond the core ones is kept as JSON `context`. Types
     are open strings (lower-cased): what each one weighs is the settings' business (an import
@@ -279,6 +355,7 @@ def validate_events(
         df = df.with_columns(item_id=pl.lit(""))
     if "context" in df.columns:
         df = _unpack_context(df)
+    _columns_usable(df, EVENT_CORE, source)
     extra = [c for c in df.columns if c not in EVENT_CORE and c != "context"]
     df = _with_lines(df, first_line)
     itemless = set(settings.itemless_types)
@@ -303,6 +380,8 @@ def validate_events(
     )
     checks = [
         _required("user_id"),
+        _too_long("user_id"),
+        _too_long("item_id"),
         _required("type"),
         Check(
             "item_id",
@@ -321,6 +400,7 @@ def validate_events(
                 _quoted("timestamp"),
             ),
         ),
+        _in_range("timestamp", "__ts", settings),
     ]
     if "value" in df.columns:
         checks.append(
@@ -357,6 +437,10 @@ def validate_events(
     good = out.good
     if "propensity" in good.columns:  # kept in context as a number, whatever it arrived as
         good = good.with_columns(propensity=pl.col("__propensity"))
+    redacted = 0
+    if pii is not None and extra:  # before the extra columns become the stored context
+        good, redacted = pii.reduce(good, extra)
+        extra = [c for c in extra if c in good.columns]
     context = pl.struct(extra).struct.json_encode() if extra else pl.lit(None, pl.String)
     good = good.select(
         (
@@ -380,7 +464,7 @@ def validate_events(
         ).alias("device"),
         context.alias("context"),
     )
-    return Validated(good, out.errors, out.n_bad)
+    return Validated(good, out.errors, out.n_bad, redacted)
 
 
 def empty_events() -> pl.DataFrame:

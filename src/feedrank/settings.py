@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ DEFAULT_TYPE_WEIGHTS: dict[str, float] = {
 DEFAULT_ITEMLESS_TYPES = ("login", "logout", "visit")
 DEFAULT_RATING_TYPES = ("rating",)
 DEFAULT_AGE_BANDS = (18, 25, 35, 45, 55, 65)
+DEFAULT_TIME_RANGE = ("1970-01-01", "2100-01-01")
 # Names other logs use for the default types: `--map-type` suggestions, never applied silently.
 TYPE_ALIASES = {
     "pv": "page_view",
@@ -94,9 +96,16 @@ class Settings:
     seed: int = 0
     # Online experiments: name -> {variant: share}; a variant is a registry model name.
     experiments: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Event and item times accepted at every entry: [from, to), ISO dates (UTC).
+    time_range: tuple[str, str] = DEFAULT_TIME_RANGE
 
     def __post_init__(self) -> None:
         _check(self)
+
+    def time_bounds(self) -> tuple[datetime, datetime]:
+        """time_range as UTC datetimes (checked when the settings are made)."""
+        lo, hi = (datetime.fromisoformat(t).replace(tzinfo=UTC) for t in self.time_range)
+        return lo, hi
 
     # -- the engagement rule -----------------------------------------------------------------------
     def weight_of(self, event_type: str) -> float:
@@ -249,6 +258,8 @@ class Settings:
                 raise ConfigError(f"{key} must be a whole number; got {data[key]!r} ({source})")
         if "experiments" in data:
             data["experiments"] = _experiments(data["experiments"], source)
+        if "time_range" in data:
+            data["time_range"] = tuple(_names("time_range", data["time_range"], source))
         if data.get("attribute_weights"):
             aw = data["attribute_weights"]
             if not isinstance(aw, dict) or "attribute" not in aw:
@@ -374,5 +385,16 @@ def _check(s: Settings) -> None:
         raise ConfigError(f"negative_ratio must be >= 1; got {s.negative_ratio}")
     if s.label_window_seconds <= 0:
         raise ConfigError(f"label_window_seconds must be > 0; got {s.label_window_seconds}")
+    try:
+        lo, hi = s.time_bounds()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"time_range must be two ISO dates [from, to); got {list(s.time_range)!r}"
+        ) from exc
+    if len(s.time_range) != 2 or not lo < hi or lo.year < 1 or hi.year > 9998:
+        raise ConfigError(
+            "time_range must be two ISO dates [from, to), from before to, within years "
+            f"1..9998; got {list(s.time_range)!r}"
+        )
     if s.unknown_type_weight < 0:
         raise ConfigError(f"unknown_type_weight must be >= 0; got {s.unknown_type_weight}")

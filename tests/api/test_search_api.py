@@ -82,7 +82,8 @@ def test_erasing_a_user_removes_them_everywhere(site: Path, os_url: str) -> None
         assert answer(client, u)["served_from"] == "generation"
         r = client.delete(f"/users/{u}", headers=ADMIN)
         assert r.status_code == 200
-        assert r.json()["removed"] == {"events": n_events, "recommendations": n_recs, "users": 1}
+        removed = {"events": n_events, "recommendations": n_recs, "users": 1, "files": 0}
+        assert r.json()["removed"] == removed
         assert answer(client, u)["cold_start"] is True
     assert store.events(user_ids=[u]).is_empty() and store.recommendations(u).is_empty()
     store.close()

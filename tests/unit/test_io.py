@@ -154,7 +154,8 @@ def test_strict_import_of_good_rows_writes_them(tmp_path: Path, mem_store: SQLit
     path.write_text("user_id,age\n0042,34\nu2,\n")
     report = import_file(mem_store, "users", path, strict=True)
     assert (report.rows, report.written, report.bad) == (2, 2, 0)
-    assert mem_store.users().sort("user_id")["age"].to_list() == [34.0, None]
+    # the exact age is personal: the store keeps its band (as over HTTP)
+    assert mem_store.users().sort("user_id")["age_band"].to_list() == ["25-34", None]
 
 
 def test_strict_users_and_items_write_nothing_when_a_row_is_bad(
@@ -284,8 +285,8 @@ def test_users_and_items_import_from_csv(tmp_path: Path, mem_store: SQLiteStore)
     assert import_file(mem_store, "items", tmp_path / "items.csv").written == 2
     users = mem_store.users().sort("user_id")
     assert users.to_dicts() == [
-        {"user_id": "0042", "country": "NO", "age": 34.0},
-        {"user_id": COOKIE, "country": "SE", "age": None},
+        {"user_id": "0042", "country": "NO", "age_band": "25-34"},
+        {"user_id": COOKIE, "country": "SE", "age_band": None},
     ]
     items = mem_store.items().sort("item_id")
     assert items.to_dicts() == [
@@ -617,3 +618,15 @@ def test_items_without_created_at_import_with_it_unknown(
         {"item_id": "007", "created_at": None, "topic": "news"},
         {"item_id": "i2", "created_at": None, "topic": "sport"},
     ]
+
+
+def test_import_reduces_personal_data_like_the_api(tmp_path: Path, mem_store: SQLiteStore) -> None:
+    (tmp_path / "users.csv").write_text(
+        "user_id,Age,latitude,Longitude,mail,country\nu1,41,52.37,4.89,u1@example.com,NL\n"
+    )
+    report = import_file(mem_store, "users", tmp_path / "users.csv")
+    assert report.written == 1 and report.redacted == 3  # two coordinates and an e-mail address
+    (user,) = mem_store.users().to_dicts()
+    assert {k: v for k, v in user.items() if v is not None} == {
+        "user_id": "u1", "age_band": "35-44", "country": "NL"
+    }  # fmt: skip

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,7 +23,7 @@ from feedrank import __version__
 from feedrank.api.auth import KeyRing
 from feedrank.api.ingesting import BadRequest, FieldError
 from feedrank.api.metrics import EdgeMiddleware, Metrics
-from feedrank.api.runtime import Runtime
+from feedrank.api.runtime import Runtime, TooBusy
 from feedrank.api.settings import ApiSettings
 from feedrank.api.state import load_state, refresh
 from feedrank.exceptions import (
@@ -69,9 +70,9 @@ async def _follow(rt: Runtime) -> None:
             if new is not None:
                 rt.swap(new)
                 rt.metrics.reloads.labels("ok").inc()
-        except FeedrankError as exc:  # keep serving the old state; say why
+        except Exception:  # whatever failed, keep following and serving the old state
             rt.metrics.reloads.labels("failed").inc()
-            log.warning("refresh failed, still serving %s: %s", rt.state.label, exc)
+            log.exception("refresh failed, still serving %s", rt.state.label)
         await asyncio.sleep(min(0.1, rt.settings.reload_seconds))  # debounce
 
 
@@ -121,13 +122,15 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
 
 def _error_handlers(app: FastAPI) -> None:
-    """The exception hierarchy becomes HTTP here, once."""
+    """The exception hierarchy becomes HTTP here, once. A store fault is 503 and a request
+    over a cost limit 429, both with Retry-After; no answer names a file path."""
     codes: list[tuple[type[Exception], int]] = [
         (BadRequest, 400),
         (FieldError, 422),
         (ValidationError, 422),
         (NotFoundError, 404),
         (Unsupported, 404),  # not 501: asking a model for what it lacks is not a server fault
+        (TooBusy, 429),
         (NotFittedError, 503),
         (StoreError, 503),
         (MissingExtraError, 501),
@@ -137,12 +140,25 @@ def _error_handlers(app: FastAPI) -> None:
     for exc_type, code in codes:
 
         def handler(request: Request, exc: Exception, code: int = code) -> JSONResponse:
-            body: dict[str, Any] = {"detail": str(exc)}
+            body: dict[str, Any] = {"detail": _without_paths(str(exc), request)}
             if isinstance(exc, FieldError):
                 body["field"] = exc.field
-            return JSONResponse(body, status_code=code)
+            retry = {"Retry-After": "1"} if code in (429, 503) else None
+            return JSONResponse(body, status_code=code, headers=retry)
 
         app.add_exception_handler(exc_type, handler)
+
+
+def _without_paths(text: str, request: Request) -> str:
+    """The models directory and the store's file are the server's business, not a client's."""
+    rt: Runtime | None = getattr(request.app.state, "runtime", None)
+    if rt is None:
+        return text
+    places = {"<models>": rt.registry.root, "<store>": Path(getattr(rt.store, "path", "") or ".")}
+    for name, path in places.items():
+        for form in {str(path.resolve()), str(path)} - {"", "."}:
+            text = text.replace(form, name)
+    return text
 
 
 def create_app_from_env() -> FastAPI:

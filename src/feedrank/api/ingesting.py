@@ -15,7 +15,6 @@ from typing import Any
 
 import polars as pl
 
-from feedrank.api.pii import reduce_mapping, reduce_users
 from feedrank.api.settings import ApiSettings
 from feedrank.exceptions import FeedrankError, RowError
 from feedrank.schema import EVENT_CORE, validate_events, validate_items, validate_users
@@ -23,6 +22,7 @@ from feedrank.settings import TYPE_ALIASES, Settings
 from feedrank.store import Store
 
 SCALARS = (str, int, float)
+IMPRESSION_ITEM_KEYS = {"item_id", "position", "propensity"}
 
 
 class BadRequest(FeedrankError):
@@ -62,13 +62,49 @@ class IngestResult:
         }
 
 
+MAX_DEPTH = 32  # nesting of arrays and objects in a body (json.loads recurses)
+
+
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def parse_json(body: bytes) -> Any:
+    """The body as JSON, or BadRequest: strict JSON (no NaN or Infinity), nested at most
+    MAX_DEPTH levels, text that is valid Unicode (no lone surrogate such as "\\ud800")."""
     if not body.strip():
         raise BadRequest("the request body must be JSON; got an empty body")
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        # Decoded strictly first: json.loads(bytes) lets UTF-8-encoded surrogates through.
+        value = json.loads(body.decode("utf-8"), parse_constant=_not_json)
+    except RecursionError as exc:
+        raise BadRequest(f"the request body must nest at most {MAX_DEPTH} levels") from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN, a 5,000-digit int
         raise BadRequest(f"the request body must be valid JSON; got a parse error: {exc}") from exc
+    _check_tree(value, surrogates=b"\\ud" in body.lower())
+    return value
+
+
+def _check_tree(value: Any, surrogates: bool) -> None:
+    """Depth, and (when the body escapes a surrogate at all) that every text encodes: a lone
+    surrogate passes json.loads but no UTF-8 encoder downstream. Iterative: no recursion."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict | list):
+            if depth > MAX_DEPTH:
+                raise BadRequest(f"the request body must nest at most {MAX_DEPTH} levels")
+            children = list(v.values()) if isinstance(v, dict) else v
+            if surrogates and isinstance(v, dict):
+                children += list(v)
+            stack.extend((c, depth + 1) for c in children)
+        elif surrogates and isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise BadRequest(
+                    f"the request body's text must be valid Unicode; got {v[exc.start : exc.end]!a}"
+                ) from exc
 
 
 def _kind(v: Any) -> str:
@@ -108,7 +144,6 @@ class Ingesting:
         over stored events: json.loads already made each of them a Python dict."""
         rows, errors, index = [], [], []
         now = datetime.now(UTC).isoformat()
-        drop = self.settings.pii
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 errors.append(
@@ -136,7 +171,7 @@ class Ingesting:
                 )
                 continue
             extra = {k: v for k, v in item.items() if k not in EVENT_CORE and k != "context"}
-            context = reduce_mapping({**extra, **(ctx or {})}, drop)
+            context = {**extra, **(ctx or {})}  # PII reduced by the validator
             row = {k: (None if item.get(k) is None else str(item[k])) for k in EVENT_CORE}
             row["timestamp"] = row["timestamp"] or now  # a live event without a time is now
             row["context"] = json.dumps(context) if context else None
@@ -151,7 +186,7 @@ class Ingesting:
         good = pl.DataFrame(schema={c: pl.String for c in (*EVENT_CORE, "context")})
         if rows:
             frame = pl.DataFrame(rows, schema={c: pl.String for c in (*EVENT_CORE, "context")})
-            v = validate_events(frame, self.data, None, 0, max_errors=len(rows))
+            v = validate_events(frame, self.data, None, 0, len(rows), self.settings.pii)
             errors += [ItemError(index[e.line or 0], e.field, e.message) for e in v.errors]
             good = v.good
         result.errors = sorted(errors, key=lambda e: e.index)
@@ -214,14 +249,25 @@ class Ingesting:
             raise BadRequest(
                 f"'items' must hold at most {self.settings.max_batch}; got {len(shown)}"
             )
-        base = {k: payload.get(k) for k in ("user_id", "timestamp", "device", "context")}
         request_id = payload.get("request_id")
+        if request_id is not None and not (isinstance(request_id, str) and request_id):
+            raise BadRequest(
+                "request_id must be a non-empty string (the idempotence key); got "
+                f"{json.dumps(request_id)[:60]}"
+            )
+        for n, it in enumerate(shown):
+            extra = sorted(set(it) - IMPRESSION_ITEM_KEYS) if isinstance(it, dict) else []
+            if extra:  # an item cannot make itself a click, or another user's
+                raise BadRequest(
+                    f"items[{n}] may hold only {sorted(IMPRESSION_ITEM_KEYS)}; got {extra}"
+                )
+        base = {k: payload.get(k) for k in ("user_id", "timestamp", "device", "context")}
         out: list[dict[str, Any]] = []
         for n, it in enumerate(shown, start=1):
             one = it if isinstance(it, dict) else {"item_id": it, "position": n}
-            event = {**base, "type": "impression", **one}
+            event = {**base, **one, "type": "impression"}
             event.setdefault("position", n)
-            if request_id is not None and isinstance(request_id, SCALARS):
+            if request_id is not None:
                 event["event_id"] = f"{request_id}:{event.get('position')}:{event.get('item_id')}"
             out.append(event)
         return out
@@ -241,17 +287,18 @@ class Ingesting:
 
     def user(self, user_id: str, attributes: Any) -> dict[str, Any]:
         frame = self._one("user_id", user_id, attributes)
-        v = validate_users(frame, None, 0, 1)
+        v = validate_users(frame, None, 0, 1, self.settings.pii, self.data.age_bands)
         _raise_first(v.errors)
-        users = reduce_users(v.good, self.settings.pii, self.data.age_bands)
-        self.store.upsert_users(users)
-        return _jsonable_row(users.to_dicts()[0])
+        self.store.upsert_users(v.good)
+        return _jsonable_row(v.good.to_dicts()[0])
 
     def item(self, item_id: str, attributes: Any) -> dict[str, Any]:
         frame = self._one("item_id", item_id, attributes)
         if "created_at" not in frame.columns or frame["created_at"][0] is None:
             frame = frame.with_columns(created_at=pl.lit(datetime.now(UTC).isoformat()))
-        v = validate_items(frame.with_columns(pl.col("created_at").cast(pl.String)), None, 0, 1)
+        v = validate_items(
+            frame.with_columns(pl.col("created_at").cast(pl.String)), None, 0, 1, self.data
+        )
         _raise_first(v.errors)
         self.store.upsert_items(v.good)
         return _jsonable_row(v.good.to_dicts()[0])

@@ -4,12 +4,17 @@ ASGI middleware that times requests and caps body sizes before any handler reads
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
+import uuid
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+log = logging.getLogger("feedrank.api")
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -51,7 +56,10 @@ class _TooLarge(Exception):
 
 class EdgeMiddleware:
     """Times every request by its route template (never by raw path: ids would explode the
-    label set) and answers 413 for bodies over the limit, declared or streamed."""
+    label set), answers 413 for bodies over the limit, declared or streamed, gives every
+    request an id (the client's X-Request-ID when it is a short token, else a new one; echoed
+    in the answer), and turns any exception that escaped the handlers into a counted, logged
+    500 naming that id."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
         self.app, self.metrics, self.max = app, metrics, max_body_bytes
@@ -62,10 +70,13 @@ class EdgeMiddleware:
             return
         t0 = time.perf_counter()
         status = {"code": 500, "started": False}
+        given = dict(scope.get("headers") or []).get(b"x-request-id", b"")
+        request_id = (given.decode() if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex).encode()
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"], status["started"] = message["status"], True
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
             await send(message)
 
         seen = 0
@@ -87,21 +98,34 @@ class EdgeMiddleware:
         except _TooLarge:
             if status["started"]:
                 raise
-            await _too_large(send_wrapper, self.max)
-        route: Any = scope.get("route")
-        name = getattr(route, "path", "unmatched")
-        self.metrics.requests.labels(scope["method"], name, str(status["code"])).inc()
-        self.metrics.latency.labels(name).observe(time.perf_counter() - t0)
+            detail = f"the request body must be at most {self.max} bytes; nothing was stored"
+            await _answer(send_wrapper, 413, {"detail": detail})
+        except Exception:
+            status["code"] = 500
+            log.exception(
+                "%s %s failed (request id %s)", scope["method"], _route(scope), request_id.decode()
+            )
+            if status["started"]:
+                raise  # too late for an answer: the server closes the connection
+            detail = "internal error; the server log has it under this request id"
+            await _answer(send_wrapper, 500, {"detail": detail, "request_id": request_id.decode()})
+        finally:
+            name = _route(scope)
+            self.metrics.requests.labels(scope["method"], name, str(status["code"])).inc()
+            self.metrics.latency.labels(name).observe(time.perf_counter() - t0)
 
 
-async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps(
-        {"detail": f"the request body must be at most {limit} bytes; nothing was stored"}
-    ).encode()
+def _route(scope: Scope) -> str:
+    route: Any = scope.get("route")
+    return str(getattr(route, "path", "unmatched"))
+
+
+async def _answer(send: Send, status: int, content: dict[str, Any]) -> None:
+    body = json.dumps(content).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),

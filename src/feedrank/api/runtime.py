@@ -5,7 +5,7 @@ Routers import this module, and the app imports the routers: no import circle.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -18,11 +18,15 @@ from feedrank.api.metrics import Metrics
 from feedrank.api.recommending import Recommending
 from feedrank.api.settings import ApiSettings
 from feedrank.api.state import ServingState
-from feedrank.exceptions import StoreError
+from feedrank.exceptions import FeedrankError, StoreError
 from feedrank.pipeline.registry import Registry
 from feedrank.store import Store
 
 R = TypeVar("R")
+
+
+class TooBusy(FeedrankError):
+    """An expensive request over its concurrency limit (answered 429 with Retry-After)."""
 
 
 @dataclass
@@ -35,6 +39,8 @@ class Runtime:
     refresh_requested: asyncio.Event = field(default_factory=asyncio.Event)
     writer: ThreadPoolExecutor | None = None
     rng: np.random.Generator = field(default_factory=np.random.default_rng)  # exploration draws
+    fault: str | None = None  # why the last write failed, until one succeeds (GET /health)
+    expensive_running: int = 0
 
     @property
     def recommending(self) -> Recommending:
@@ -47,7 +53,12 @@ class Runtime:
     async def write(self, fn: Callable[..., R], *args: Any) -> R:
         if self.writer is None:
             raise StoreError("the server is not started: no writer thread")
-        result = await asyncio.wrap_future(self.writer.submit(fn, *args))
+        try:
+            result = await asyncio.wrap_future(self.writer.submit(fn, *args))
+        except StoreError as exc:
+            self.fault = str(exc)
+            raise
+        self.fault = None  # the store takes writes again: the writer reconnected by itself
         self.refresh_requested.set()  # follow our own writes without waiting for the period
         return result
 
@@ -63,3 +74,22 @@ async def runtime(request: Request) -> Runtime:
 
 async def api_settings(rt: Runtime = Depends(runtime)) -> ApiSettings:
     return rt.settings
+
+
+async def expensive(request: Request, rt: Runtime = Depends(runtime)) -> AsyncIterator[None]:
+    """A slot for a costly request (an explanation, similar items): at most
+    `max_expensive` at a time, else 429, so that plain recommendations keep their latency."""
+    explain = request.query_params.get("explain", "").lower() in ("1", "true", "yes", "on")
+    if request.url.path.endswith("/recommendations") and not explain:
+        yield  # a plain recommendation: never limited
+        return
+    limit = rt.settings.max_expensive
+    if rt.expensive_running >= limit:  # no await between the check and the count
+        raise TooBusy(
+            f"at most {limit} expensive requests (explain, similar) run at a time; retry later"
+        )
+    rt.expensive_running += 1
+    try:
+        yield
+    finally:
+        rt.expensive_running -= 1

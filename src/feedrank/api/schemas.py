@@ -170,4 +170,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "unknown user, item or model"},
     413: {"model": ErrorOut, "description": "body too large"},
     422: {"model": ErrorOut, "description": "invalid input"},
+    429: {"model": ErrorOut, "description": "an expensive request over its limit (Retry-After)"},
+    503: {"model": ErrorOut, "description": "the store cannot serve now (Retry-After)"},
 }

@@ -9,36 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from feedrank.exceptions import ConfigError
-
-# Precise location is reduced at ingestion: these keys are dropped from user attributes and
-# event context; coarse ones (country, region) are kept.
-DEFAULT_PRECISE_LOCATION = (
-    "latitude",
-    "longitude",
-    "lat",
-    "lon",
-    "lng",
-    "geo",
-    "location",
-    "address",
-    "street",
-    "city",
-    "postal_code",
-    "postcode",
-    "zip",
-    "zip_code",
-    "ip",
-    "ip_address",
-)
-
-
-@dataclass(frozen=True)
-class PiiPolicy:
-    """What ingestion keeps of personal data: age becomes an age band (the edges of
-    Settings.age_bands), precise location keys are dropped (country and region stay)."""
-
-    age_to_band: bool = True
-    drop_keys: tuple[str, ...] = DEFAULT_PRECISE_LOCATION
+from feedrank.pii import PiiPolicy
 
 
 @dataclass(frozen=True)
@@ -51,6 +22,9 @@ class ApiSettings:
     insecure: bool = False
     max_body_bytes: int = 2 * 1024 * 1024
     max_batch: int = 10_000
+    # explain / similar requests running at once (more: 429). One: each costs tens of ms of
+    # CPU and holds the GIL in part, and plain recommendations need the rest of the machine.
+    max_expensive: int = 1
     reload_seconds: float = 0.5  # how often the store's changes are applied
     models_seconds: float = 5.0  # how often the registry is looked at for a new champion
     pii: PiiPolicy = field(default_factory=PiiPolicy)
@@ -58,6 +32,8 @@ class ApiSettings:
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1024:
             raise ConfigError(f"max_body_bytes must be >= 1024; got {self.max_body_bytes}")
+        if self.max_expensive < 1:
+            raise ConfigError(f"max_expensive must be >= 1; got {self.max_expensive}")
         if self.reload_seconds <= 0:
             raise ConfigError(f"reload_seconds must be > 0; got {self.reload_seconds}")
 
@@ -65,6 +41,7 @@ class ApiSettings:
     def from_env(cls, **overrides: object) -> ApiSettings:
         """FEEDRANK_STORE, FEEDRANK_MODELS, FEEDRANK_MODEL, FEEDRANK_API_KEYS,
         FEEDRANK_API_KEYS_FILE, FEEDRANK_MAX_BODY_BYTES, FEEDRANK_RELOAD_SECONDS,
+        FEEDRANK_MAX_EXPENSIVE,
         FEEDRANK_PII_DROP (comma-separated keys), FEEDRANK_PII_AGE_BANDS (0/1); explicit
         overrides (CLI flags) win where not None."""
         env = os.environ
@@ -82,21 +59,13 @@ class ApiSettings:
         for name, key in (
             ("max_body_bytes", "FEEDRANK_MAX_BODY_BYTES"),
             ("reload_seconds", "FEEDRANK_RELOAD_SECONDS"),
+            ("max_expensive", "FEEDRANK_MAX_EXPENSIVE"),
         ):
             if env.get(key):
                 try:
                     values[name] = float(env[key]) if name == "reload_seconds" else int(env[key])
                 except ValueError as exc:
                     raise ConfigError(f"{key} must be a number; got '{env[key]}'") from exc
-        if env.get("FEEDRANK_PII_DROP") is not None or env.get("FEEDRANK_PII_AGE_BANDS"):
-            drop = env.get("FEEDRANK_PII_DROP")
-            values["pii"] = PiiPolicy(
-                age_to_band=env.get("FEEDRANK_PII_AGE_BANDS", "1") not in ("0", "false", "no"),
-                drop_keys=(
-                    tuple(k.strip() for k in drop.split(",") if k.strip())
-                    if drop is not None
-                    else DEFAULT_PRECISE_LOCATION
-                ),
-            )
+        values["pii"] = PiiPolicy.from_env()
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -172,9 +172,10 @@ def refresh(
         except ConfigError as exc:  # keep following events and items with the settings we have
             log.warning("stored settings version %s not applied: %s", version, exc)
     served = state.served
-    if check_models:
+    if check_models or changes.erased:
         current = _current_label(registry, model_name)
-        if current != (served.label if served.record else None):
+        # An erasure rewrote the model files without the user: load them again.
+        if changes.erased or current != (served.label if served.record else None):
             served = load_served(registry, model_name, settings)
     generation = store.active_generation()
     if (

@@ -102,14 +102,13 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except ValidationError as exc:
             _debug(args, kwargs)
-            err_console.print(f"[red]error:[/red] {exc.total_bad} bad row(s); nothing was written")
             print_row_errors(exc.errors, exc.total_bad)
+            if exc.total_bad > 1:  # one input error is one line; several get a total
+                _line(f"{exc.total_bad} bad rows; nothing was written")
             raise typer.Exit(2) from exc
         except FeedrankError as exc:
             _debug(args, kwargs)
-            err_console.print(
-                f"[red]error:[/red] {exc}", highlight=False, markup=False, soft_wrap=True
-            )
+            _line(f"error: {exc}")
             raise typer.Exit(2) from exc
 
     return wrapper  # type: ignore[return-value]
@@ -121,12 +120,17 @@ def _debug(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         traceback.print_exc()
 
 
+def _line(text: str) -> None:
+    """One line on stderr as it is: no markup, no wrapping (a path or a value may hold '[')."""
+    err_console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def print_row_errors(errors: list[RowError], total: int, shown: int = 10) -> None:
-    """One unwrapped line per bad row, so they can be grepped."""
+    """One unwrapped `FILE:LINE: field: message` line per bad row, so they can be grepped."""
     for e in errors[:shown]:
-        err_console.print(f"  {e}", markup=False, highlight=False, soft_wrap=True)
+        _line(e.located())
     if total > shown:
-        err_console.print(f"  ... and {total - shown} more bad rows", soft_wrap=True)
+        _line(f"... and {total - shown} more bad rows")
 
 
 @contextmanager

@@ -81,6 +81,11 @@ def _import(
         f"{kind}: {report.rows} rows read, {report.written} written, "
         f"{report.duplicates} already stored, {report.bad} bad ({path.name})"
     )
+    if report.redacted:
+        console.print(
+            f"{report.redacted} personal values dropped (e-mail, phone, precise location; "
+            "exact ages are kept as bands)"
+        )
     if report.types:
         _type_summary(ctx, report.types, report.engagements)
     if report.bad:
@@ -243,6 +248,13 @@ def register(app: typer.Typer) -> None:
             f"items: {s['items']}   interactions: {s['events']}"
         )
         console.print(f"time span: {s['first_event']} .. {s['last_event']}")
+        if s.get("events_out_of_time_range"):
+            err_console.print(
+                f"warning: {s['events_out_of_time_range']} events lie outside the settings' "
+                "time_range (stored by an older version; read back at the range's edge)",
+                highlight=False,
+                soft_wrap=True,
+            )
         if s["types"]:
             print_frame(pl.DataFrame(s["types"]), "event types")
         console.print(
@@ -253,6 +265,24 @@ def register(app: typer.Typer) -> None:
             f"active generation: {g['id']} ({g['model']}, {g['users']} users, {g['created_at']})"
             if g
             else "active generation: none"
+        )
+
+    @app.command()
+    @handle_errors
+    def erase(
+        ctx: typer.Context, user_id: str = typer.Argument(..., help="The user to erase.")
+    ) -> None:
+        """Erase a user everywhere: events, profile, counters and recommendations in the store
+        (freed bytes zeroed, WAL checkpointed), their rows in model and benchmark files. Running
+        servers stop using them within a second."""
+        from feedrank.pipeline.erase import erase_user
+
+        c = ctx_obj(ctx)
+        removed = erase_user(c.store, c.registry, user_id)
+        console.print(
+            f"erased {user_id}: " + ", ".join(f"{n} {what}" for what, n in removed.items()),
+            highlight=False,
+            soft_wrap=True,
         )
 
     @app.command()

@@ -7,7 +7,6 @@ pair (user_id + item_id), context (timestamp, position, device)."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from feedrank.features.history import History, Snapshot, T, exposure_types
+from feedrank.pii import age_band_expr
 from feedrank.settings import Settings
 from feedrank.views.site import SiteData
 
@@ -40,17 +40,6 @@ DEFAULT_CROSSES = (
 SMOOTHING = 2.0  # pseudo-events in every smoothed share and ratio
 ROWS_CHUNK = 500_000  # examples per pass of rows(): the lookups' temporaries follow a chunk
 MAX_POSITION = 20
-
-
-def age_band_expr(age: pl.Expr, edges: list[int]) -> pl.Expr:
-    """Exact age is PII and not a feature; its band is. Edges (18, 25, ...) -> '<18', '18-24', ..."""
-    labels = [f"<{edges[0]}"]
-    labels += [f"{lo}-{hi - 1}" for lo, hi in itertools.pairwise(edges)]
-    labels.append(f"{edges[-1]}+")
-    expr: Any = pl.when(age.is_null()).then(pl.lit(None, pl.String))
-    for edge, label in zip(edges, labels[:-1], strict=True):
-        expr = expr.when(age < edge).then(pl.lit(label))
-    return expr.otherwise(pl.lit(labels[-1]))
 
 
 def user_age_band(users: pl.DataFrame, edges: Sequence[int]) -> pl.Expr | None:

@@ -109,6 +109,21 @@ class Recommender(ABC):
         with features as of the row's own time, read from `data`. Probabilistic models only."""
         raise Unsupported(f"a '{self.kind}' model gives scores, not probabilities")
 
+    def without_users(self, user_ids: Sequence[str]) -> Self:
+        """This fitted model with no row or id of these users (erasure): a copy when it held
+        any, else `self`. Most models hold aggregates only; those with per-user rows (factors,
+        neighbour rows) override `_drop_users`."""
+        self._check()
+        meta, arrays = self.dump()
+        dropped = self._drop_users(meta, arrays, set(user_ids))
+        return type(self).restore(meta, arrays) if dropped else self
+
+    def _drop_users(
+        self, meta: dict[str, Any], arrays: dict[str, np.ndarray], user_ids: set[str]
+    ) -> bool:
+        """Remove the users' rows from a dump in place; whether any was there."""
+        return False
+
     # -- persistence -------------------------------------------------------------------------------
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """JSON-able metadata and named arrays of the fitted parameters (beyond params, settings,

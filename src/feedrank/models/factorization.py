@@ -24,6 +24,7 @@ from feedrank.models.matrix import (
     MatrixRecommender,
     MatrixRows,
     MatrixScorer,
+    drop_user_rows,
     trained_until,
 )
 from feedrank.views.site import SiteData
@@ -102,6 +103,12 @@ class _FactorModel(MatrixRecommender):
             "user_factors": self.user_factors_,
             "item_factors": self.item_factors_,
         }
+
+    def _drop_users(
+        self, meta: dict[str, Any], arrays: dict[str, np.ndarray], user_ids: set[str]
+    ) -> bool:
+        # An erased user is then unknown: folded in from their history, which is gone.
+        return drop_user_rows(arrays, user_ids, dense=["user_factors"])
 
     def _load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         super()._load_state(meta, arrays)

@@ -105,6 +105,18 @@ class _Ensemble(Recommender):
             arrays.update({f"g{i}__{k}": v for k, v in a.items()})
         return {"generators_fitted": metas, "names": self.names_}, arrays
 
+    def _drop_users(
+        self, meta: dict[str, Any], arrays: dict[str, np.ndarray], user_ids: set[str]
+    ) -> bool:
+        dropped = False
+        for i, (g, m) in enumerate(zip(self.generators_, meta["generators_fitted"], strict=True)):
+            prefix = f"g{i}__"
+            sub = {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
+            if g._drop_users(m, sub, user_ids):
+                arrays.update({f"{prefix}{k}": v for k, v in sub.items()})
+                dropped = True
+        return dropped
+
     def _load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         from feedrank.models import model_class
 

@@ -30,6 +30,7 @@ from feedrank.models.matrix import (
     block_rows,
     csr_arrays,
     csr_from,
+    drop_user_rows,
     parallel_map,
     sparse_top_k,
 )
@@ -213,6 +214,12 @@ class UserKNNRecommender(_KNN):
             **csr_arrays("neighbours", self.neighbours_),
             **csr_arrays("ratings", self.ratings_),
         }
+
+    def _drop_users(
+        self, meta: dict[str, Any], arrays: dict[str, np.ndarray], user_ids: set[str]
+    ) -> bool:
+        # An erased user is no one's neighbour any more (idf and lengths are aggregates).
+        return drop_user_rows(arrays, user_ids, csr=["neighbours", "ratings"])
 
     def _load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         super()._load_state(meta, arrays)

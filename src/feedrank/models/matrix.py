@@ -536,6 +536,26 @@ def csr_from(prefix: str, arrays: dict[str, np.ndarray]) -> sp.csr_matrix:
     )
 
 
+def drop_user_rows(
+    arrays: dict[str, np.ndarray],
+    user_ids: set[str],
+    dense: Sequence[str] = (),
+    csr: Sequence[str] = (),
+) -> bool:
+    """Erasure in a dump: the `users` id array and the rows of the named arrays (dense, or CSR
+    by prefix) that follow it lose these users' entries. Whether any was there."""
+    users = arrays["users"]
+    keep = ~np.isin(users, np.asarray(sorted(user_ids)))  # not users' width: no truncation
+    if keep.all():
+        return False
+    arrays["users"] = users[keep]
+    for name in dense:
+        arrays[name] = arrays[name][keep]
+    for prefix in csr:
+        arrays.update(csr_arrays(prefix, csr_from(prefix, arrays)[keep]))
+    return True
+
+
 def trained_until(model: Recommender) -> datetime | None:
     end = model.window_[1]
     return datetime.fromisoformat(end) if end else None

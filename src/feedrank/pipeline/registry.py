@@ -68,7 +68,8 @@ class Registry:
             fallback.save(path / FALLBACK)
         return self.record(path)
 
-    def record(self, path: Path) -> ModelRecord:
+    @staticmethod
+    def record(path: Path) -> ModelRecord:
         meta = json.loads((path / "meta.json").read_text())
         return ModelRecord(meta.get("name", path.parent.name), path.name, meta["kind"], path, meta)
 

@@ -212,6 +212,10 @@ class Store(ABC):
     def stats(self) -> dict[str, Any]:
         """Counts of users, items, events per type, and the events' time span."""
 
+    def check_writable(self) -> None:  # noqa: B027 - backends whose faults show on each call
+        """A small write, committed: raises StoreError while the store cannot take writes
+        (read-only, disk full)."""
+
     def durable_writes(self) -> None:  # noqa: B027 - backends that always fsync need nothing
         """From now on, this thread's writes are on disk when they return (a full fsync per
         commit), not only safe against a killed process."""

@@ -8,7 +8,9 @@ history. Counters are updated in the transaction that writes the events, from th
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import sqlite3
 import threading
 import time
@@ -69,6 +71,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID
 # Parameters bound per statement by _insert_rows (SQLite's limit is 32766 since 3.32, 999 before).
 MAX_PARAMS = 900
 STAGE_ROWS = 100_000
+MIN_FREE_BYTES = 1 << 20  # less free space on the store's disk: check_writable says it is full
 # Page cache per connection: small for reads (a scan of the whole table would otherwise keep
 # its pages, counted in the process's memory), large while a big batch fills the indexes, and
 # SQLite's default in a server, whose threads each hold a connection (bounded_cache).
@@ -92,6 +95,19 @@ def _us(t: datetime) -> int:
 
 def _time(us: int) -> datetime:
     return EPOCH + us * MICROSECOND
+
+
+# Times are read back within what every reader can hold (a Python datetime, years 1 to 9999):
+# a row an older version let in outside the time range loads, and `stats` counts it.
+_LO_US = _us(datetime(1, 1, 2, tzinfo=UTC))
+_HI_US = _us(datetime(9999, 12, 30, tzinfo=UTC))
+
+
+def _clamped(col: str) -> str:
+    return f"min(max({col}, {_LO_US}), {_HI_US})"
+
+
+_EVENT_READ = _EVENT_FIELDS.replace(" ts,", f" {_clamped('ts')} AS ts,")
 
 
 def _attributes_json(df: pl.DataFrame, id_cols: Sequence[str]) -> pl.Expr:
@@ -131,6 +147,7 @@ class SQLiteStore(Store):
             parent = Path(path).parent
             if not parent.exists():
                 raise StoreError(f"store directory {parent} does not exist (url {self.url})")
+            _check_store_file(Path(path))
         self._memory_conn: sqlite3.Connection | None = None
         # An in-memory database is one connection; this lock keeps its statements from
         # interleaving across threads (a file store gives each thread its own connection).
@@ -161,25 +178,41 @@ class SQLiteStore(Store):
             return self._memory_conn
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            try:
-                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
-            except sqlite3.DatabaseError as exc:
-                raise StoreError(f"{self.path} must be a feedrank store; got: {exc}") from exc
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL: a commit survives a killed process (WAL), not a power cut; durable_writes()
-            # asks for a full fsync per commit.
-            conn.execute("PRAGMA synchronous=NORMAL")
+            # asks for a full fsync per commit. secure_delete: an erased user's bytes are
+            # overwritten in the pages they leave, not only unlinked.
+            sync = "FULL" if getattr(self._local, "durable", False) else "NORMAL"
+            conn.execute(f"PRAGMA synchronous={sync}")
+            conn.execute("PRAGMA main.secure_delete=ON")
             conn.execute(f"PRAGMA cache_size=-{self._cache_kib}")
             self._local.conn = conn
         return conn
 
+    def _drop_conn(self) -> None:
+        """After a fault this thread opens a new connection: one opened while the file was
+        read-only stays read-only after the file is writable again."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        if self.path == ":memory:":
-            with self._memory_lock:
+        try:
+            if self.path == ":memory:":
+                with self._memory_lock:
+                    yield self._conn()
+            else:
                 yield self._conn()
-        else:
-            yield self._conn()
+        except sqlite3.DatabaseError as exc:
+            # Faults of the file (read-only, disk full, I/O, not a database), not of a query
+            # (those are DatabaseError's subclasses IntegrityError, ProgrammingError, ...).
+            if type(exc) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
+                raise
+            self._drop_conn()
+            raise StoreError(f"the store failed: {exc}") from exc
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -187,14 +220,26 @@ class SQLiteStore(Store):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # a failed COMMIT (disk full) may have rolled back
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
 
     def durable_writes(self) -> None:
-        with self._read() as c:
-            c.execute("PRAGMA synchronous=FULL")  # this thread's connection only
+        # This thread's connections, now and after a fault reopens one.
+        self._local.durable = True
+        self._drop_conn()
+
+    def check_writable(self) -> None:
+        # A small write can fit in pages the WAL already has while a real batch needs new
+        # ones: below MIN_FREE_BYTES the disk counts as full.
+        if self.path != ":memory:":
+            free = shutil.disk_usage(Path(self.path).resolve().parent).free
+            if free < MIN_FREE_BYTES:
+                raise StoreError(f"the store failed: its disk is full ({free} bytes free)")
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO meta VALUES ('write_check', ?)", (str(time.time()),))
 
     def bounded_cache(self) -> None:
         # Each thread has its own connection, and with the import-sized cache each one kept up
@@ -294,7 +339,16 @@ class SQLiteStore(Store):
                 "users": c.execute("DELETE FROM users WHERE user_id = ?", (user_id,)).rowcount,
             }
             c.execute("INSERT INTO erasures (at) VALUES (?)", (int(time.time() * 1e6),))
+        self._checkpoint()
         return counts
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it: the erased rows' old pages leave
+        the -wal file (secure_delete has zeroed them in the database). A reader mid-snapshot
+        can hold the WAL; a later erasure or checkpoint then finishes the job."""
+        if self.path != ":memory:":
+            with self._read() as c:
+                c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
     # -- reads -----------------------------------------------------------------------------------
     def _frame(self, sql: str, params: Sequence[Any], schema: dict[str, Any]) -> pl.DataFrame:
@@ -317,7 +371,8 @@ class SQLiteStore(Store):
 
     def _items(self, where: str, params: Sequence[Any]) -> pl.DataFrame:
         df = self._frame(
-            f"SELECT item_id, created_at, attributes FROM items {where} ORDER BY item_id",
+            f"SELECT item_id, {_clamped('created_at')}, attributes FROM items {where} "
+            "ORDER BY item_id",
             params,
             {"item_id": pl.String, "created_at": pl.Int64, "attributes": pl.String},
         )
@@ -331,7 +386,7 @@ class SQLiteStore(Store):
         limit: int | None = None,
     ) -> pl.DataFrame:
         """Events in seq order with the store's raw columns: seq, ..., ts (epoch microseconds)."""
-        sql = f"SELECT seq, {_EVENT_FIELDS} FROM events WHERE {where} ORDER BY seq"
+        sql = f"SELECT seq, {_EVENT_READ} FROM events WHERE {where} ORDER BY seq"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         rows = c.execute(sql, params).fetchall()
@@ -363,7 +418,7 @@ class SQLiteStore(Store):
             clause, ts = _in("type", types)
             where.append(clause)
             params.extend(ts)
-        sql = f"SELECT {_EVENT_FIELDS} FROM events"
+        sql = f"SELECT {_EVENT_READ} FROM events"
         sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY ts, seq"
         with self._read() as c:
             cur = c.execute(sql, params)
@@ -373,7 +428,7 @@ class SQLiteStore(Store):
     def seen_items(self, user_id: str) -> tuple[set[str], datetime | None]:
         with self._read() as c:
             rows = c.execute(
-                "SELECT item_id, type, ts FROM events WHERE user_id = ?", (user_id,)
+                f"SELECT item_id, type, {_clamped('ts')} FROM events WHERE user_id = ?", (user_id,)
             ).fetchall()
         if not rows:
             return set(), None
@@ -388,7 +443,8 @@ class SQLiteStore(Store):
     def user_counts(self, user_ids: Sequence[str] | None = None) -> pl.DataFrame:
         where, params = _in("user_id", user_ids) if user_ids is not None else ("1", [])
         df = self._frame(
-            f"SELECT user_id, type, value, n, first_ts, last_ts FROM user_counts WHERE {where}",
+            f"SELECT user_id, type, value, n, {_clamped('first_ts')}, {_clamped('last_ts')} "
+            f"FROM user_counts WHERE {where}",
             params,
             {**USER_COUNT_COLUMNS, "first_ts": pl.Int64, "last_ts": pl.Int64},
         )
@@ -529,7 +585,21 @@ class SQLiteStore(Store):
                     "SELECT type, SUM(n) FROM user_counts GROUP BY type ORDER BY type"
                 ).fetchall()
             )
-            lo, hi = c.execute("SELECT MIN(first_ts), MAX(last_ts) FROM user_counts").fetchone()
+            lo, hi = c.execute(
+                f"SELECT {_clamped('MIN(first_ts)')}, {_clamped('MAX(last_ts)')} FROM user_counts"
+            ).fetchone()
+            # Cheap first (the counters), exact only when some user has such a time.
+            start, end = (_us(t) for t in self.settings().time_bounds())
+            outside = "first_ts < ? OR last_ts >= ?"
+            out_of_range = (
+                c.execute(
+                    "SELECT COUNT(*) FROM events WHERE ts < ? OR ts >= ?", (start, end)
+                ).fetchone()[0]
+                if c.execute(
+                    f"SELECT 1 FROM user_counts WHERE {outside} LIMIT 1", (start, end)
+                ).fetchone()
+                else 0
+            )
             n_users = c.execute("SELECT COUNT(*) FROM users").fetchone()[0]
             n_items = c.execute("SELECT COUNT(*) FROM items").fetchone()[0]
             active_users = c.execute("SELECT COUNT(DISTINCT user_id) FROM user_counts").fetchone()[
@@ -548,10 +618,35 @@ class SQLiteStore(Store):
             "events_per_type": per_type,
             "first_event": iso(lo),
             "last_event": iso(hi),
+            "events_out_of_time_range": out_of_range,
         }
 
 
 # -- helpers ----------------------------------------------------------------------------------------
+
+
+def _check_store_file(path: Path) -> None:
+    """An existing file must be a feedrank store (or an older one) before anything is written
+    to it: SQLite would take an empty file for an empty database and fill it."""
+    if not path.exists():
+        return  # a new store
+    name = path.name
+    wal = Path(f"{path}-wal")
+    if path.is_dir():
+        raise StoreError(f"{name} is not a feedrank store: it is a directory")
+    if path.stat().st_size == 0 and not (wal.exists() and wal.stat().st_size):
+        raise StoreError(f"{name} is not a feedrank store: it is an empty file (0 bytes)")
+    try:
+        uri = f"{path.resolve().as_uri()}?mode=ro"  # read only: a foreign file stays as it was
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as c:
+            tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{name} is not a feedrank store: {exc}") from exc
+    if tables and "events" not in tables:
+        raise StoreError(
+            f"{name} is not a feedrank store: an SQLite database with other tables "
+            f"({', '.join(sorted(tables)[:5])})"
+        )
 
 
 def _run_script(c: sqlite3.Connection, script: str) -> None:

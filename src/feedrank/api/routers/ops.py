@@ -27,12 +27,21 @@ def models(rt: Runtime = Depends(runtime)) -> dict[str, Any]:
 
 @router.get("/health")
 async def health(rt: Runtime = Depends(runtime)) -> JSONResponse:
-    """Liveness and readiness (no key needed): 200 when the store answers, else 503."""
+    """Liveness and readiness (no key needed): 200 when the store answers reads and takes
+    writes, else 503 naming the fault. After a failed write the writer tries one write here
+    (and every write tries again): the server recovers by itself when the fault clears."""
     state = rt.state
     try:
         await run_in_threadpool(rt.store.active_generation)
+        if rt.fault is not None:
+            await rt.write(rt.store.check_writable)
     except Exception as exc:  # whatever the backend raises, the store is not answering
-        return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+        fault = "writes" if rt.fault is not None else "reads"
+        return JSONResponse(
+            {"status": "unavailable", "fault": fault, "detail": str(exc)},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
     return JSONResponse({"status": "ok", "model": state.label, "generation": state.generation_id})
 
 

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from feedrank.api.auth import require
 from feedrank.api.exploring import explore as explore_slate
 from feedrank.api.recommending import RecRequest
-from feedrank.api.runtime import Runtime, runtime
+from feedrank.api.runtime import Runtime, expensive, runtime
 from feedrank.api.schemas import ERRORS, RecommendationsOut
 from feedrank.exceptions import NotFoundError
 from feedrank.experiments.ab import Experiment
@@ -25,6 +25,7 @@ router = APIRouter(tags=["recommendations"], dependencies=[Depends(require("read
     response_model=RecommendationsOut,
     response_model_exclude_none=True,
     responses=ERRORS,
+    dependencies=[Depends(expensive)],  # explain=true only
 )
 async def recommendations(
     user_id: str = Path(min_length=1, max_length=256),
@@ -85,7 +86,7 @@ def assign_variant(settings: Settings, experiment: str, user_id: str) -> str:
     return Experiment(experiment, shares).assign([user_id])[0]
 
 
-@router.get("/items/{item_id}/similar", responses=ERRORS)
+@router.get("/items/{item_id}/similar", responses=ERRORS, dependencies=[Depends(expensive)])
 def similar(
     item_id: str = Path(min_length=1, max_length=256),
     k: int = Query(10, ge=1, le=1000),

@@ -10,6 +10,7 @@ from feedrank.api.auth import require
 from feedrank.api.ingesting import parse_json
 from feedrank.api.runtime import Runtime, runtime
 from feedrank.api.schemas import ATTRIBUTES_BODY, ERRORS
+from feedrank.pipeline.erase import erase_user
 
 router = APIRouter(tags=["users and items"])
 USER_ID = Path(min_length=1, max_length=256)
@@ -50,9 +51,9 @@ async def put_item(
 
 @router.delete("/users/{user_id}", dependencies=[Depends(require("admin"))], responses=ERRORS)
 async def delete_user(user_id: str = USER_ID, rt: Runtime = Depends(runtime)) -> dict[str, Any]:
-    """Erase the user everywhere: events, profile, counters and recommendations in the store;
-    this server's cached answers for them are dropped now, every server's counters within a
-    second. Says what went."""
-    removed = await rt.write(rt.store.delete_user, user_id)
+    """Erase the user everywhere: events, profile, counters and recommendations in the store
+    (bytes zeroed, WAL checkpointed), their rows in model and benchmark files; this server's
+    cached answers for them are dropped now, every server's within a second. Says what went."""
+    removed = await rt.write(erase_user, rt.store, rt.registry, user_id)
     rt.state.live.drop_user(user_id)
     return {"user_id": user_id, "removed": removed, "in_memory": "dropped"}
