@@ -31,6 +31,7 @@ from feedrank.exceptions import (
     MissingExtraError,
     NotFittedError,
     NotFoundError,
+    ParameterError,
     StoreError,
     ValidationError,
 )
@@ -125,6 +126,7 @@ def _error_handlers(app: FastAPI) -> None:
     codes: list[tuple[type[Exception], int]] = [
         (BadRequest, 400),
         (FieldError, 422),
+        (ParameterError, 422),
         (ValidationError, 422),
         (NotFoundError, 404),
         (Unsupported, 404),  # not 501: asking a model for what it lacks is not a server fault
@@ -140,6 +142,8 @@ def _error_handlers(app: FastAPI) -> None:
             body: dict[str, Any] = {"detail": str(exc)}
             if isinstance(exc, FieldError):
                 body["field"] = exc.field
+            if isinstance(exc, ParameterError):
+                body["field"] = exc.param
             return JSONResponse(body, status_code=code)
 
         app.add_exception_handler(exc_type, handler)
