@@ -133,15 +133,12 @@ def _rank_block(
         rows = [users[r] for r in todo]
         part = hist.filter(pl.col("user_id").is_in(rows)) if len(todo) < n else hist
         raw = scorer.ranking_scores(rows, part, sel.items)
-        if rules.boosts:
-            ranked = boosted(scorer.reported(raw), sel.factor)
-            shown = ranked
-        else:
-            ranked, shown = raw, None
+        # a boost multiplies the reported score (a probability, not the GLM's logit)
+        ranked = boosted(scorer.reported(raw), sel.factor) if rules.boosts else raw
         ranked[~np.isfinite(ranked) | taken[todo]] = -np.inf
         want = m if caps else min(m, max(need - min(len(chosen[r]) for r in todo), 1))
         idx, vals = best_of(ranked, want)
-        reported = vals if shown is not None else scorer.reported(vals)
+        reported = vals if rules.boosts else scorer.reported(vals)
         names = [name] * len(todo) if isinstance(name, str) else name(rows)
         for j, r in enumerate(todo):
             ok = np.isfinite(vals[j])

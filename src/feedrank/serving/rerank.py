@@ -11,6 +11,7 @@ to a visitor whose only event is that item (`similarity: "session"`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,8 @@ def rerank(
     catalogue = service.view.catalogue
     known_ids = catalogue.item_ids()
     known = np.array(sorted(i for i in ids if i in known_ids), dtype=object)  # ties: by id
-    factor = _factors(service, rules, known)
+    boosts = select(catalogue, Rules(boosts=rules.boosts)).boost_of() if rules.boosts else {}
+    factor = np.array([boosts[i][0] if i in boosts else 1.0 for i in known])
     hist = service.view.histories([user_id])
     tier = np.full(len(known), len(service.sources()))
     score = np.full(len(known), -np.inf)
@@ -68,26 +70,10 @@ def rerank(
         if explain
         else {}
     )
-    boosts = _boosts(service, rules)
     out = items_out(rows, [why_of.get(r["item_id"], []) for r in rows] if explain else None, boosts)
     for row in out:
         row["known"] = row["source"] != UNKNOWN
     return {"user_id": user_id, "items": out}
-
-
-def _factors(service: RecommendationService, rules: Rules, items: np.ndarray) -> np.ndarray:
-    """Each item's boost factor (1.0: none), from the rule set's selection of the catalogue."""
-    if not rules.boosts:
-        return np.ones(len(items))
-    sel = select(service.view.catalogue, Rules(boosts=rules.boosts))
-    by_id = dict(zip(sel.items.tolist(), sel.factor.tolist(), strict=True))
-    return np.array([by_id.get(i, 1.0) for i in items])
-
-
-def _boosts(service: RecommendationService, rules: Rules) -> dict[str, tuple[float, list[str]]]:
-    if not rules.boosts:
-        return {}
-    return select(service.view.catalogue, Rules(boosts=rules.boosts)).boost_of()
 
 
 class _Similarity(Scorer):
@@ -121,15 +107,8 @@ def similar(
     """Items similar to `item_id` under `rules`, and what "similar" meant for this model."""
     if item_id not in service.view.catalogue.item_ids():
         raise NotFoundError(f"item_id must be a known item; got '{item_id}'")
-    rules = Rules(
-        rules.filters,
-        (*rules.exclude, item_id),  # an item is never its own neighbour
-        rules.include,
-        rules.boosts,
-        rules.max_per,
-        rules.offset,
-        False,
-    )
+    # an item is never its own neighbour; nobody's history to leave out
+    rules = replace(rules, exclude=(*rules.exclude, item_id), exclude_seen=False)
     view = SessionView(service.view, ANONYMOUS, [], "view")  # nobody's history
     try:
         service.scorer.similar_items([item_id], 1)

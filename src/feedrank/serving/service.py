@@ -79,7 +79,7 @@ class RecommendationService:
         top-k; otherwise serving.ranking ranks the eligible items (the same answer)."""
         rules = rules or Rules()
         users = list(user_ids)
-        if rules.plain and len(users) > 1 and not self.negative_types_in_use():
+        if rules.plain and len(users) > 1:  # negative feedback is seen: excluded too
             parts = []
             for start in range(0, len(users), batch_size):
                 chunk = users[start : start + batch_size]
@@ -91,10 +91,6 @@ class RecommendationService:
         return rank_users(
             self.view, self.sources(), users, k, rules, self.negative_types, batch_size, progress
         )
-
-    def negative_types_in_use(self) -> bool:
-        """Whether a negative-feedback type occurs in the data (then ranking masks it)."""
-        return bool(set(self.negative_types) & set(self.view.types))
 
     def sources(self) -> list[Source]:
         """The scorers a list is filled from, in order (popularity is named per user)."""

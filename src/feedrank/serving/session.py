@@ -10,6 +10,7 @@ models' fold-in), so no model needs a session method."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -116,15 +117,7 @@ def recommend_session(
     else:  # history enough: the session's items are only left out as seen
         view = base
         if rules.exclude_seen:
-            rules = Rules(
-                rules.filters,
-                (*rules.exclude, *items),
-                rules.include,
-                rules.boosts,
-                rules.max_per,
-                rules.offset,
-                rules.exclude_seen,
-            )
+            rules = replace(rules, exclude=(*rules.exclude, *items))
     service = RecommendationService(model, view, fallback, negative_types)
     ans = service.answer([who], k, rules)
     why = service.explain(ans.recs) if explain else None

@@ -18,7 +18,7 @@ from feedrank.api.runtime import Runtime, runtime
 from feedrank.api.schemas import ERRORS, RecommendationsOut
 from feedrank.exceptions import NotFoundError
 from feedrank.experiments.ab import Experiment
-from feedrank.serving.rules import Rules
+from feedrank.serving.rules import Rules, select
 from feedrank.settings import Settings
 
 router = APIRouter(tags=["recommendations"], dependencies=[Depends(require("read"))])
@@ -72,7 +72,7 @@ async def recommendations(
     extra: dict[str, Any] = {}
     if explore > 0:
         seen = await run_in_threadpool(service.seen, user_id) if exclude_seen else set()
-        catalogue = state.catalogue.candidates()
+        catalogue = select(state.catalogue, rules).items  # explore within the rules too
         out, explored = explore_slate(out, catalogue, seen, explore, rt.rng)  # one rng user
         extra = {"explore": explore, "explored": explored}
     if variant is not None:
