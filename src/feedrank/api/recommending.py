@@ -69,10 +69,12 @@ class Recommending:
         seen, newest = self.store.seen_items(req.user_id)
         if newest is not None and newest >= gen.created_at:
             return None  # the user acted since the generation was scored
+        stored = self.store.recommendations(req.user_id)
+        eligible = sel.contains(stored["item_id"].to_list())
         rows = [
             r
-            for r in self.store.recommendations(req.user_id).to_dicts()
-            if r["item_id"] in sel.ids and r["item_id"] not in seen
+            for r, ok in zip(stored.to_dicts(), eligible, strict=True)
+            if ok and r["item_id"] not in seen
         ]
         need = rules.offset + req.k
         counts: dict[str, int] = {}
@@ -81,7 +83,7 @@ class Recommending:
             return None
         applied = [
             *sel.removed,
-            {"rule": "exclude_seen", "removed": len(seen & sel.ids)},
+            {"rule": "exclude_seen", "removed": int(sel.contains(sorted(seen)).sum())},
             *({"rule": r, "removed": n} for r, n in counts.items()),
         ]
         # `model` names what produced these rows: the generation's model, which may not be the

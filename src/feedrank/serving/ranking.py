@@ -85,7 +85,7 @@ def rank_users(
             progress(len(chunk))
     recs = pl.concat(frames) if frames else pl.DataFrame(schema=SCHEMA)
     applied = sel.removed + [{"rule": r, "removed": n} for r, n in counts.items()]
-    return Answer(recs, applied, sel.boost_of() if rules.boosts else {})
+    return Answer(recs, applied, sel.boosts)
 
 
 def _blocked(

@@ -46,7 +46,7 @@ def rerank(
     catalogue = service.view.catalogue
     known_ids = catalogue.item_ids()
     known = np.array(sorted(i for i in ids if i in known_ids), dtype=object)  # ties: by id
-    boosts = select(catalogue, Rules(boosts=rules.boosts)).boost_of() if rules.boosts else {}
+    boosts = select(catalogue, Rules(boosts=rules.boosts)).boosts
     factor = np.array([boosts[i][0] if i in boosts else 1.0 for i in known])
     hist = service.view.histories([user_id])
     tier = np.full(len(known), len(service.sources()))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -100,10 +100,6 @@ class Rules:
         """No rule beyond the defaults: a model's own top-k serves as it is."""
         return not (self.selects or self.max_per or self.offset) and self.exclude_seen
 
-    def catalogue_part(self) -> Rules:
-        """What `select` depends on (the memo key): no per-request paging or per-user rules."""
-        return Rules(self.filters, self.exclude, self.include, self.boosts)
-
     def described(self) -> dict[str, Any]:
         """The rules as a request would give them (the answer echoes them)."""
         out: dict[str, Any] = {}
@@ -125,38 +121,62 @@ class Rules:
 
 @dataclass(frozen=True)
 class Selection:
-    """The candidates a rule set leaves, in the catalogue's (id) order, with each one's boost
-    factor and the boosts that matched it; `removed` counts, rule by rule in the order applied,
-    the candidates each took out."""
+    """The candidates a rule set leaves, sorted by id, with each one's boost factor;
+    `boosts` maps each boosted item to its factor and the boosts that matched it; `removed`
+    counts, rule by rule in the order applied, the candidates each took out."""
 
     items: np.ndarray
     factor: np.ndarray  # float64 per item (1.0: not boosted)
-    boosted_by: list[list[str]]
+    boosts: dict[str, tuple[float, list[str]]]
     removed: list[dict[str, Any]]
-    ids: frozenset[str] = field(default_factory=frozenset)
 
-    def boost_of(self) -> dict[str, tuple[float, list[str]]]:
-        return {
-            i: (float(f), b)
-            for i, f, b in zip(self.items, self.factor, self.boosted_by, strict=True)
-            if b
-        }
+    def contains(self, ids: Sequence[str]) -> np.ndarray:
+        """Whether each id is eligible (a binary search: items are sorted)."""
+        return _found(self.items, np.asarray(ids, dtype=object))
 
 
 def select(catalogue: Catalogue, rules: Rules) -> Selection:
-    """The eligible candidates of `catalogue` under `rules` (kept per catalogue and rule set)."""
-    key = ("rules", rules.catalogue_part())
-    return catalogue.memo(key, lambda: _select(catalogue, rules.catalogue_part()))
+    """The eligible candidates of `catalogue` under `rules`. Filters and boosts are kept per
+    catalogue and rule set; a request's own id lists (exclude, include) are applied to that,
+    so they never fill the catalogue's memo."""
+    key = ("rules", rules.filters, rules.boosts)
+    sel = catalogue.memo(key, lambda: _select(catalogue, rules.filters, rules.boosts))
+    if not rules.exclude and rules.include is None:
+        return sel
+    keep = np.ones(len(sel.items), dtype=bool)
+    removed = list(sel.removed)
+    if rules.exclude:
+        hit = _found(sel.items, np.asarray(rules.exclude, dtype=object), where=True)
+        keep[hit] = False
+        removed.append({"rule": "exclude", "removed": len(set(hit.tolist()))})
+    if rules.include is not None:
+        inside = np.zeros(len(sel.items), dtype=bool)
+        inside[_found(sel.items, np.asarray(rules.include, dtype=object), where=True)] = True
+        removed.append({"rule": "include", "removed": int((keep & ~inside).sum())})
+        keep &= inside
+    return Selection(sel.items[keep], sel.factor[keep], sel.boosts, removed)
 
 
-def _select(catalogue: Catalogue, rules: Rules) -> Selection:
+def _found(sorted_ids: np.ndarray, ids: np.ndarray, where: bool = False) -> np.ndarray:
+    """Per id, whether it is in `sorted_ids` (or, with `where`, the positions of those that
+    are)."""
+    if not len(sorted_ids) or not len(ids):
+        return np.zeros(0 if where else len(ids), dtype=np.int64 if where else bool)
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    hit = sorted_ids[pos] == ids
+    return pos[hit] if where else hit
+
+
+def _select(
+    catalogue: Catalogue, filters: tuple[Condition, ...], boosts: tuple[Boost, ...]
+) -> Selection:
     items = catalogue.items.filter(catalogue.exists())
     removed = []
     withdrawn = items.select(catalogue.withdrawn()).to_series()
     removed.append({"rule": "hidden or unavailable", "removed": int(withdrawn.sum())})
     items = items.filter(~withdrawn)
     by_field: dict[str, list[Condition]] = {}
-    for c in rules.filters:
+    for c in filters:
         by_field.setdefault(c.field, []).append(c)
     for name, conds in by_field.items():
         keep = items.select(_field_expr(catalogue, name, conds).fill_null(False)).to_series()
@@ -164,24 +184,17 @@ def _select(catalogue: Catalogue, rules: Rules) -> Selection:
             {"rule": "filter " + " ".join(str(c) for c in conds), "removed": int((~keep).sum())}
         )
         items = items.filter(keep)
-    if rules.exclude:
-        keep = ~items["item_id"].is_in(list(rules.exclude))
-        removed.append({"rule": "exclude", "removed": int((~keep).sum())})
-        items = items.filter(keep)
-    if rules.include is not None:
-        keep = items["item_id"].is_in(list(rules.include))
-        removed.append({"rule": "include", "removed": int((~keep).sum())})
-        items = items.filter(keep)
+    ids = items["item_id"].to_numpy().astype(object)
     factor = np.ones(items.height)
-    boosted_by: list[list[str]] = [[] for _ in range(items.height)]
-    for b in rules.boosts:
+    matched: dict[int, list[str]] = {}
+    for b in boosts:
         expr = _equals(catalogue, b.field, [b.value], "boost").fill_null(False)
         rows = items.select(expr).to_series().arg_true().to_numpy()
         factor[rows] *= b.factor
-        for r in rows:
-            boosted_by[r].append(str(b))
-    ids = items["item_id"].to_numpy().astype(object)
-    return Selection(ids, factor, boosted_by, removed, frozenset(ids.tolist()))
+        for r in rows.tolist():
+            matched.setdefault(r, []).append(str(b))
+    by_item = {ids[r]: (float(factor[r]), by) for r, by in matched.items()}
+    return Selection(ids, factor, by_item, removed)
 
 
 # -- filters -------------------------------------------------------------------------------------
