@@ -17,7 +17,9 @@ rule set costs its filtering once per state, not once per request. What a rule d
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -29,6 +31,7 @@ from feedrank.exceptions import ParameterError
 from feedrank.schema import parse_timestamps, to_timestamp
 from feedrank.views.catalogue import Catalogue
 
+MEMO_RULE_SETS = 64  # selections (filters + boosts) kept per catalogue: memory stays bounded
 RANGE_OPS = ("<=", ">=", "<", ">")
 OPS = ("!=", *RANGE_OPS, "=")  # longest first: '<=' before '<', '!=' before '='
 AGE = "age"  # a virtual field: the item's age at the catalogue's time
@@ -139,8 +142,10 @@ def select(catalogue: Catalogue, rules: Rules) -> Selection:
     """The eligible candidates of `catalogue` under `rules`. Filters and boosts are kept per
     catalogue and rule set; a request's own id lists (exclude, include) are applied to that,
     so they never fill the catalogue's memo."""
-    key = ("rules", rules.filters, rules.boosts)
-    sel = catalogue.memo(key, lambda: _select(catalogue, rules.filters, rules.boosts))
+    # their own bounded memo: many rule sets must not evict a model's per-catalogue work
+    memo = catalogue.memo("rule selections", lambda: _Bounded(MEMO_RULE_SETS))
+    key = (rules.filters, rules.boosts)
+    sel = memo.get(key, lambda: _select(catalogue, rules.filters, rules.boosts))
     if not rules.exclude and rules.include is None:
         return sel
     keep = np.ones(len(sel.items), dtype=bool)
@@ -155,6 +160,27 @@ def select(catalogue: Catalogue, rules: Rules) -> Selection:
         removed.append({"rule": "include", "removed": int((keep & ~inside).sum())})
         keep &= inside
     return Selection(sel.items[keep], sel.factor[keep], sel.boosts, removed)
+
+
+class _Bounded:
+    """A small thread-safe memo, least recently used out first."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._d: OrderedDict[Any, Selection] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, compute: Callable[[], Selection]) -> Selection:
+        with self._lock:
+            if key in self._d:
+                self._d.move_to_end(key)
+                return self._d[key]
+        value = compute()  # not under the lock: two first callers may both compute (equal)
+        with self._lock:
+            self._d[key] = value
+            while len(self._d) > self.capacity:
+                self._d.popitem(last=False)
+        return value
 
 
 def _found(sorted_ids: np.ndarray, ids: np.ndarray, where: bool = False) -> np.ndarray:
