@@ -236,3 +236,15 @@ def test_similar_and_session_bad_input(client: TestClient, store: Store) -> None
 def test_settings_negative_types_are_a_setting() -> None:
     s = Settings.from_dict({"negative_types": ["dislike", "hide"]})
     assert s.negative_types == ("dislike", "hide")
+
+
+def test_items_hide_and_unhide_from_the_cli(site: Path, store: Store) -> None:
+    u = _users(store, 1)[0]
+    first = _python(site, store, u, 3, Rules())[0]["item_id"]
+    out = _cli(site, "items", "hide", first)
+    assert out.exit_code == 0, out.output
+    assert first not in [r["item_id"] for r in _python(site, store, u, 40, Rules())]
+    assert _cli(site, "items", "unhide", first).exit_code == 0
+    assert _python(site, store, u, 3, Rules())[0]["item_id"] == first
+    missing = _cli(site, "items", "hide", "no-such-item")
+    assert missing.exit_code == 2 and "no-such-item" in missing.output
