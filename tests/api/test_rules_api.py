@@ -80,6 +80,7 @@ def test_http_equals_python_equals_cli(client: TestClient, site: Path, store: St
 
 
 def test_generation_path_with_rules_equals_live_scoring(client: TestClient, store: Store) -> None:
+    paths: set[str] = set()
     for u in _users(store):
         params = {"filter": ["content_type=video", "content_type=image"], "k": 4}
         fast = client.get(f"/users/{u}/recommendations", params=params, headers=READ).json()
@@ -88,11 +89,17 @@ def test_generation_path_with_rules_equals_live_scoring(client: TestClient, stor
         ).json()
         assert fast["served_from"] == "generation", fast
         assert [r["item_id"] for r in fast["items"]] == [r["item_id"] for r in live["items"]]
-        # boosts reorder beyond the stored list: served live, and the answer says so
-        boosted = client.get(
-            f"/users/{u}/recommendations", params={**params, "boost": "lang=python:2"}, headers=READ
-        ).json()
-        assert boosted["served_from"] == "live"
+        # a boost re-sorts the stored list where that is exact, and is scored live otherwise
+        for factor in (1.5, 1e6):
+            boost = {**params, "boost": f"lang=python:{factor}", "max_per": "author=2"}
+            fast = client.get(f"/users/{u}/recommendations", params=boost, headers=READ).json()
+            live = client.get(
+                f"/users/{u}/recommendations", params={**boost, "model": "glm"}, headers=READ
+            ).json()
+            paths.add(fast["served_from"])
+            assert fast["items"] == live["items"], (factor, fast)
+            assert fast["rules"][:2] == live["rules"][:2]  # hidden, the filter
+    assert "generation" in paths
 
 
 def test_hidden_items_and_negative_feedback_disappear(client: TestClient, store: Store) -> None:

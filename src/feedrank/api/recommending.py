@@ -55,15 +55,14 @@ class Recommending:
         self.store, self.registry = store, registry
 
     def from_generation(self, state: ServingState, req: RecRequest) -> RecResult | None:
-        """The fast path, or None when the request needs live scoring. Rules that only remove
-        items (filters, exclude, include, max_per, offset) are applied to the stored list:
-        exact while enough of it is left, since it is the model's own order; boosts reorder,
-        so they are scored live."""
+        """The fast path, or None when the request needs live scoring. Rules apply to the
+        stored list, the model's own order: removing rules (filters, exclude, include,
+        max_per, offset) are exact while offset + k items are left; with boosts the list is
+        re-sorted by boosted score, exact while the last item served scores above what any
+        item beyond the list could reach (the list's lowest score times the largest boost)."""
         gen = state.generation
         rules = req.rules
         if req.model is not None or req.explain or not rules.exclude_seen or gen is None:
-            return None
-        if rules.boosts:
             return None
         sel = select(state.catalogue, rules)  # also checks the rules' fields
         seen, newest = self.store.seen_items(req.user_id)
@@ -76,10 +75,18 @@ class Recommending:
             for r, ok in zip(stored.to_dicts(), eligible, strict=True)
             if ok and r["item_id"] not in seen
         ]
+        bound = None
+        if rules.boosts:
+            if stored.is_empty() or (stored["source"] != MODEL).any() or stored["score"].min() <= 0:  # type: ignore[operator]
+                return None  # the bound below holds for positive model scores only
+            bound = stored["score"].min() * float(sel.factor.max(initial=1.0))  # type: ignore[operator]
+            for r in rows:
+                r["score"] *= sel.boosts.get(r["item_id"], (1.0,))[0]
+            rows.sort(key=lambda r: (-r["score"], r["item_id"]))
         need = rules.offset + req.k
         counts: dict[str, int] = {}
         keep = page(state.catalogue, [r["item_id"] for r in rows], rules, need, counts)
-        if len(keep) < need:
+        if len(keep) < need or (bound is not None and rows[keep[-1]]["score"] <= bound):
             return None
         applied = [
             *sel.removed,
@@ -89,7 +96,7 @@ class Recommending:
         # `model` names what produced these rows: the generation's model, which may not be the
         # one now serving live requests (a new champion before its first generation).
         left = [rows[i] for i in keep[rules.offset :]]
-        return _result(req, gen.model, "generation", gen.id, left, [], applied, {})
+        return _result(req, gen.model, "generation", gen.id, left, [], applied, sel.boosts)
 
     def recommend(self, state: ServingState, req: RecRequest) -> RecResult:
         fast = self.from_generation(state, req)
