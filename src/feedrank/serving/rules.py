@@ -94,32 +94,10 @@ class Rules:
         )
 
     @property
-    def selects(self) -> bool:
-        """Whether the rules narrow or reorder the catalogue (beyond seen items)."""
-        return bool(self.filters or self.exclude or self.include is not None or self.boosts)
-
-    @property
     def plain(self) -> bool:
         """No rule beyond the defaults: a model's own top-k serves as it is."""
-        return not (self.selects or self.max_per or self.offset) and self.exclude_seen
-
-    def described(self) -> dict[str, Any]:
-        """The rules as a request would give them (the answer echoes them)."""
-        out: dict[str, Any] = {}
-        if self.filters:
-            out["filter"] = [str(c) for c in self.filters]
-        if self.exclude:
-            out["exclude"] = list(self.exclude)
-        if self.include is not None:
-            out["include"] = list(self.include)
-        if self.boosts:
-            out["boost"] = [str(b) for b in self.boosts]
-        if self.max_per:
-            out["max_per"] = [f"{f}={n}" for f, n in self.max_per]
-        if self.offset:
-            out["offset"] = self.offset
-        out["exclude_seen"] = self.exclude_seen
-        return out
+        narrowed = self.filters or self.exclude or self.include is not None or self.boosts
+        return not (narrowed or self.max_per or self.offset) and self.exclude_seen
 
 
 @dataclass(frozen=True)
