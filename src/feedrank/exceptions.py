@@ -64,3 +64,12 @@ class ValidationError(FeedrankError):
         shown = "; ".join(str(e) for e in errors[:5])
         more = f" (and {self.total_bad - 5} more)" if self.total_bad > 5 else ""
         super().__init__(f"{self.total_bad} bad row(s): {shown}{more}")
+
+
+class ParameterError(FeedrankError):
+    """A request parameter (a rule, a model name, a session) is malformed or names what does
+    not exist: the CLI exits 2, HTTP answers 422, both naming `param`."""
+
+    def __init__(self, param: str, message: str) -> None:
+        self.param = param
+        super().__init__(message)

@@ -39,12 +39,15 @@ DEFAULT_TYPE_WEIGHTS: dict[str, float] = {
     "favorite": 2.0,
     "add_to_cart": 3.0,
     "purchase": 5.0,
+    # negative feedback (negative_types): no weight, and never served to that user again
+    "not_interested": 0.0,
     # events about a user with no item (seed 001's UserLogin/UserLogout)
     "login": 0.0,
     "logout": 0.0,
     "visit": 0.0,
 }
 DEFAULT_ITEMLESS_TYPES = ("login", "logout", "visit")
+DEFAULT_NEGATIVE_TYPES = ("not_interested",)
 DEFAULT_RATING_TYPES = ("rating",)
 DEFAULT_AGE_BANDS = (18, 25, 35, 45, 55, 65)
 DEFAULT_TIME_RANGE = ("1970-01-01", "2100-01-01")
@@ -94,6 +97,8 @@ class Settings:
     negative_ratio: int = 4
     age_bands: tuple[int, ...] = DEFAULT_AGE_BANDS
     seed: int = 0
+    # Event types by which a user says "not this": the item is never served to them again.
+    negative_types: tuple[str, ...] = DEFAULT_NEGATIVE_TYPES
     # Online experiments: name -> {variant: share}; a variant is a registry model name.
     experiments: dict[str, dict[str, float]] = field(default_factory=dict)
     # Event and item times accepted at every entry: [from, to), ISO dates (UTC).
@@ -238,7 +243,7 @@ class Settings:
                 **DEFAULT_TYPE_WEIGHTS,
                 **_weights(data["type_weights"], source),
             }
-        for key in ("engagement_types", "itemless_types", "rating_types"):
+        for key in ("engagement_types", "itemless_types", "rating_types", "negative_types"):
             if data.get(key) is not None:
                 data[key] = _names(key, data[key], source)
                 if not all(isinstance(t, str) and t for t in data[key]):

@@ -175,13 +175,26 @@ def test_named_model_and_unknown_model(client: TestClient, store: Store) -> None
     got = client.get(f"/users/{u}/recommendations", params={"model": "glm"}, headers=READ)
     assert got.status_code == 200 and got.json()["model"].startswith("glm/")
     bad = client.get(f"/users/{u}/recommendations", params={"model": "nope"}, headers=READ)
-    assert bad.status_code == 404 and "nope" in bad.json()["detail"]
+    assert bad.status_code == 422 and "nope" in bad.json()["detail"]  # a bad parameter
+    assert bad.json()["field"] == "model"
 
 
-def test_similar_items_without_similarity_is_a_clear_404(client: TestClient) -> None:
+def test_similar_items_from_the_glm_are_its_answer_to_a_session_of_one(
+    client: TestClient,
+) -> None:
     r = client.get("/items/p00001/similar", headers=READ)
-    assert r.status_code == 404 and "item similarity" in r.json()["detail"]
+    assert r.status_code == 200 and r.json()["similarity"] == "session"
     assert client.get("/items/no-such-item/similar", headers=READ).status_code == 404
+
+
+def test_similar_items_from_popularity_is_a_clear_404(
+    make_client: Callable[..., AbstractContextManager[TestClient]], store: Store, site: Path
+) -> None:
+    pop = make("popularity").fit(read_site(store), Settings())
+    Registry(site / MODELS).save(pop, "pop")
+    with make_client(model="pop") as client:
+        r = client.get("/items/p00001/similar", headers=READ)
+        assert r.status_code == 404 and "item similarity" in r.json()["detail"]
 
 
 def test_models_lists_the_serving_model(client: TestClient) -> None:
@@ -220,7 +233,12 @@ def test_similar_items_from_a_model_that_has_them(
         got = client.get("/items/p00001/similar", params={"k": 5}, headers=READ)
         assert got.status_code == 200
         assert got.json()["model"].startswith("itemknn/")
-        assert got.json()["similar"] == expected.drop("item_id").to_dicts()
+        assert got.json()["similarity"] == "item"
+        rows = [
+            {"rank": r["rank"], "item_id": r["similar_item_id"], "score": r["score"]}
+            for r in expected.to_dicts()
+        ]
+        assert got.json()["similar"] == [{**r, "source": "model"} for r in rows]
 
 
 def test_new_champion_is_swapped_in_without_failing_requests(

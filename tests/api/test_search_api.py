@@ -149,3 +149,30 @@ def test_a_store_that_stops_answering_is_503_in_one_line(site: Path, os_url: str
         assert r.status_code == 503
         assert "must exist" in r.json()["detail"] and "\n" not in r.json()["detail"]
     store.close()
+
+
+def test_rules_sessions_rerank_and_similar_as_on_sqlite(site: Path, os_url: str) -> None:
+    """The same rule suite on both backends: rules on the generation path and live, a session,
+    a re-rank and similar items answer the same."""
+    rules = {"filter": ["content_type=video", "content_type=image"], "max_per": "author=2"}
+    variants: list[dict[str, Any]] = [
+        {},
+        {"boost": "lang=python:2"},
+        {"offset": 2, "exclude": "p00003,p00007"},
+        {"filter": "age<30d", "exclude_seen": "false"},
+    ]
+    session = {"items": ["p00001", "p00002"], "k": 4, "filter": ["lang=python"]}
+    rerank = {"user_id": "u00007", "items": ["p00005", "p00001", "p00009", "nope"]}
+    with app_client(site, f"sqlite:///{site / DB}") as sq, app_client(site, os_url) as os_:
+        for u in ["u00001", "u00007", "nobody"]:
+            for extra in variants:
+                params = {**rules, **extra}
+                assert answer(sq, u, **params) == answer(os_, u, **params), (u, extra)
+        for path, body in (("/sessions/recommendations", session), ("/rerank", rerank)):
+            a = sq.post(path, json=body, headers=READ)
+            b = os_.post(path, json=body, headers=READ)
+            assert a.status_code == b.status_code == 200 and a.json() == b.json(), path
+        sim = {"k": 3, "filter": "content_type=article"}
+        a = sq.get("/items/p00001/similar", params=sim, headers=READ)
+        b = os_.get("/items/p00001/similar", params=sim, headers=READ)
+        assert a.status_code == 200 and a.json() == b.json()

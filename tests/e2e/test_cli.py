@@ -133,8 +133,8 @@ def test_recommend_one_user_with_explanations(trained_db: Path) -> None:
     payload = json.loads(run(trained_db, "recommend", "u00001", "--k", "3", "--explain", "--json"))
     assert payload["user_id"] == "u00001" and len(payload["items"]) == 3
     first = payload["items"][0]
-    assert first["source"] == "model" and first["explanation"]
-    assert {"feature", "value", "contribution"} <= set(first["explanation"][0])
+    assert first["source"] == "model" and first["reasons"]
+    assert {"feature", "value", "contribution"} <= set(first["reasons"][0])
     table = run(trained_db, "recommend", "u00001", "--k", "3", "--explain")
     assert "u00001" in table and "why" in table
 

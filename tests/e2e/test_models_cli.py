@@ -74,18 +74,25 @@ def test_similar_items(db: Path, kind: str) -> None:
     out = run(db, "similar", ITEM, "--model", kind, "--k", "4", "--json")
     payload = json.loads(out)
     assert payload["item_id"] == ITEM and payload["model"].startswith(f"{kind}/")
-    rows = payload["items"]
+    assert payload["similarity"] == "item"
+    rows = payload["similar"]  # the shape GET /items/{id}/similar answers
     assert 1 <= len(rows) <= 4
-    assert ITEM not in {r["similar_item_id"] for r in rows}
+    assert ITEM not in {r["item_id"] for r in rows}
     scores = [r["score"] for r in rows]
     assert scores == sorted(scores, reverse=True)
     table = run(db, "similar", ITEM, "--model", kind)
-    assert rows[0]["similar_item_id"] in table
+    assert rows[0]["item_id"] in table
+
+
+def test_similar_from_a_model_without_item_similarity_is_a_session_of_one(db: Path) -> None:
+    payload = json.loads(run(db, "similar", ITEM, "--model", "userknn", "--k", "3", "--json"))
+    assert payload["similarity"] == "session" and len(payload["similar"]) == 3
+    assert ITEM not in {r["item_id"] for r in payload["similar"]}
 
 
 def test_similar_errors_name_what_is_allowed(db: Path) -> None:
-    out = run(db, "similar", ITEM, "--model", "userknn", code=2)
-    assert "item similarity" in out and "userknn" in out
+    out = run(db, "similar", ITEM, "--model", "popularity", code=2)
+    assert "item similarity" in out and "popularity" in out
     out = run(db, "similar", "no-such-item", "--model", "itemknn", code=2)
     assert "no-such-item" in out
 

@@ -32,6 +32,7 @@ from feedrank.exceptions import (
     MissingExtraError,
     NotFittedError,
     NotFoundError,
+    ParameterError,
     StoreError,
     ValidationError,
 )
@@ -127,6 +128,7 @@ def _error_handlers(app: FastAPI) -> None:
     codes: list[tuple[type[Exception], int]] = [
         (BadRequest, 400),
         (FieldError, 422),
+        (ParameterError, 422),
         (ValidationError, 422),
         (NotFoundError, 404),
         (Unsupported, 404),  # not 501: asking a model for what it lacks is not a server fault
@@ -143,6 +145,8 @@ def _error_handlers(app: FastAPI) -> None:
             body: dict[str, Any] = {"detail": _without_paths(str(exc), request)}
             if isinstance(exc, FieldError):
                 body["field"] = exc.field
+            if isinstance(exc, ParameterError):
+                body["field"] = exc.param
             retry = {"Retry-After": "1"} if code in (429, 503) else None
             return JSONResponse(body, status_code=code, headers=retry)
 

@@ -130,14 +130,25 @@ class Reason(BaseModel):
     contribution: float
 
 
+class BoostOut(BaseModel):
+    factor: float = Field(description="the product of the boosts that matched")
+    by: list[str] = Field(description="the boosts that matched (field=value:factor)")
+
+
+class RuleOut(BaseModel):
+    rule: str
+    removed: int = Field(description="candidates this rule removed (summed in rule order)")
+
+
 class RecItem(BaseModel):
     rank: int
     item_id: str
     score: float | None = Field(description="the model's score; none on an explored slate")
     source: str = Field(
-        description="model, popular_in_segment or popular_overall (cold start), or "
-        "explore_uniform (a random slate)"
+        description="model, popular_in_segment or popular_overall (cold start), newest or "
+        "catalogue (the last refills), or explore_uniform (a random slate)"
     )
+    boost: BoostOut | None = None
     reasons: list[Reason] | None = None
     propensity: float | None = Field(
         None, description="with `explore`: the exact probability of this item at this rank"
@@ -151,6 +162,7 @@ class RecommendationsOut(BaseModel):
     served_from: str = Field(description="generation (precomputed) or live")
     cold_start: bool
     items: list[RecItem]
+    rules: list[RuleOut] = Field(description="each rule applied and what it removed")
     experiment: str | None = Field(None, description="the experiment asked for, if any")
     variant: str | None = Field(
         None, description="the user's variant in it (the model that served)"

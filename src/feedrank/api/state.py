@@ -18,11 +18,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-import polars as pl
-
-from feedrank.exceptions import ConfigError, NotFoundError
+from feedrank.exceptions import ConfigError, NotFoundError, ParameterError
 from feedrank.models.base import Recommender
 from feedrank.models.popularity import PopularityRecommender
 from feedrank.pipeline.registry import ModelRecord, Registry
@@ -34,6 +32,7 @@ from feedrank.views.catalogue import Catalogue, just_after
 from feedrank.views.view import StoreView, newest_time, store_catalogue
 
 log = logging.getLogger("feedrank.api")
+T_ = TypeVar("T_")
 MAX_OTHER_MODELS = 4  # models asked for by ?model= kept loaded beside the default
 LIVE_CACHE_USERS = 20_000
 LIVE_MAX_AGE = 5.0  # seconds a live answer outlives a newer catalogue (not the user's own events)
@@ -49,10 +48,14 @@ class Served:
     label: str  # "name/version", or "popularity (no trained model)"
     record: ModelRecord | None
 
-    def service(self, store: Store, catalogue: Catalogue, user_id: str) -> RecommendationService:
-        """This model serving one user as stored now (their events read by index)."""
+    def service(
+        self, store: Store, catalogue: Catalogue, user_id: str, settings: Settings | None = None
+    ) -> RecommendationService:
+        """This model serving one user as stored now (their events read by index); the
+        store's `settings` say which event types are negative feedback."""
         view = StoreView.for_user(store, self.model.settings_, catalogue, user_id)
-        return RecommendationService(self.model, view, self.fallback)
+        negative = settings.negative_types if settings is not None else None
+        return RecommendationService(self.model, view, self.fallback, negative)
 
 
 def load_served(registry: Registry, name: str | None, settings: Settings) -> Served:
@@ -91,7 +94,10 @@ class ServingState:
         """The default model, or another registry model (loaded on first use)."""
         if name is None or name == self.label:
             return self.served
-        rec = registry.resolve(name)  # a bare name means its newest version
+        try:
+            rec = registry.resolve(name)  # a bare name means its newest version
+        except NotFoundError as exc:  # a request parameter naming nothing: 422, not 404
+            raise ParameterError("model", str(exc)) from exc
         label = f"{rec.name}/{rec.version}"
         if label == self.label:
             return self.served
@@ -236,7 +242,7 @@ class _Live:
     covered: bool  # that catalogue already counted the user's newest event
     at: float  # the cache's clock when scored
     n: int  # rows asked for
-    recs: pl.DataFrame
+    recs: Any  # an answer: len() is its number of rows
 
 
 class LiveCache:
@@ -267,7 +273,7 @@ class LiveCache:
             return None
         if hit.version != version and (not hit.covered or self._clock() - hit.at > self.max_age):
             return None
-        if hit.n < n and hit.recs.height >= hit.n:  # too short, and there was more to give
+        if hit.n < n and len(hit.recs) >= hit.n:  # too short, and there was more to give
             return None
         self._d.move_to_end(key)
         return hit
@@ -278,8 +284,8 @@ class LiveCache:
         sig: tuple[Any, ...],
         catalogue: Catalogue,
         n: int,
-        score: Callable[[], pl.DataFrame],
-    ) -> pl.DataFrame:
+        score: Callable[[], T_],
+    ) -> T_:
         """The cached answer for key, or score()'s (n rows asked for) over catalogue, kept."""
         version = catalogue.version
         newest = sig[0]
@@ -287,13 +293,13 @@ class LiveCache:
         with self._lock:
             hit = self._valid(key, sig, version, n)
             if hit is not None:
-                return hit.recs
+                return hit.recs  # type: ignore[no-any-return]
             lock = self._scoring.setdefault(key, threading.Lock())
         with lock:
             with self._lock:  # scored by another request while this one waited?
                 hit = self._valid(key, sig, version, n)
                 if hit is not None:
-                    return hit.recs
+                    return hit.recs  # type: ignore[no-any-return]
             recs = score()
             with self._lock:
                 self._d[key] = _Live(sig, version, covered, self._clock(), n, recs)

@@ -12,6 +12,7 @@ from feedrank.cli import (
     demo_cmd,
     evaluate_cmd,
     experiment_cmds,
+    items_cmd,
     model_cmds,
     registry_cmds,
     report_cmd,
@@ -67,6 +68,7 @@ def main(
 
 
 app.add_typer(data_cmds.import_app, name="import")
+app.add_typer(items_cmd.items_app, name="items")
 data_cmds.register(app)
 model_cmds.register(app)
 similar_cmd.register(app)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from feedrank.cli import rules_opts
 from feedrank.cli.common import (
     Context,
     console,
@@ -25,10 +26,11 @@ from feedrank.cli.common import (
 from feedrank.exceptions import FeedrankError, RowError, ValidationError
 
 if TYPE_CHECKING:
-    import polars as pl
-
     from feedrank.pipeline.train import TrainResult
+    from feedrank.serving.ranking import Answer
+    from feedrank.serving.rules import Rules
     from feedrank.serving.service import RecommendationService
+    from feedrank.store import Store
 
 MODEL_OPT = typer.Option(
     None, "--model", help="Model name (or name/version); default: the champion, else the newest."
@@ -61,11 +63,13 @@ def parse_time(value: str | None, option: str) -> datetime | None:
 
 
 def load_service(c: Context, name: str | None) -> tuple[RecommendationService, str]:
-    """A registry model (with its fallback) serving the store as it is now."""
+    """A registry model (with its fallback) serving the store as it is now; the store's
+    settings say which event types are negative feedback."""
     from feedrank.pipeline.score import serving
 
     model, rec = c.registry.load(name)
-    return serving(c.store, model, c.registry.fallback(rec)), f"{rec.name}/{rec.version}"
+    service = serving(c.store, model, c.registry.fallback(rec), c.settings.negative_types)
+    return service, f"{rec.name}/{rec.version}"
 
 
 def show_training(result: TrainResult, top: int) -> None:
@@ -295,6 +299,12 @@ def register(app: typer.Typer) -> None:
         all_users: bool = typer.Option(
             False, "--all", help="Every user (use with --format jsonl)."
         ),
+        session: str | None = typer.Option(
+            None,
+            "--session",
+            help="Items the visitor engaged with this session (I1,I2,...): recommendations for "
+            "an anonymous visitor, or blended into USER's history when it is short.",
+        ),
         model: str | None = MODEL_OPT,
         k: int = typer.Option(10, "--k", min=1, help="Items per user."),
         explain: bool = typer.Option(
@@ -305,31 +315,43 @@ def register(app: typer.Typer) -> None:
         include_seen: bool = typer.Option(
             False, "--include-seen", help="Keep items the user already engaged with."
         ),
+        filter: list[str] | None = rules_opts.FILTER,
+        exclude: list[str] | None = rules_opts.EXCLUDE,
+        include: list[str] | None = rules_opts.INCLUDE,
+        boost: list[str] | None = rules_opts.BOOST,
+        max_per: list[str] | None = rules_opts.MAX_PER,
+        offset: int = rules_opts.OFFSET,
     ) -> None:
         """What should this user see next? Where the model has nothing to say, popular items
-        (in the user's segment, then overall) and then the newest fill the list, each row
-        marked with its source."""
+        (in the user's segment, then overall), the newest and then any item fill the list, each
+        row marked with its source; rules (--filter, --boost, ...) as in docs/api.md."""
         from feedrank.pipeline.score import every_user
-        from feedrank.serving.service import reason_text
 
         c = ctx_obj(ctx)
-        if (user is None) == (not all_users):
-            raise FeedrankError("give exactly one of USER or --all")
+        if all_users and (user is not None or session is not None):
+            raise FeedrankError("--all takes no USER and no --session")
+        if not all_users and user is None and session is None:
+            raise FeedrankError("give USER, --session I1,I2 or --all")
         if fmt not in ("table", "json", "jsonl"):
             raise FeedrankError(f"--format must be one of ['table', 'json', 'jsonl']; got '{fmt}'")
         fmt = "json" if as_json and fmt == "table" else fmt
-        service, label = load_service(c, model)
-        users = every_user(c.store) if all_users or user is None else [user]
-        with progress_bar("recommending", total=len(users)) as advance:
-            recs = service.recommend(
-                users, k, exclude_seen=not include_seen, progress=advance if all_users else None
-            )
-        reasons = service.explain(recs) if explain else None
-        payload = _payload(recs, reasons, label)
-        if not payload:
+        rules = rules_opts.rules_from(
+            filter, exclude, include, boost, max_per, offset, not include_seen
+        )
+        if session is not None:
+            payload = [session_payload(c, model, user, session.split(","), k, rules, explain)]
+        else:
+            service, label = load_service(c, model)
+            users = every_user(c.store) if all_users or user is None else [user]
+            with progress_bar("recommending", total=len(users)) as advance:
+                ans = service.answer(users, k, rules, progress=advance if all_users else None)
+            reasons = service.explain(ans.recs) if explain else None
+            payload = _payload(ans, reasons, label)
+        if not any(entry["items"] for entry in payload):
             raise FeedrankError(
-                f"nothing to recommend to {user or 'any user'}: the catalogue has no item the "
-                "model, popularity or recency can rank (import items or interactions)"
+                f"nothing to recommend to {user or 'any user'}: no item is left that the model, "
+                "popularity or recency can rank (import items or interactions, or loosen the "
+                "rules)"
             )
         if fmt == "jsonl":
             for entry in payload:
@@ -337,44 +359,85 @@ def register(app: typer.Typer) -> None:
         elif fmt == "json":
             print_json(payload if all_users else payload[0])
         else:
-            import polars as pl
-
-            titles = _titles(service)
-            for entry in payload:
-                console.print(f"[bold]{entry['user_id']}[/bold] ({label})")
-                rows = [
-                    {
-                        "rank": r["rank"],
-                        "item_id": r["item_id"],
-                        **({"title": titles.get(r["item_id"], "")} if titles else {}),
-                        "score": r["score"],
-                        "source": r["source"],
-                        **({"why": reason_text(r["explanation"])} if explain else {}),
-                    }
-                    for r in entry["items"]
-                ]
-                print_frame(pl.DataFrame(rows))
+            print_answers(c, payload, explain)
 
 
-def _titles(service: RecommendationService) -> dict[str, str]:
+def session_payload(
+    c: Context,
+    model: str | None,
+    user: str | None,
+    items: list[str],
+    k: int,
+    rules: Rules,
+    explain: bool,
+) -> dict[str, Any]:
+    """The answer to a session request, as `POST /sessions/recommendations` gives it."""
+    from feedrank.serving.session import recommend_session
+    from feedrank.views.view import store_catalogue
+
+    m, rec = c.registry.load(model)
+    catalogue = store_catalogue(c.store)
+    fallback = c.registry.fallback(rec)
+    negative = c.settings.negative_types
+    out = recommend_session(
+        c.store, m, fallback, catalogue, items, user, k, rules, explain, negative
+    )
+    return {"model": f"{rec.name}/{rec.version}", **out}
+
+
+def print_answers(c: Context, payload: list[dict[str, Any]], explain: bool) -> None:
     import polars as pl
 
-    items = service.view.catalogue.items
+    from feedrank.serving.service import reason_text
+
+    titles = _titles(c.store)
+    for entry in payload:
+        who = entry.get("user_id") or "session"
+        console.print(f"[bold]{who}[/bold] ({entry['model']})")
+        rows = [
+            {
+                "rank": r["rank"],
+                "item_id": r["item_id"],
+                **({"title": titles.get(r["item_id"], "")} if titles else {}),
+                "score": r["score"],
+                "source": r["source"],
+                **({"boost": r["boost"]["factor"]} if "boost" in r else {}),
+                **({"why": reason_text(r["reasons"])} if explain else {}),
+            }
+            for r in entry["items"]
+        ]
+        print_frame(pl.DataFrame(rows))
+        removed = [f"{a['rule']}: {a['removed']}" for a in entry.get("rules", []) if a["removed"]]
+        if removed:
+            console.print("removed by rules: " + "; ".join(removed), highlight=False)
+
+
+def _titles(store: Store) -> dict[str, str]:
+    import polars as pl
+
+    items = store.items()
     if "title" not in items.columns:
         return {}
     return dict(items.select("item_id", pl.col("title").cast(pl.String)).iter_rows())
 
 
 def _payload(
-    recs: pl.DataFrame, reasons: list[list[dict[str, Any]]] | None, label: str
+    ans: Answer, reasons: list[list[dict[str, Any]]] | None, label: str
 ) -> list[dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for i, (u, rank, item, score, source) in enumerate(
-        recs.select("user_id", "rank", "item_id", "score", "source").iter_rows()
-    ):
-        entry = out.setdefault(u, {"user_id": u, "model": label, "items": []})
-        row: dict[str, Any] = {"rank": rank, "item_id": item, "score": score, "source": source}
-        if reasons is not None:
-            row["explanation"] = reasons[i]
-        entry["items"].append(row)
-    return list(out.values())
+    """One entry per user, each as the HTTP API answers it."""
+    from feedrank.serving.ranking import items_out
+
+    out = []
+    row = 0
+    for (u,), part in ans.recs.group_by("user_id", maintain_order=True):
+        why = reasons[row : row + part.height] if reasons is not None else None
+        row += part.height
+        out.append(
+            {
+                "user_id": u,
+                "model": label,
+                "items": items_out(part.to_dicts(), why, ans.boosts),
+                "rules": ans.applied,
+            }
+        )
+    return out

@@ -225,13 +225,20 @@ class GLMScorer(Scorer):
         return LinearScorer(groups, m.encoder_, m.coef_, m.intercept_, self.view.at)
 
     def _item_part(self, linear: LinearScorer, item_ids: np.ndarray) -> np.ndarray:
+        """The item terms of the logit, computed once per catalogue for every candidate; a
+        subset of the candidates (rules, a re-rank) is gathered from them."""
         catalogue = self.view.catalogue
         cand = self.view.candidates()
-        if len(item_ids) != len(cand) or not np.array_equal(item_ids, cand):
-            return linear.item_part(item_ids, catalogue.as_of)
-        return catalogue.memo(
+        full = catalogue.memo(
             ("glm-items", self.model.fit_id_), lambda: linear.item_part(cand, catalogue.as_of)
         )
+        if len(item_ids) == len(cand) and np.array_equal(item_ids, cand):
+            return full
+        pos = np.searchsorted(cand, item_ids)  # candidates are sorted by id
+        pos = np.minimum(pos, len(cand) - 1)
+        if len(cand) and np.array_equal(cand[pos], item_ids):
+            return full[pos]
+        return linear.item_part(item_ids, catalogue.as_of)
 
     def prepare(self) -> GLMScorer:
         from feedrank.schema import empty_events

@@ -4,7 +4,7 @@ memory follows the batch and the answer, not the event table."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import polars as pl
 
@@ -23,11 +23,15 @@ def every_user(store: Store) -> list[str]:
 
 
 def serving(
-    store: Store, model: Recommender, fallback: PopularityRecommender | None = None
+    store: Store,
+    model: Recommender,
+    fallback: PopularityRecommender | None = None,
+    negative_types: Sequence[str] | None = None,
 ) -> RecommendationService:
-    """The service of a fitted model over the store as it is now, with the model's settings."""
+    """The service of a fitted model over the store as it is now, with the model's settings
+    (and the negative-feedback types given, else the model's)."""
     view = StoreView(store, model.settings_, store_catalogue(store))
-    return RecommendationService(model, view, fallback)
+    return RecommendationService(model, view, fallback, negative_types)
 
 
 def score_all(

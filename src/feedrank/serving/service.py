@@ -14,11 +14,14 @@ import polars as pl
 from feedrank.models.base import RECS_SCHEMA, Recommender, Scorer
 from feedrank.models.freshness import FreshnessRecommender
 from feedrank.models.popularity import PopularityRecommender, PopularityScorer
+from feedrank.serving.ranking import Answer, Source, rank_users
+from feedrank.serving.rules import Rules, select
 from feedrank.views.site import SiteData
 from feedrank.views.view import View
 
 MODEL = "model"
 NEWEST = "newest"
+ANY = "catalogue"  # an eligible item no model, popularity or recency could rank
 FALLBACK_SEGMENTS = ("age_band", "gender")
 SERVED_SCHEMA = {**RECS_SCHEMA, "source": pl.String}
 
@@ -35,6 +38,7 @@ class RecommendationService:
         model: Recommender,
         view: View,
         fallback: PopularityRecommender | None = None,
+        negative_types: Sequence[str] | None = None,
     ) -> None:
         self.view = view
         self.scorer: Scorer = model.at(view)
@@ -42,6 +46,11 @@ class RecommendationService:
             fallback = PopularityRecommender().fit(empty_site(), model.settings_)
         self.fallback: PopularityScorer = fallback.at(view)
         self.newest = FreshnessRecommender().fit(empty_site(), model.settings_).at(view)
+        self.rest = AnyItem(model, view)
+        # what a user said they do not want, never served to them again (a setting)
+        self.negative_types = tuple(
+            model.settings_.negative_types if negative_types is None else negative_types
+        )
 
     def recommend(
         self,
@@ -50,31 +59,64 @@ class RecommendationService:
         exclude_seen: bool = True,
         batch_size: int = 512,
         progress: Callable[[int], None] | None = None,
+        rules: Rules | None = None,
     ) -> pl.DataFrame:
         """Columns user_id, rank, item_id, score, source; users in input order."""
+        rules = rules or Rules(exclude_seen=exclude_seen)
+        return self.answer(user_ids, k, rules, batch_size, progress).recs
+
+    def answer(
+        self,
+        user_ids: Sequence[str],
+        k: int = 10,
+        rules: Rules | None = None,
+        batch_size: int = 512,
+        progress: Callable[[int], None] | None = None,
+    ) -> Answer:
+        """Each user's top-k under `rules`: the model's best eligible items, refilled from
+        popularity, the newest and then any eligible item, so a list has k items whenever k
+        eligible items exist. Many users without rules go through the model's own batch
+        top-k; otherwise serving.ranking ranks the eligible items (the same answer)."""
+        rules = rules or Rules()
         users = list(user_ids)
-        parts = []
-        for start in range(0, len(users), batch_size):
-            chunk = users[start : start + batch_size]
-            parts.append(self._chunk(chunk, k, exclude_seen))
-            if progress:
-                progress(len(chunk))
-        return pl.concat(parts) if parts else pl.DataFrame(schema=SERVED_SCHEMA)
+        if rules.plain and len(users) > 1:  # negative feedback is seen: excluded too
+            parts = []
+            for start in range(0, len(users), batch_size):
+                chunk = users[start : start + batch_size]
+                parts.append(self._chunk(chunk, k, rules.exclude_seen))
+                if progress:
+                    progress(len(chunk))
+            recs = pl.concat(parts) if parts else pl.DataFrame(schema=SERVED_SCHEMA)
+            return Answer(recs, select(self.view.catalogue, rules).removed, {})
+        return rank_users(
+            self.view, self.sources(), users, k, rules, self.negative_types, batch_size, progress
+        )
+
+    def sources(self) -> list[Source]:
+        """The scorers a list is filled from, in order (popularity is named per user)."""
+        return [
+            (MODEL, self.scorer),
+            (self.fallback.sources, self.fallback),
+            (NEWEST, self.newest),
+            (ANY, self.rest),
+        ]
 
     def _chunk(self, users: list[str], k: int, exclude_seen: bool) -> pl.DataFrame:
         recs = self.scorer.recommend(users, k, exclude_seen).with_columns(source=pl.lit(MODEL))
-        short = _short(recs, users, k)
-        if short:
-            pop = self.fallback.recommend(short, k, exclude_seen)
-            src = pl.DataFrame(
-                {"user_id": short, "source": self.fallback.sources(short)},
-                schema={"user_id": pl.String, "source": pl.String},
-            )
-            recs = _fill(recs, pop.join(src, on="user_id", how="left"), k)
+        for name, scorer in self.sources()[1:]:
             short = _short(recs, users, k)
-        if short:
-            new = self.newest.recommend(short, k, exclude_seen).with_columns(source=pl.lit(NEWEST))
-            recs = _fill(recs, new, k)
+            if not short:
+                break
+            names = [name] * len(short) if isinstance(name, str) else name(short)
+            more = scorer.recommend(short, k, exclude_seen).join(
+                pl.DataFrame(
+                    {"user_id": short, "source": names},
+                    schema={"user_id": pl.String, "source": pl.String},
+                ),
+                on="user_id",
+                how="left",
+            )
+            recs = _fill(recs, more, k)
         order = pl.DataFrame(
             {"user_id": users, "__o": np.arange(len(users))},
             schema={"user_id": pl.String, "__o": pl.Int64},
@@ -94,6 +136,15 @@ class RecommendationService:
         for row, reasons in zip(mine["__row"].to_list(), why, strict=True):
             out[row] = reasons
         return out
+
+
+class AnyItem(Scorer):
+    """The last refill: every candidate scores 0, so the rest come in id order."""
+
+    def score_users(
+        self, user_ids: Sequence[str], histories: pl.DataFrame, item_ids: np.ndarray
+    ) -> np.ndarray:
+        return np.zeros((len(user_ids), len(item_ids)))
 
 
 def _short(recs: pl.DataFrame, users: list[str], k: int) -> list[str]:

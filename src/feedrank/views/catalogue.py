@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 import polars as pl
 
+from feedrank.schema import to_timestamp
 from feedrank.store.base import ITEM_COUNT_COLUMNS
 
 T_ = TypeVar("T_")
@@ -54,18 +55,38 @@ class Catalogue:
         self._lock = threading.Lock()
 
     def candidates(self) -> np.ndarray:
-        """Ids of the items that exist as of the catalogue's time (created at or before it, or
-        of unknown creation time), sorted."""
+        """Ids of the items that may be served as of the catalogue's time, sorted: created at or
+        before it (or of unknown creation time), not `hidden`, and not past `available_until`.
+        Every model, fallback and path ranks these only, so a hidden item is never served."""
         return self.memo(
             "candidates",
             lambda: (
-                self.items.filter(
-                    pl.col("created_at").is_null() | (pl.col("created_at") <= self.as_of)
-                )["item_id"]
+                self.items.filter(self.exists() & ~self.withdrawn())["item_id"]
                 .to_numpy()
                 .astype(object)
             ),
         )
+
+    def item_ids(self) -> frozenset[str]:
+        """Every item's id (served or not), for membership tests."""
+        return self.memo("item_ids", lambda: frozenset(self.items["item_id"].to_list()))
+
+    def exists(self) -> pl.Expr:
+        """Items created at or before the catalogue's time (or of unknown creation time)."""
+        return pl.col("created_at").is_null() | (pl.col("created_at") <= self.as_of)
+
+    def withdrawn(self) -> pl.Expr:
+        """Items that must never be served: `hidden` true (a boolean, or 'true' / '1' as text)
+        or an `available_until` at or before the catalogue's time."""
+        out = pl.lit(False)
+        cols = self.items.schema
+        if "hidden" in cols:
+            hidden = pl.col("hidden").cast(pl.String).str.to_lowercase()
+            out = out | hidden.is_in(["true", "1", "1.0", "yes"]).fill_null(False)
+        if "available_until" in cols:
+            until = to_timestamp(pl.col("available_until"), cols["available_until"])
+            out = out | (until <= self.as_of).fill_null(False)
+        return out
 
     def memo(self, key: Any, compute: Callable[[], T_]) -> T_:
         """compute() once per catalogue and key (thread-safe; the lock is not held while

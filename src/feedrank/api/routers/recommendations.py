@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from feedrank.api.auth import require
 from feedrank.api.exploring import explore as explore_slate
 from feedrank.api.recommending import RecRequest
+from feedrank.api.rules_params import RulesBody, rules_query
 from feedrank.api.runtime import Runtime, expensive, runtime
 from feedrank.api.schemas import ERRORS, RecommendationsOut
 from feedrank.exceptions import NotFoundError
 from feedrank.experiments.ab import Experiment
+from feedrank.serving.rules import Rules, select
 from feedrank.settings import Settings
 
 router = APIRouter(tags=["recommendations"], dependencies=[Depends(require("read"))])
@@ -48,16 +52,18 @@ async def recommendations(
         "probability of being shown at that rank; send it back with the impressions so that "
         "`feedrank offpolicy estimate` can price other models on the log",
     ),
+    rules: Rules = Depends(rules_query),
     rt: Runtime = Depends(runtime),
 ) -> Any:
-    """Top-k items with scores. Users without history get the cold-start fallback, marked by
-    `source` and `cold_start`. Fresh events count at once."""
+    """Top-k items with scores, under the request's rules. Users without history get the
+    cold-start fallback, marked by `source` and `cold_start`. Fresh events count at once."""
     state = rt.state  # one consistent model + generation for the whole request
     variant = None
     if experiment is not None:
         variant = assign_variant(state.settings, experiment, user_id)
         model = variant
-    req = RecRequest(user_id, k, exclude_seen, explain, model or None)
+    rules = replace(rules, exclude_seen=exclude_seen)
+    req = RecRequest(user_id, k, explain, model or None, rules)
     service = rt.recommending
     # The fast path (about a millisecond) runs on the event loop; live scoring (tens of ms)
     # goes to a worker thread so it never holds up other requests.
@@ -67,7 +73,7 @@ async def recommendations(
     extra: dict[str, Any] = {}
     if explore > 0:
         seen = await run_in_threadpool(service.seen, user_id) if exclude_seen else set()
-        catalogue = state.catalogue.candidates()
+        catalogue = select(state.catalogue, rules).items  # explore within the rules too
         out, explored = explore_slate(out, catalogue, seen, explore, rt.rng)  # one rng user
         extra = {"explore": explore, "explored": explored}
     if variant is not None:
@@ -91,8 +97,57 @@ def similar(
     item_id: str = Path(min_length=1, max_length=256),
     k: int = Query(10, ge=1, le=1000),
     model: str | None = Query(None, description="a registry model name (default: the served one)"),
+    rules: Rules = Depends(rules_query),
     rt: Runtime = Depends(runtime),
 ) -> dict[str, Any]:
-    """Items like this one, from a model's item similarity (404, saying so, if it has none)."""
-    label, items = rt.recommending.similar(rt.state, item_id, k, model)
-    return {"item_id": item_id, "model": label, "similar": items}
+    """Items like this one under the request's rules: the model's item similarity
+    (`similarity: "item"`), or for a model without one, such as the GLM, what it recommends to
+    a visitor whose only event is this item (`similarity: "session"`); 404 for an unknown item
+    or a model that can say neither (popularity)."""
+    return rt.recommending.similar(rt.state, item_id, k, model, rules)
+
+
+class SessionBody(RulesBody):
+    items: list[str] = Field(description="the session's item ids, oldest first")
+    user_id: str | None = Field(None, min_length=1, max_length=256)
+    k: int = Field(10, ge=1, le=1000)
+    model: str | None = None
+    explain: bool = False
+
+
+class RerankBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=256)
+    items: list[str] = Field(description="the item ids to order")
+    boost: list[str] = Field(default_factory=list)
+    model: str | None = None
+    explain: bool = False
+
+
+@router.post("/sessions/recommendations", responses=ERRORS)
+async def session_recommendations(body: SessionBody, rt: Runtime = Depends(runtime)) -> Any:
+    """Recommendations from a session's items: for an anonymous visitor, or blended into the
+    history of a user who has little (`session.reason` says which)."""
+    out = await run_in_threadpool(
+        rt.recommending.session,
+        rt.state,
+        body.items,
+        body.user_id,
+        body.k,
+        body.model,
+        body.rules(),
+        body.explain,
+    )
+    return JSONResponse(out)
+
+
+@router.post("/rerank", responses=ERRORS)
+async def rerank(body: RerankBody, rt: Runtime = Depends(runtime)) -> Any:
+    """Exactly the items given, ordered for the user, with scores (and reasons with
+    `explain`); unknown items are kept, last, marked `known: false`."""
+    rules = Rules.parse(boost=body.boost)
+    out = await run_in_threadpool(
+        rt.recommending.rerank, rt.state, body.user_id, body.items, body.model, rules, body.explain
+    )
+    return JSONResponse(out)
