@@ -100,6 +100,13 @@ class TestEASE(RecommenderContract):
         return make("ease", l2=10.0)
 
 
+class TestTransition(RecommenderContract):
+    has_similar = True
+
+    def make_model(self) -> Recommender:
+        return make("transition", session_gap_hours=24.0)
+
+
 class TestContent(RecommenderContract):
     has_similar = True
 

@@ -21,6 +21,7 @@ _CLASSES = {
     "als": "feedrank.models.factorization:ALSRecommender",
     "bpr": "feedrank.models.factorization:BPRRecommender",
     "ease": "feedrank.models.ease:EASERecommender",
+    "transition": "feedrank.models.transition:TransitionRecommender",
     "content": "feedrank.models.content:ContentRecommender",
     "hybrid": "feedrank.models.hybrid:HybridRecommender",
     "blend": "feedrank.models.hybrid:BlendRecommender",

@@ -226,6 +226,11 @@ class MatrixRecommender(Recommender):
     def _prepare(self, scorer: MatrixScorer) -> None:
         """Per-catalogue work a model does before scoring (content: item vectors)."""
 
+    def _history_rows(self, pairs: pl.DataFrame, shape: tuple[int, int]) -> sp.csr_matrix:
+        """Users' rows on the axis from their weighted events (__u, __i, weight, timestamp):
+        confidence weights summed per item; a sequence model weighs by recency instead."""
+        return _csr(pairs, "weight", shape)
+
     def _with_state(self, rows: MatrixRows) -> MatrixRows:
         """Per-batch work a model does once for a block of users (factor models: their
         vectors), before the block is split for scoring."""
@@ -313,7 +318,7 @@ class MatrixScorer(Scorer):
         pairs = weighted(coded, self.view.catalogue.items, self.settings, types).filter(
             pl.col("weight") > 0, pl.col("__i").is_not_null()
         )
-        matrix = _csr(pairs, "weight", (n, len(self.axis)))
+        matrix = self.model._history_rows(pairs, (n, len(self.axis)))
         newest = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
         last = coded.group_by("__u").agg(t=pl.col("timestamp").max())
         newest[last["__u"].to_numpy()] = last["t"].dt.replace_time_zone(None).to_numpy()
