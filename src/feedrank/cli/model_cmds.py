@@ -34,8 +34,8 @@ MODEL_OPT = typer.Option(
     None, "--model", help="Model name (or name/version); default: the champion, else the newest."
 )
 MODEL_KINDS = (
-    "glm, popularity, freshness, itemknn, userknn, als, bpr, ease, content, hybrid, blend, "
-    "bilinear, twotower"
+    "glm, popularity, freshness, itemknn, userknn, als, bpr, ease, transition, content, hybrid, "
+    "blend, bilinear, twotower"
 )
 
 
@@ -128,6 +128,15 @@ def register(app: typer.Typer) -> None:
 
         c = ctx_obj(ctx)
         params = parse_params(param)
+        tuned = None if params else c.registry.tuned(model)
+        if tuned:
+            params = tuned["params"]
+            console.print(
+                f"parameters from `feedrank tune` ({tuned['objective']} on {tuned['validation']}): "
+                + ", ".join(f"{k}={v}" for k, v in params.items()),
+                highlight=False,
+                soft_wrap=True,
+            )
         data = c.site()
         with steps(f"training {model}") as step:
             result = run(
@@ -145,7 +154,7 @@ def register(app: typer.Typer) -> None:
         rec = c.registry.save(
             result.model,
             name,
-            {"split": result.split, "metrics": result.metrics()},
+            {"split": result.split, "metrics": result.metrics(), "tuned": tuned},
             fallback=result.fallback,
         )
         if isinstance(result.model, GLMRecommender):
@@ -162,6 +171,60 @@ def register(app: typer.Typer) -> None:
             return
         show_training(result, top)
         console.print(f"saved {rec.name}/{rec.version}")
+
+    @app.command()
+    @handle_errors
+    def tune(
+        ctx: typer.Context,
+        model: str = typer.Option(..., "--model", help=f"One of: {MODEL_KINDS}."),
+        trials: int = typer.Option(20, "--trials", min=1, help="Parameter points to try."),
+        time_budget: float | None = typer.Option(
+            None, "--time-budget", help="Stop starting trials after this many seconds."
+        ),
+        test_from: str | None = typer.Option(
+            None, "--test-from", help="The test window `train` will hold out (never used here)."
+        ),
+        test_days: float | None = typer.Option(None, "--test-days", help="As for train."),
+        split: str = typer.Option("temporal", "--split", help="As for train."),
+        k: int = typer.Option(10, "--k", min=1, help="Cut-off of the ranking metrics."),
+        seed: int = typer.Option(0, "--seed", help="The seed of the splits and of the search."),
+        param: list[str] = typer.Option(
+            [], "--param", help="A parameter held fixed: name=value (repeatable)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """Search a family's parameters on a validation split carved from the training window
+        (never the test window); store the chosen ones, which `train` then uses."""
+        from feedrank.pipeline.tune import tune as run
+
+        c = ctx_obj(ctx)
+        data = c.site()
+        with steps(f"tuning {model}") as step:
+            result = run(
+                data,
+                c.settings,
+                model,
+                trials,
+                time_budget,
+                fixed=parse_params(param),
+                split=split,
+                test_days=test_days,
+                test_from=parse_time(test_from, "--test-from"),
+                k=k,
+                seed=seed,
+                progress=step,
+            )
+        path = c.registry.save_tuned(result.record())
+        if as_json:
+            print_json({**result.record(), "table": result.trials.to_dicts()})
+            return
+        console.print(f"[bold]validation[/bold]: {result.validation}", highlight=False)
+        console.print(f"[bold]test split left untouched[/bold]: {result.test}", highlight=False)
+        print_frame(result.trials, f"trials ({result.objective} on validation; best chosen)")
+        console.print(
+            f"chosen: {result.params} -> {path} (`feedrank train --model {model}` uses them)",
+            highlight=False,
+        )
 
     @app.command()
     @handle_errors
