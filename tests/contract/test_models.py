@@ -128,6 +128,23 @@ class TestHybrid(RecommenderContract):
         return make("hybrid", generators=self.generators, n_candidates=10, holdout="random")
 
 
+class TestLTR(RecommenderContract):
+    generators: ClassVar[list[str]] = ["transition", "ease", "popularity"]
+
+    def make_model(self) -> Recommender:
+        return make("ltr", generators=self.generators, n_candidates=10, n_estimators=30)
+
+    def checkerboard_model(self) -> Recommender:
+        return make(
+            "ltr",
+            generators=self.generators,
+            n_candidates=10,
+            n_estimators=30,
+            min_child_samples=2,
+            holdout="random",
+        )
+
+
 class TestBlend(RecommenderContract):
     dense = True
 

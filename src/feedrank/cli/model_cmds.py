@@ -35,7 +35,7 @@ MODEL_OPT = typer.Option(
 )
 MODEL_KINDS = (
     "glm, popularity, freshness, itemknn, userknn, als, bpr, ease, transition, content, hybrid, "
-    "blend, bilinear, twotower"
+    "ltr, blend, bilinear, twotower"
 )
 
 
@@ -82,6 +82,8 @@ def show_training(result: TrainResult, top: int) -> None:
         "probabilities on the held-out examples where the model gives them)",
     )
     model = result.model
+    if model.kind == "ltr":
+        console.print(f"  ranker: {model.summary()}", highlight=False)  # type: ignore[attr-defined]
     if isinstance(model, GLMRecommender):
         table = model.coef_table()
         shown = (

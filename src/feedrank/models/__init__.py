@@ -25,6 +25,7 @@ _CLASSES = {
     "content": "feedrank.models.content:ContentRecommender",
     "hybrid": "feedrank.models.hybrid:HybridRecommender",
     "blend": "feedrank.models.hybrid:BlendRecommender",
+    "ltr": "feedrank.models.ltr:LTRRecommender",
     "bilinear": "feedrank.models.bilinear:BilinearRecommender",
     "twotower": "feedrank.models.twotower:TwoTowerRecommender",
 }

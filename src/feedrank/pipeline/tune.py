@@ -59,6 +59,12 @@ SPACES: dict[str, dict[str, list[Any]]] = {
     "glm": {"alpha": [1e-5, 1e-4, 1e-3, 1e-2], "l1_ratio": [0.0, 0.5]},
     "content": {"metadata_weight": [0.0, 0.25, 0.5, 0.75, 1.0], "min_df": [1, 2]},
     "hybrid": {"n_candidates": [20, 50, 100], "alpha": [1e-4, 1e-3, 1e-2]},
+    "ltr": {
+        "n_candidates": [20, 50, 100],
+        "num_leaves": [7, 15, 31],
+        "learning_rate": [0.02, 0.05, 0.1],
+        "min_child_samples": [5, 20, 50],
+    },
     "bilinear": {"dim": [8, 16, 32], "sigma0": [0.3, 1.0, 3.0]},
     "twotower": {"dim": [8, 16, 32], "sigma_tower": [0.03, 0.1, 0.3]},
 }
