@@ -107,6 +107,16 @@ class TestTransition(RecommenderContract):
         return make("transition", session_gap_hours=24.0)
 
 
+class TestSASRec(RecommenderContract):
+    checkerboard_skip = (
+        "a next-item model: every checkerboard user's last item is the last of its block, "
+        "which nothing ever follows (its known answer is tests/unit/test_sasrec.py's chain)"
+    )
+
+    def make_model(self) -> Recommender:
+        return make("sasrec", max_len=10, dim=16, n_blocks=1, epochs=4, batch_size=64)
+
+
 class TestContent(RecommenderContract):
     has_similar = True
 

@@ -35,7 +35,7 @@ MODEL_OPT = typer.Option(
 )
 MODEL_KINDS = (
     "glm, popularity, freshness, itemknn, userknn, als, bpr, ease, transition, content, hybrid, "
-    "ltr, blend, bilinear, twotower"
+    "ltr, sasrec, blend, bilinear, twotower"
 )
 
 

@@ -26,6 +26,7 @@ _CLASSES = {
     "hybrid": "feedrank.models.hybrid:HybridRecommender",
     "blend": "feedrank.models.hybrid:BlendRecommender",
     "ltr": "feedrank.models.ltr:LTRRecommender",
+    "sasrec": "feedrank.models.sasrec:SASRecRecommender",
     "bilinear": "feedrank.models.bilinear:BilinearRecommender",
     "twotower": "feedrank.models.twotower:TwoTowerRecommender",
 }

@@ -65,6 +65,13 @@ SPACES: dict[str, dict[str, list[Any]]] = {
         "learning_rate": [0.02, 0.05, 0.1],
         "min_child_samples": [5, 20, 50],
     },
+    "sasrec": {
+        "dim": [32, 64],
+        "n_blocks": [1, 2],
+        "dropout": [0.1, 0.2, 0.5],
+        "max_len": [20, 50, 100],
+        "learning_rate": [5e-4, 1e-3, 3e-3],
+    },
     "bilinear": {"dim": [8, 16, 32], "sigma0": [0.3, 1.0, 3.0]},
     "twotower": {"dim": [8, 16, 32], "sigma_tower": [0.03, 0.1, 0.3]},
 }
