@@ -92,6 +92,7 @@ def test_events_at_the_same_instant_lead_both_ways(chain: tuple[SiteData, np.nda
         ({"step_decay": 0.0}, r"step_decay must be in \(0, 1\]; got 0.0"),
         ({"smoothing": 0}, "smoothing must be > 0; got 0"),
         ({"session_gap_hours": -1}, "session_gap_hours must be > 0 or None"),
+        ({"steps": "all"}, r"steps must be one of \['engaged', 'seen'\]; got 'all'"),
     ],
 )
 def test_bad_parameters_name_themselves(
@@ -112,3 +113,15 @@ def test_timestamps_only_order_the_steps(chain: tuple[SiteData, np.ndarray]) -> 
     a = TransitionRecommender().fit(data, EVERY_RATING).next_
     b = TransitionRecommender().fit(later, EVERY_RATING).next_
     assert (a != b).nnz == 0
+
+
+def test_a_low_rating_is_a_step_when_steps_are_seen(chain: tuple[SiteData, np.ndarray]) -> None:
+    """Under a 3.5 threshold, low ratings are no engagement: only steps="seen" keeps them in
+    the sequence, and so recovers the chain through them."""
+    data, successor = chain
+    settings = Settings()
+    got = {}
+    for steps in ("engaged", "seen"):
+        p = TransitionRecommender(steps=steps, max_next=30).fit(data, settings).next_.toarray()
+        got[steps] = np.mean(p.argmax(axis=1) == successor)
+    assert got["seen"] >= 0.95 > got["engaged"]

@@ -23,7 +23,6 @@ import polars as pl
 import scipy.sparse as sp
 
 from feedrank.exceptions import ConfigError
-from feedrank.features.history import weighted
 from feedrank.models.knn import pruned_similarity
 from feedrank.models.matrix import (
     Interactions,
@@ -33,8 +32,12 @@ from feedrank.models.matrix import (
     csr_arrays,
     csr_from,
     sparse_top_k,
+    weighted_events,
 )
+from feedrank.settings import Settings
 from feedrank.views.site import SiteData
+
+STEPS = ("engaged", "seen")
 
 
 class TransitionRecommender(MatrixRecommender):
@@ -52,6 +55,7 @@ class TransitionRecommender(MatrixRecommender):
         n_recent: int = 3,
         recency_decay: float = 0.5,
         max_next: int = 200,
+        steps: str = "engaged",
     ) -> None:
         self.window = window
         self.step_decay = step_decay
@@ -61,8 +65,11 @@ class TransitionRecommender(MatrixRecommender):
         self.n_recent = n_recent
         self.recency_decay = recency_decay
         self.max_next = max_next
+        self.steps = steps
 
     def _validate(self) -> None:
+        if self.steps not in STEPS:
+            raise ConfigError(f"steps must be one of {list(STEPS)}; got '{self.steps}'")
         for name in ("window", "k_similar", "n_recent", "max_next"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be an integer >= 1; got {getattr(self, name)}")
@@ -90,11 +97,9 @@ class TransitionRecommender(MatrixRecommender):
 
     def _transitions(self, data: SiteData, inter: Interactions) -> sp.csr_matrix:
         """C[i, j]: how often (discounted by steps) j came within `window` steps after i."""
-        ev = weighted(
-            data.events.filter(pl.col("item_id") != ""), data.items, self.settings_, data.types
-        ).filter(pl.col("weight") > 0)
         seq = (
-            ev.join(inter.items.frame.rename({"id": "item_id", "idx": "__i"}), on="item_id")
+            self._steps(data.events, data.items)
+            .join(inter.items.frame.rename({"id": "item_id", "idx": "__i"}), on="item_id")
             .select("user_id", "__i", "timestamp")
             .with_columns(
                 step=pl.col("timestamp").rank("dense").over("user_id").cast(pl.Int64),
@@ -126,11 +131,21 @@ class TransitionRecommender(MatrixRecommender):
         c.sum_duplicates()
         return c
 
+    def _steps(self, events: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
+        """The events that make a user's sequence: engagements (what weighs something), or
+        every item the user came to know (a low rating still tells where they went next)."""
+        if self.steps == "seen":
+            return events.filter(Settings.seen_expr())
+        return weighted_events(events, items, self.settings_)
+
     # -- serving -------------------------------------------------------------------------------
-    def _history_rows(self, pairs: pl.DataFrame, shape: tuple[int, int]) -> sp.csr_matrix:
+    def _history_rows(
+        self, coded: pl.DataFrame, items: pl.DataFrame, shape: tuple[int, int]
+    ) -> sp.csr_matrix:
         """The n_recent most recent distinct items of each user, recency_decay^(step - 1)."""
         recent = (
-            pairs.group_by("__u", "__i")
+            self._steps(coded, items)
+            .group_by("__u", "__i")
             .agg(t=pl.col("timestamp").max())
             .with_columns(step=pl.col("t").rank("dense", descending=True).over("__u"))
             .filter(pl.col("step") <= int(self.n_recent))

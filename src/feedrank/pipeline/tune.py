@@ -38,6 +38,7 @@ SPACES: dict[str, dict[str, list[Any]]] = {
         "n_recent": [1, 3, 5, 10],
         "recency_decay": [0.3, 0.5, 0.8, 1.0],
         "k_similar": [20, 50, 200],
+        "steps": ["engaged", "seen"],
     },
     "ease": {"l2": [10.0, 50.0, 100.0, 250.0, 500.0, 1000.0], "binary": [True, False]},
     "itemknn": {"k_neighbours": [10, 20, 50, 100, 200], "weighting": ["none", "tfidf", "bm25"]},
