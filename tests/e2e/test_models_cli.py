@@ -94,8 +94,8 @@ def test_similar_errors_name_what_is_allowed(db: Path) -> None:
 def test_train_rejects_bad_parameters(db: Path) -> None:
     out = run(db, "train", "--model", "itemknn", "--param", "weighting=cosine", code=2)
     assert "weighting must be one of ['none', 'tfidf', 'bm25']; got 'cosine'" in out
-    out = run(db, "train", "--model", "ease", "--param", "max_items=10", code=2)
-    assert "max_items=10" in out
+    out = run(db, "train", "--model", "ease", "--param", "max_items=0", code=2)
+    assert "max_items must be an integer >= 1; got 0" in out
 
 
 def test_tune_then_train_uses_the_chosen_parameters(db: Path) -> None:

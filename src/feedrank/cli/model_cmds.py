@@ -84,6 +84,13 @@ def show_training(result: TrainResult, top: int) -> None:
     model = result.model
     if model.kind == "ltr":
         console.print(f"  ranker: {model.summary()}", highlight=False)  # type: ignore[attr-defined]
+    kept, total = getattr(model, "kept_items_", (0, 0))
+    if kept < total:
+        console.print(
+            f"  {model.kind} kept the {kept} items with the most engaged users of {total} "
+            "(max_items); the others get no signal from it",
+            highlight=False,
+        )
     if isinstance(model, GLMRecommender):
         table = model.coef_table()
         shown = (
