@@ -9,7 +9,7 @@ import pytest
 from feedrank.datasets.sequences import sequential_site
 from feedrank.evaluation.splits import make_split
 from feedrank.models import make
-from feedrank.pipeline.tune import grid_points, tune, validation_split
+from feedrank.pipeline.tune import coordinate_search, tune, validation_split
 from feedrank.settings import Settings
 
 SETTINGS = Settings(rating_threshold=1.0)
@@ -29,15 +29,23 @@ def test_validation_is_carved_from_the_training_part(kind: str) -> None:
         assert val.test.join(test.test, on=pairs).is_empty()
 
 
-def test_the_search_starts_from_the_defaults_and_never_repeats() -> None:
-    points = grid_points("transition", 6, seed=0, fixed={"max_next": 50})
+def test_the_search_starts_from_the_defaults_moves_one_parameter_and_never_repeats() -> None:
+    """A score that prefers n_recent=10 and then window=1: the search finds both, one
+    coordinate at a time, holding a fixed parameter."""
+
+    def score(p: dict[str, object]) -> tuple[float, float]:
+        return (float(p["n_recent"] == 10) + float(p["window"] == 1), 0.0)
+
+    tried = coordinate_search("transition", {"max_next": 50}, score, 100, lambda: False)
+    points = [p for p, _ in tried]
     defaults = make("transition").get_params()
-    assert {k: defaults[k] for k in points[0] if k != "max_next"} == {
-        k: v for k, v in points[0].items() if k != "max_next"
-    }
+    assert {k: defaults[k] for k in points[0]} == {**points[0], "max_next": 200}
     assert all(p["max_next"] == 50 for p in points)
-    assert len({tuple(sorted(p.items())) for p in points}) == 6
-    assert grid_points("transition", 6, seed=0, fixed={}) == grid_points("transition", 6, 0, {})
+    assert len({tuple(sorted(p.items())) for p in points}) == len(points)
+    best = max(tried, key=lambda t: t[1])[0]
+    assert best["n_recent"] == 10 and best["window"] == 1
+    assert sum(points[0][k] != points[1][k] for k in points[0]) == 1  # one coordinate moved
+    assert len(coordinate_search("transition", {}, score, 5, lambda: False)) == 5
 
 
 def test_tune_reports_every_trial_and_chooses_the_best() -> None:

@@ -11,14 +11,12 @@ uses them, saying so, unless parameters are given."""
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from feedrank.evaluation.offline import evaluate
@@ -29,16 +27,17 @@ from feedrank.pipeline.train import internal_split
 from feedrank.settings import Settings
 from feedrank.views.site import SiteData
 
-# Each family's search space: a few values per parameter that matter, around the defaults.
+# Each family's search space: a few values per parameter that matter, around the defaults, the
+# parameters in the order the coordinate search visits them (the weightiest first).
 SPACES: dict[str, dict[str, list[Any]]] = {
     "transition": {
-        "window": [1, 2, 3, 5],
-        "step_decay": [0.3, 0.5, 0.8],
-        "smoothing": [0.5, 2.0, 8.0],
+        "steps": ["engaged", "seen"],
         "n_recent": [1, 3, 5, 10],
         "recency_decay": [0.3, 0.5, 0.8, 1.0],
+        "window": [1, 2, 3, 5],
+        "smoothing": [0.5, 2.0, 8.0],
+        "step_decay": [0.3, 0.5, 0.8],
         "k_similar": [20, 50, 200],
-        "steps": ["engaged", "seen"],
     },
     "ease": {"l2": [10.0, 50.0, 100.0, 250.0, 500.0, 1000.0], "binary": [True, False]},
     "itemknn": {"k_neighbours": [10, 20, 50, 100, 200], "weighting": ["none", "tfidf", "bm25"]},
@@ -108,20 +107,30 @@ def validation_split(train: SiteData, settings: Settings, kind: str, seed: int) 
     return internal_split(train, settings, seed + 1000)
 
 
-def grid_points(kind: str, trials: int, seed: int, fixed: dict[str, Any]) -> list[dict[str, Any]]:
-    """The defaults first, then up to trials - 1 distinct points of the grid (seeded)."""
+def coordinate_search(
+    kind: str,
+    fixed: dict[str, Any],
+    score: Callable[[dict[str, Any]], tuple[float, float]],
+    trials: int,
+    out_of_time: Callable[[], bool],
+) -> list[tuple[dict[str, Any], tuple[float, float]]]:
+    """Every point tried, in order, with its score (higher is better): the defaults, then each
+    parameter's other values with the rest at the best point so far; no point twice."""
     space = {k: v for k, v in SPACES.get(kind, {}).items() if k not in fixed}
-    if not space:
-        return [dict(fixed)]
-    names = sorted(space)
-    grid = [
-        dict(zip(names, vals, strict=True))
-        for vals in itertools.product(*(space[n] for n in names))
-    ]
-    defaults = {n: make(kind).get_params()[n] for n in names}
-    rng = np.random.default_rng(seed)
-    others = [grid[i] for i in rng.permutation(len(grid)) if grid[i] != defaults]
-    return [{**fixed, **p} for p in [defaults, *others][: max(1, trials)]]
+    defaults = make(kind).get_params()
+    best = {**{n: defaults[n] for n in space}, **fixed}
+    tried = [(best, score(best))]
+    for name, values in space.items():
+        for value in values:
+            point = {**best, name: value}
+            if any(point == p for p, _ in tried):
+                continue
+            if len(tried) >= trials or out_of_time():
+                return tried
+            tried.append((point, score(point)))
+            if tried[-1][1] > max(s for _, s in tried[:-1]):
+                best = point
+    return tried
 
 
 def tune(
@@ -153,24 +162,25 @@ def tune(
     ndcg, hr = f"NDCG@{k}", f"HR@{k}"
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
-    for i, point in enumerate(grid_points(kind, trials, seed, fixed)):
-        if time_budget is not None and i > 0 and time.perf_counter() - start > time_budget:
-            break
+
+    def score(point: dict[str, Any]) -> tuple[float, float]:
         if progress:
-            progress(f"trial {i + 1}: {point}")
+            progress(f"trial {len(rows) + 1}: {point}")
         ev = evaluate({kind: make(kind, **point)}, val, settings, k)
+        m = (ev.metric(kind, ndcg), ev.metric(kind, hr))
         rows.append(
-            {
-                "trial": i + 1,
-                "params": point,
-                ndcg: ev.metric(kind, ndcg),
-                hr: ev.metric(kind, hr),
-                "fit_s": round(ev.fit_seconds[kind], 2),
-            }
+            {"trial": len(rows) + 1, "params": _show(point), ndcg: m[0], hr: m[1]}
+            | {"fit_s": round(ev.fit_seconds[kind], 2)}
         )
-    best = max(rows, key=lambda r: (r[ndcg], r[hr], -r["trial"]))
-    table = pl.DataFrame([{**r, "params": _show(r["params"]), "chosen": r is best} for r in rows])
-    return TuneResult(kind, best["params"], table, val.description, test.description, ndcg)
+        return m
+
+    def out_of_time() -> bool:
+        return time_budget is not None and time.perf_counter() - start > time_budget
+
+    tried = coordinate_search(kind, fixed, score, trials, out_of_time)
+    chosen = max(range(len(tried)), key=lambda i: (tried[i][1], -i))
+    table = pl.DataFrame(rows).with_columns(chosen=pl.int_range(pl.len()) == chosen)
+    return TuneResult(kind, tried[chosen][0], table, val.description, test.description, ndcg)
 
 
 def _show(params: dict[str, Any]) -> str:
