@@ -68,6 +68,8 @@ def _norm(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def forward(W: dict[str, np.ndarray], seq: np.ndarray, n_blocks: int) -> np.ndarray:
     """The last position's state (users x dim) of left-padded item sequences."""
+    used = np.flatnonzero((seq > 0).any(axis=0))
+    seq = seq[:, used[0] :] if used.size else seq  # padding shared by every row changes nothing
     d = W["items"].shape[1]
     mask = (seq > 0)[..., None]
     x = (W["items"][seq] * np.sqrt(d) + W["positions"][None, -seq.shape[1] :]) * mask
