@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
+from implicit.nearest_neighbours import all_pairs_knn
 
 from feedrank.exceptions import ConfigError
-from feedrank.models.knn import pruned_similarity
 from feedrank.models.matrix import (
     Interactions,
     MatrixRecommender,
@@ -185,15 +185,17 @@ class TransitionRecommender(MatrixRecommender):
 
 
 def _cosine(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
-    """Items x items cosine of the binary user columns, k neighbours per item, no diagonal."""
-    docs = matrix.T.tocsr().astype(np.float64)
-    docs.data[:] = 1.0
-    norms = np.sqrt(np.asarray(docs.sum(axis=1)).ravel())
-    docs = (sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ docs).tocsr()
-    sim = pruned_similarity(docs, k + 1).tolil()
-    sim.setdiag(0.0)
-    out = sim.tocsr()
+    """Items x items cosine of the binary user columns, k neighbours per item, no diagonal
+    (implicit's multi-threaded all-pairs kNN, as item-kNN uses)."""
+    x = matrix.tocsc().astype(np.float64)
+    x.data[:] = 1.0
+    users_per_item = np.diff(x.indptr).astype(np.float64)
+    x = (x @ sp.diags(1.0 / np.sqrt(np.maximum(users_per_item, 1.0)))).tocsr()
+    sim = all_pairs_knn(x, k + 1, num_threads=0, show_progress=False).tocoo()
+    off = sim.row != sim.col
+    out = sp.csr_matrix((sim.data[off], (sim.row[off], sim.col[off])), shape=sim.shape)
     out.eliminate_zeros()
+    out.sort_indices()
     return out
 
 
