@@ -196,7 +196,7 @@ def register(app: typer.Typer) -> None:
         test_days: float | None = typer.Option(None, "--test-days", help="As for train."),
         split: str = typer.Option("temporal", "--split", help="As for train."),
         k: int = typer.Option(10, "--k", min=1, help="Cut-off of the ranking metrics."),
-        seed: int = typer.Option(0, "--seed", help="The seed of the splits and of the search."),
+        seed: int = typer.Option(0, "--seed", help="The seed of the splits (as for train)."),
         param: list[str] = typer.Option(
             [], "--param", help="A parameter held fixed: name=value (repeatable)."
         ),

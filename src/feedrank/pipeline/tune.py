@@ -4,9 +4,10 @@ The test split is made exactly as `train` makes it (same options, same seed); a 
 is then carved from its training part by the same protocol (temporal: the last 20% of the
 training time; last: each user's last training item; loo: one more training item per user, seed
 + 1000). Each trial fits the family with one point of its search space on the validation
-split's training part and judges it on the validation hold-out (NDCG@k, HR@k as the tie-break);
-the defaults are always the first trial, the others are drawn without repetition from the grid
-(seeded). The chosen parameters are stored in the registry (`_tuned/<kind>.json`) and `train`
+split's training part and judges it on the validation hold-out (NDCG@k, HR@k as the tie-break).
+The search is coordinate-wise, which suits a budget of tens of trials better than random points
+of a grid of thousands: the defaults first, then one parameter at a time (in the space's order)
+takes each of its values with the others at the best point so far, keeping the best. The chosen parameters are stored in the registry (`_tuned/<kind>.json`) and `train`
 uses them, saying so, unless parameters are given."""
 
 from __future__ import annotations
