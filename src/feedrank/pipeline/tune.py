@@ -7,8 +7,9 @@ training time; last: each user's last training item; loo: one more training item
 split's training part and judges it on the validation hold-out (NDCG@k, HR@k as the tie-break).
 The search is coordinate-wise, which suits a budget of tens of trials better than random points
 of a grid of thousands: the defaults first, then one parameter at a time (in the space's order)
-takes each of its values with the others at the best point so far, keeping the best. The chosen parameters are stored in the registry (`_tuned/<kind>.json`) and `train`
-uses them, saying so, unless parameters are given."""
+takes each of its values with the others at the best point so far, keeping the best. The
+chosen parameters are stored in the registry (`_tuned/<kind>.json`) and `train` uses them,
+saying so, unless parameters are given."""
 
 from __future__ import annotations
 
