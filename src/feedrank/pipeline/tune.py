@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -103,10 +103,12 @@ class TuneResult:
 def validation_split(train: SiteData, settings: Settings, kind: str, seed: int) -> Split:
     """A hold-out inside a split's training part, by the split's own protocol."""
     if kind == "loo":
-        return loo_split(train, settings, seed + 1000)
-    if kind == "last":
-        return last_n_split(train, settings, 1)
-    return internal_split(train, settings, seed + 1000)
+        val = loo_split(train, settings, seed + 1000)
+    elif kind == "last":
+        val = last_n_split(train, settings, 1)
+    else:
+        val = internal_split(train, settings, seed + 1000)
+    return replace(val, description=f"inside the test split's training part, {val.description}")
 
 
 def coordinate_search(
