@@ -1,16 +1,17 @@
 """Recommendation quality beside the peers a user would otherwise pick, on data at hand.
 
-Data: seed 004's clickstream (seeded leave-one-out; no timestamps), a generated site whose users
-follow a known chain half of the time (every step an engagement; leave-last-out), and a MovieLens-shaped ratings file
-generated with weaker order (written as userId,movieId,rating,timestamp and read back;
+Data: seed 004's clickstream (seeded leave-one-out; no timestamps), a generated site whose
+users follow a known chain half of the time (every step an engagement; leave-last-out), and a
+MovieLens-shaped ratings file generated with weaker order (written as userId,movieId,rating,timestamp and read back;
 ratings >= 3.5 count; leave-last-out). Every model, feedrank's and the peers', is tuned on a
 validation split carved from the training part by the same protocol (feedrank.pipeline.tune);
 the test hold-out is scored once per final configuration. Full-catalogue ranking, seen items
 excluded, HR@10 and NDCG@10.
 
 Peers: a plain NumPy EASE (closed form, l2 tuned), a plain "last three items -> next item"
-counter over every rated item (Polars; no parameters), implicit's ALS (factors and alpha tuned). feedrank: ease,
-als, transition (tuned), sasrec and ltr (defaults: tuning them costs minutes each).
+counter over every rated item (Polars; no parameters), implicit's ALS (factors and alpha
+tuned). feedrank: ease, als, transition (tuned), sasrec and ltr (defaults: tuning them costs
+minutes each).
 Then the scale of a fit: transition on a million events beside the plain counter.
 
     .venv/bin/python bench/bench_quality.py [--small]
@@ -191,15 +192,10 @@ def datasets(small: bool) -> list[tuple[str, SiteData, Settings, str]]:
             )
         )
     chain = sequential_site(n, 100 if small else 500, 20, follow=0.5, seed=1).data
-    out.append(("generated chain (follow 0.5)", chain, Settings(), "last"))
-    out.append(
-        (
-            "MovieLens-shaped ratings",
-            movielens_shaped(n, 300 if small else 1500, 30),
-            Settings(),
-            "last",
-        )
-    )
+    every_step = Settings(rating_threshold=1.0)  # a click stream: every step an engagement
+    out.append(("generated chain (follow 0.5, every step engaged)", chain, every_step, "last"))
+    ml = movielens_shaped(n, 300 if small else 1500, 30)
+    out.append(("MovieLens-shaped ratings (>= 3.5 count)", ml, Settings(), "last"))
     return out
 
 
