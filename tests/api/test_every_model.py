@@ -33,6 +33,8 @@ PARAMS = {
     "bpr": {"factors": 8, "iterations": 20},
     "twotower": {"epochs": 2},
     "bilinear": {"max_iter": 50},
+    "sasrec": {"epochs": 2, "dim": 16, "max_len": 10},
+    "ltr": {"n_estimators": 20},
 }
 
 

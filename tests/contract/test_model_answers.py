@@ -173,10 +173,25 @@ def test_ease_is_the_closed_form() -> None:
     )
 
 
-def test_ease_refuses_a_catalogue_above_max_items() -> None:
-    data, _ = random_site()
-    with pytest.raises(ConfigError, match=r"at most max_items=10 items; got 25"):
-        EASERecommender(max_items=10).fit(data, Settings())
+def test_ease_keeps_the_most_engaged_items_of_a_large_catalogue() -> None:
+    """Above max_items, EASE is the closed form on the max_items items with the most engaged
+    users; the others get no signal."""
+    data, x = random_site()
+    model = EASERecommender(l2=5.0, max_items=10).fit(data, Settings())
+    b = (x > 0).astype(np.float64).toarray()
+    keep = np.sort(np.argsort(-b.sum(axis=0), kind="stable")[:10])
+    assert model.kept_items_ == (10, 25)
+    assert list(model.items_.ids) == [f"i{c:03d}" for c in keep]
+    p = np.linalg.inv(b[:, keep].T @ b[:, keep] + 5.0 * np.eye(10))
+    expected = -p / np.diag(p)
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(model.weights_, expected, rtol=1e-4, atol=1e-6)
+    v = view(data)
+    s = model.at(v).score_users(["u005"], v.histories(["u005"]), v.candidates())[0]
+    dropped = [i for i in range(25) if i not in set(keep)]
+    assert np.isnan(s[dropped]).all() and np.isfinite(s[keep]).any()
+    with pytest.raises(ConfigError, match="max_items must be an integer >= 1; got 0"):
+        EASERecommender(max_items=0).fit(data, Settings())
 
 
 @pytest.mark.parametrize(

@@ -100,6 +100,23 @@ class TestEASE(RecommenderContract):
         return make("ease", l2=10.0)
 
 
+class TestTransition(RecommenderContract):
+    has_similar = True
+
+    def make_model(self) -> Recommender:
+        return make("transition", session_gap_hours=24.0)
+
+
+class TestSASRec(RecommenderContract):
+    checkerboard_skip = (
+        "a next-item model: every checkerboard user's last item is the last of its block, "
+        "which nothing ever follows (its known answer is tests/unit/test_sasrec.py's chain)"
+    )
+
+    def make_model(self) -> Recommender:
+        return make("sasrec", max_len=10, dim=16, n_blocks=1, epochs=4, batch_size=64)
+
+
 class TestContent(RecommenderContract):
     has_similar = True
 
@@ -119,6 +136,23 @@ class TestHybrid(RecommenderContract):
         # same one: a "latest" inner hold-out would hide it from everybody and leave the GLM
         # nothing to learn from. A random inner hold-out is the right choice for such data.
         return make("hybrid", generators=self.generators, n_candidates=10, holdout="random")
+
+
+class TestLTR(RecommenderContract):
+    generators: ClassVar[list[str]] = ["transition", "ease", "popularity"]
+
+    def make_model(self) -> Recommender:
+        return make("ltr", generators=self.generators, n_candidates=10, n_estimators=30)
+
+    def checkerboard_model(self) -> Recommender:
+        return make(
+            "ltr",
+            generators=self.generators,
+            n_candidates=10,
+            n_estimators=30,
+            min_child_samples=2,
+            holdout="random",
+        )
 
 
 class TestBlend(RecommenderContract):

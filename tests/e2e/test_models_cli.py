@@ -22,9 +22,10 @@ PARAMS = {
     "als": ["factors=8", "iterations=5"],
     "bpr": ["factors=8", "iterations=20"],
     "ease": ["l2=50"],
+    "transition": [],
     "content": [],
 }
-SIMILAR = {"itemknn", "als", "bpr", "ease", "content"}
+SIMILAR = {"itemknn", "als", "bpr", "ease", "transition", "content"}
 
 
 def run(db: Path, *args: str, code: int = 0) -> str:
@@ -100,5 +101,27 @@ def test_similar_errors_name_what_is_allowed(db: Path) -> None:
 def test_train_rejects_bad_parameters(db: Path) -> None:
     out = run(db, "train", "--model", "itemknn", "--param", "weighting=cosine", code=2)
     assert "weighting must be one of ['none', 'tfidf', 'bm25']; got 'cosine'" in out
-    out = run(db, "train", "--model", "ease", "--param", "max_items=10", code=2)
-    assert "max_items=10" in out
+    out = run(db, "train", "--model", "ease", "--param", "max_items=0", code=2)
+    assert "max_items must be an integer >= 1; got 0" in out
+
+
+def test_tune_then_train_uses_the_chosen_parameters(db: Path) -> None:
+    out = run(db, "tune", "--model", "userknn", "--trials", "3", "--test-days", "1", "--json")
+    tuned = json.loads(out)
+    assert tuned["trials"] == 3 and len(tuned["table"]) == 3
+    assert tuned["table"][0]["params"] == "k_neighbours=50, weighting=none"  # defaults first
+    assert tuned["validation"].startswith("inside the test split's training part")
+    out = run(db, "train", "--model", "userknn", "--test-days", "1")
+    assert "parameters from `feedrank tune`" in out
+    newest = sorted((db.parent / "feedrank.models" / "userknn").glob("*/meta.json"))[-1]
+    meta = json.loads(newest.read_text())
+    assert meta["tuned"]["params"] == tuned["params"]
+    assert meta["params"] == meta["params"] | tuned["params"]
+    assert "trials" in run(db, "tune", "--model", "userknn", "--trials", "2", "--test-days", "1")
+
+
+def test_tune_rejects_bad_input(db: Path) -> None:
+    out = run(db, "tune", "--model", "nosuch", code=2)
+    assert "model must be one of" in out and "got 'nosuch'" in out
+    out = run(db, "tune", "--model", "ease", "--param", "l2=-1", "--trials", "1", code=2)
+    assert "l2 must be > 0; got -1" in out

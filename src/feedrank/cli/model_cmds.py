@@ -36,8 +36,8 @@ MODEL_OPT = typer.Option(
     None, "--model", help="Model name (or name/version); default: the champion, else the newest."
 )
 MODEL_KINDS = (
-    "glm, popularity, freshness, itemknn, userknn, als, bpr, ease, content, hybrid, blend, "
-    "bilinear, twotower"
+    "glm, popularity, freshness, itemknn, userknn, als, bpr, ease, transition, content, hybrid, "
+    "ltr, sasrec, blend, bilinear, twotower"
 )
 
 
@@ -86,6 +86,15 @@ def show_training(result: TrainResult, top: int) -> None:
         "probabilities on the held-out examples where the model gives them)",
     )
     model = result.model
+    if model.kind == "ltr":
+        console.print(f"  ranker: {model.summary()}", highlight=False)  # type: ignore[attr-defined]
+    kept, total = getattr(model, "kept_items_", (0, 0))
+    if kept < total:
+        console.print(
+            f"  {model.kind} kept the {kept} items with the most engaged users of {total} "
+            "(max_items); the others get no signal from it",
+            highlight=False,
+        )
     if isinstance(model, GLMRecommender):
         table = model.coef_table()
         shown = (
@@ -132,6 +141,15 @@ def register(app: typer.Typer) -> None:
 
         c = ctx_obj(ctx)
         params = parse_params(param)
+        tuned = None if params else c.registry.tuned(model)
+        if tuned:
+            params = tuned["params"]
+            console.print(
+                f"parameters from `feedrank tune` ({tuned['objective']} on {tuned['validation']}): "
+                + ", ".join(f"{k}={v}" for k, v in params.items()),
+                highlight=False,
+                soft_wrap=True,
+            )
         data = c.site()
         with steps(f"training {model}") as step:
             result = run(
@@ -149,7 +167,7 @@ def register(app: typer.Typer) -> None:
         rec = c.registry.save(
             result.model,
             name,
-            {"split": result.split, "metrics": result.metrics()},
+            {"split": result.split, "metrics": result.metrics(), "tuned": tuned},
             fallback=result.fallback,
         )
         if isinstance(result.model, GLMRecommender):
@@ -166,6 +184,60 @@ def register(app: typer.Typer) -> None:
             return
         show_training(result, top)
         console.print(f"saved {rec.name}/{rec.version}")
+
+    @app.command()
+    @handle_errors
+    def tune(
+        ctx: typer.Context,
+        model: str = typer.Option(..., "--model", help=f"One of: {MODEL_KINDS}."),
+        trials: int = typer.Option(20, "--trials", min=1, help="Parameter points to try."),
+        time_budget: float | None = typer.Option(
+            None, "--time-budget", help="Stop starting trials after this many seconds."
+        ),
+        test_from: str | None = typer.Option(
+            None, "--test-from", help="The test window `train` will hold out (never used here)."
+        ),
+        test_days: float | None = typer.Option(None, "--test-days", help="As for train."),
+        split: str = typer.Option("temporal", "--split", help="As for train."),
+        k: int = typer.Option(10, "--k", min=1, help="Cut-off of the ranking metrics."),
+        seed: int = typer.Option(0, "--seed", help="The seed of the splits (as for train)."),
+        param: list[str] = typer.Option(
+            [], "--param", help="A parameter held fixed: name=value (repeatable)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """Search a family's parameters on a validation split carved from the training window
+        (never the test window); store the chosen ones, which `train` then uses."""
+        from feedrank.pipeline.tune import tune as run
+
+        c = ctx_obj(ctx)
+        data = c.site()
+        with steps(f"tuning {model}") as step:
+            result = run(
+                data,
+                c.settings,
+                model,
+                trials,
+                time_budget,
+                fixed=parse_params(param),
+                split=split,
+                test_days=test_days,
+                test_from=parse_time(test_from, "--test-from"),
+                k=k,
+                seed=seed,
+                progress=step,
+            )
+        path = c.registry.save_tuned(result.record())
+        if as_json:
+            print_json({**result.record(), "table": result.trials.to_dicts()})
+            return
+        console.print(f"[bold]validation[/bold]: {result.validation}", highlight=False)
+        console.print(f"[bold]test split left untouched[/bold]: {result.test}", highlight=False)
+        print_frame(result.trials, f"trials ({result.objective} on validation; best chosen)")
+        console.print(
+            f"chosen: {result.params} -> {path} (`feedrank train --model {model}` uses them)",
+            highlight=False,
+        )
 
     @app.command()
     @handle_errors

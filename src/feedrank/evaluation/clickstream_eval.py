@@ -5,7 +5,9 @@ The models: popularity; the seed's own ALS set-up (20 factors, regularization 0.
 50 iterations); BPR; item-kNN, user-kNN and EASE with their parameters tuned on validation
 splits carved from the training data (never on the test hold-out); EASE on the seed's
 confidence (asset-type weight x submissions) instead of binary; content (all item metadata)
-and content on the business unit alone; the learned hybrid; and two blends with the
+and content on the business unit alone; transition (tuned; with no timestamps every form is
+one step, so it is smoothed co-occurrence); the learned hybrid and the learned ranker (their
+inner hold-out at random, as time carries no signal); and two blends with the
 business-unit content model whose weight is tuned on validation for HR@10 + business-unit hit
 rate (the seed's two goals, equally weighted): EASE's min-max scores + unit content, and the
 hybrid's rank discount + unit content."""
@@ -95,6 +97,12 @@ def default_specs() -> list[ModelSpec]:
                 {"l2": l2, "binary": b} for l2 in (10.0, 50.0, 200.0, 500.0) for b in (True, False)
             ],
         ),
+        ModelSpec(
+            "transition (tuned)",
+            "transition",
+            grid=[{"smoothing": a, "k_similar": k} for a in (0.5, 2.0, 8.0) for k in (20, 50, 200)],
+        ),
+        ModelSpec("ltr", "ltr", {"holdout": "random"}),
         ModelSpec("content", "content"),
         ModelSpec("content (business unit)", "content", {"metadata_columns": ["business_unit"]}),
         ModelSpec("hybrid", "hybrid"),

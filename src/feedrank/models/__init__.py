@@ -21,9 +21,12 @@ _CLASSES = {
     "als": "feedrank.models.factorization:ALSRecommender",
     "bpr": "feedrank.models.factorization:BPRRecommender",
     "ease": "feedrank.models.ease:EASERecommender",
+    "transition": "feedrank.models.transition:TransitionRecommender",
     "content": "feedrank.models.content:ContentRecommender",
     "hybrid": "feedrank.models.hybrid:HybridRecommender",
     "blend": "feedrank.models.hybrid:BlendRecommender",
+    "ltr": "feedrank.models.ltr:LTRRecommender",
+    "sasrec": "feedrank.models.sasrec:SASRecRecommender",
     "bilinear": "feedrank.models.bilinear:BilinearRecommender",
     "twotower": "feedrank.models.twotower:TwoTowerRecommender",
 }

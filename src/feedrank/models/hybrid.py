@@ -317,7 +317,7 @@ class HybridRecommender(_Ensemble):
         return SiteData(data.users, data.items, events), held
 
     def fit(self, data: SiteData, settings: Settings | None = None) -> Self:
-        settings = self._fitted_on(data, settings)
+        self._fitted_on(data, settings)
         if not self.generators:
             raise ConfigError("generators must name at least one generator; got none")
         if self.holdout not in ("latest", "random"):
@@ -329,9 +329,28 @@ class HybridRecommender(_Ensemble):
             raise ConfigError(f"generator names must be distinct (give 'name'); got {self.names_}")
         inner, held = self._holdout(data)
         if held.is_empty():
-            raise ConfigError("the hybrid needs users with >= 2 engaged items to learn its blend")
-        view = FrameView(inner, settings)
-        scorer = HybridScorer(self, view, self._fit_generators(inner))
+            raise ConfigError(
+                f"the {self.kind} model needs users with >= 2 engaged items to learn its blend"
+            )
+        X, y, groups = self._candidate_rows(inner, held)
+        if y.sum() == 0 or y.sum() == len(y):
+            raise ConfigError(
+                f"no held-out item is among the {self.n_candidates} candidates of any user: "
+                "raise n_candidates"
+            )
+        self._learn(X, y, groups)
+        self.n_train_rows_, self.positive_rate_ = len(y), float(y.mean())
+        self.generators_ = self._fit_generators(data)
+        return self
+
+    def _candidate_rows(
+        self, inner: SiteData, held: pl.DataFrame
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Features of the held-out users' candidates (rows grouped by user, in order), whether
+        each is the held-out item, and the candidates per user; the generators fitted on
+        `inner`, which lacks the held-out items."""
+        view = FrameView(inner, self.settings_)
+        scorer = self.at(view, self._fit_generators(inner))
         items = view.candidates()
         held_col = (
             held.join(
@@ -346,7 +365,7 @@ class HybridRecommender(_Ensemble):
             .to_numpy()
         )
         users = held["user_id"].to_list()
-        xs, ys = [], []
+        xs, ys, groups = [], [], []
         cells = max(1, len(items) * 2 * len(self.generators))
         step = min(len(users), max(1, 4_000_000 // cells))
         for s in range(0, len(users), step):
@@ -359,25 +378,24 @@ class HybridRecommender(_Ensemble):
             y2[np.flatnonzero(hc >= 0), hc[hc >= 0]] = True
             xs.append(X3[cand])
             ys.append(y2[cand])
-        X = np.concatenate(xs)
-        y = np.concatenate(ys).astype(np.float64)
-        if y.sum() == 0 or y.sum() == len(y):
-            raise ConfigError(
-                f"no held-out item is among the {self.n_candidates} candidates of any user: "
-                "raise n_candidates"
-            )
+            groups.append(cand.sum(axis=1))
+        return np.concatenate(xs), np.concatenate(ys).astype(np.float64), np.concatenate(groups)
+
+    def _learn(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
+        """The GLM over standardised features."""
         self.feature_names_ = [f"{n}_{f}" for n in self.names_ for f in ("score", "rank")]
         self.mean_ = X.mean(axis=0)
         sd = X.std(axis=0)
         self.scale_ = np.where(sd > 0, sd, 1.0)
         Z = np.where(sd > 0, (X - self.mean_) / self.scale_, 0.0)
         self.coef_, self.intercept_, self.se_ = fit_logistic(sp.csr_matrix(Z), y, self.alpha, 0.0)
-        self.n_train_rows_, self.positive_rate_ = len(y), float(y.mean())
-        self.generators_ = self._fit_generators(data)
-        return self
 
-    def at(self, view: View) -> HybridScorer:
-        return HybridScorer(self, view, self.generators_)
+    def _probability(self, X3: np.ndarray) -> np.ndarray:
+        """users x items x features -> a score in (0, 1) (here the GLM's probability)."""
+        return sigmoid(((X3 - self.mean_) / self.scale_) @ self.coef_ + self.intercept_)
+
+    def at(self, view: View, generators: Sequence[Recommender] | None = None) -> HybridScorer:
+        return HybridScorer(self, view, self.generators_ if generators is None else generators)
 
     def coef_table(self) -> pl.DataFrame:
         """Per feature: source, coefficient (per standard deviation of the feature), standard
@@ -459,8 +477,7 @@ class HybridScorer(_EnsembleScorer):
         full, cols = self._catalogue(item_ids)
         seen = seen_mask(histories, users, full)
         X3, cand, personal = self.rows(users, histories, full, seen)
-        z = ((X3 - m.mean_) / m.scale_) @ m.coef_ + m.intercept_
-        p = sigmoid(z)
+        p = m._probability(X3)
         out = np.where(cand | seen, p, p - 1.0)
         if any(sc.model.personal for sc in self.scorers):
             out[~personal] = np.nan

@@ -109,11 +109,16 @@ def to_csr(pairs: pl.DataFrame, users: IdMap, items: IdMap, value: str) -> sp.cs
     return m
 
 
-def weighted_pairs(events: pl.DataFrame, items: pl.DataFrame, settings: Settings) -> pl.DataFrame:
-    """user_id, item_id, weight of the events that weigh something."""
+def weighted_events(events: pl.DataFrame, items: pl.DataFrame, settings: Settings) -> pl.DataFrame:
+    """The item events that weigh something, with their `weight`."""
     types = sorted(events["type"].unique().to_list())
     ev = weighted(events.filter(pl.col("item_id") != ""), items, settings, types)
-    return ev.filter(pl.col("weight") > 0).select("user_id", "item_id", "weight")
+    return ev.filter(pl.col("weight") > 0)
+
+
+def weighted_pairs(events: pl.DataFrame, items: pl.DataFrame, settings: Settings) -> pl.DataFrame:
+    """user_id, item_id, weight of the events that weigh something."""
+    return weighted_events(events, items, settings).select("user_id", "item_id", "weight")
 
 
 def interactions(data: SiteData, settings: Settings, items: IdMap | None = None) -> Interactions:
@@ -226,6 +231,13 @@ class MatrixRecommender(Recommender):
     def _prepare(self, scorer: MatrixScorer) -> None:
         """Per-catalogue work a model does before scoring (content: item vectors)."""
 
+    def _history_rows(
+        self, coded: pl.DataFrame, items: pl.DataFrame, shape: tuple[int, int]
+    ) -> sp.csr_matrix:
+        """Users' rows on the axis from their events on it (with __u, __i): confidence weights
+        summed per item; a sequence model weighs its steps by recency instead."""
+        return _csr(weighted_events(coded, items, self.settings_), "weight", shape)
+
     def _with_state(self, rows: MatrixRows) -> MatrixRows:
         """Per-batch work a model does once for a block of users (factor models: their
         vectors), before the block is split for scoring."""
@@ -309,11 +321,11 @@ class MatrixScorer(Scorer):
             pl.DataFrame({"user_id": users}, schema={"user_id": pl.String}).with_row_index("__u"),
             on="user_id",
         ).join(self.axis.frame.rename({"id": "item_id", "idx": "__i"}), on="item_id", how="left")
-        types = sorted(coded["type"].unique().to_list())
-        pairs = weighted(coded, self.view.catalogue.items, self.settings, types).filter(
-            pl.col("weight") > 0, pl.col("__i").is_not_null()
+        matrix = self.model._history_rows(
+            coded.filter(pl.col("__i").is_not_null()),
+            self.view.catalogue.items,
+            (n, len(self.axis)),
         )
-        matrix = _csr(pairs, "weight", (n, len(self.axis)))
         newest = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
         last = coded.group_by("__u").agg(t=pl.col("timestamp").max())
         newest[last["__u"].to_numpy()] = last["t"].dt.replace_time_zone(None).to_numpy()

@@ -20,6 +20,7 @@ from feedrank.models import Recommender, model_class
 from feedrank.models.popularity import PopularityRecommender
 
 FALLBACK = "fallback"
+TUNED = "_tuned"  # <root>/_tuned/<kind>.json: parameters chosen on validation
 
 DEFAULT_DIR = "feedrank_models"
 
@@ -67,6 +68,23 @@ class Registry:
         if fallback is not None:
             fallback.save(path / FALLBACK)
         return self.record(path)
+
+    # -- parameters chosen by `feedrank tune`, per family ------------------------------------------
+    def _tuned_file(self, kind: str) -> Path:
+        return self.root / TUNED / f"{kind}.json"
+
+    def save_tuned(self, record: dict[str, Any]) -> Path:
+        path = self._tuned_file(record["kind"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=2, default=str))
+        tmp.replace(path)
+        return path
+
+    def tuned(self, kind: str) -> dict[str, Any] | None:
+        """What `feedrank tune` chose for this family (None: never tuned)."""
+        path = self._tuned_file(kind)
+        return json.loads(path.read_text()) if path.exists() else None
 
     @staticmethod
     def record(path: Path) -> ModelRecord:
