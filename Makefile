@@ -13,7 +13,7 @@ $(BIN)/feedrank: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,api,neural]'
+	$(BIN)/pip install --quiet -e '.[dev,api,neural,spark]'
 	touch $(BIN)/feedrank
 
 setup: $(BIN)/feedrank opensearch-build
