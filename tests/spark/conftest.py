@@ -5,7 +5,6 @@ parallel run starts one JVM, not one per worker."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import pytest
@@ -58,9 +57,3 @@ def site(spark: SparkSession, data: SiteData) -> SparkSite:
     from feedrank.spark.data import SparkSite
 
     return SparkSite(spark.createDataFrame(data.events.to_arrow()).cache(), data.users, data.items)
-
-
-@pytest.fixture(scope="session")
-def cut(data: SiteData) -> object:
-    end = data.events["timestamp"].max()
-    return end - timedelta(days=2)  # type: ignore[operator]

@@ -10,8 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 
+from feedrank.datasets.demo import generate_site
 from feedrank.evaluation.offline import rank_users
-from feedrank.evaluation.splits import temporal_split
+from feedrank.evaluation.splits import loo_split
 from feedrank.features.examples import build_examples
 from feedrank.features.groups import FeatureGroups, FeatureSpec
 from feedrank.features.history import History
@@ -76,18 +77,23 @@ def hit_rate(model: Any, split: Any) -> float:
     return float(ranked.per_user["HR@10"].mean())
 
 
-def test_als_hit_rate_within_002_of_local_als(spark: Any, data: SiteData, cut: Any) -> None:
+def test_als_hit_rate_within_002_of_local_als(spark: Any) -> None:
+    """On a leave-one-out split of ~500 users (a hit rate in steps of 0.002, not of one user in
+    twenty): MLlib's ALS and implicit's learn the same signal, not the same factors."""
     from feedrank.spark.data import SparkSite
     from feedrank.spark.matrix import fit_als
 
-    split = temporal_split(data, SETTINGS, cut)
-    params = {"factors": 16, "iterations": 10, "regularization": 0.05, "alpha": 2.0}
+    data = generate_site(n_users=800, n_items=80, days=14, seed=3).site_data()
+    split = loo_split(data, SETTINGS, seed=0)
+    params = {"factors": 16, "iterations": 10, "regularization": 0.05, "alpha": 10.0}
     local = ALSRecommender(**params).fit(split.train, SETTINGS)
-    train = SparkSite(spark.createDataFrame(split.train.events.to_arrow()), data.users, data.items)
-    remote = fit_als(spark, train, SETTINGS, params)
+    events = spark.createDataFrame(split.train.events.to_arrow())
+    remote = fit_als(
+        spark, SparkSite(events, split.train.users, split.train.items), SETTINGS, params
+    )
     assert remote.items_ == local.items_ and remote.users_ == local.users_
     hr_local, hr_spark = hit_rate(local, split), hit_rate(remote, split)
-    assert hr_local > 0.05  # both learn something: popularity-level hit rates are the floor
+    assert len(split.users) >= 400 and hr_local > 0.1  # both learn something
     assert abs(hr_spark - hr_local) <= 0.02, (hr_spark, hr_local)
 
 

@@ -32,6 +32,15 @@ if TYPE_CHECKING:
 BUCKET = "__bucket"
 USERS_PER_BUCKET = 50_000
 SCHEMA = "user_id string, rank int, item_id string, score double, source string"
+ARROW_SCHEMA = pa.schema(  # SCHEMA as Arrow has it (Polars writes large strings)
+    [
+        ("user_id", pa.string()),
+        ("rank", pa.int32()),
+        ("item_id", pa.string()),
+        ("score", pa.float64()),
+        ("source", pa.string()),
+    ]
+)
 
 
 class BucketView(View):
@@ -110,7 +119,7 @@ def recommend_on_spark(
             profiles.filter(pl.col("user_id").is_in(ids)),
         )
         recs = RecommendationService(fitted, view, _restored(fb)).recommend(ids, k, exclude_seen)
-        return recs.select(list(SERVED_SCHEMA)).to_arrow()
+        return recs.select(list(SERVED_SCHEMA)).to_arrow().cast(ARROW_SCHEMA)
 
     bucket = (F.abs(F.xxhash64("user_id")) % n_buckets).alias(BUCKET)
     members = spark.createDataFrame(pl.DataFrame({"user_id": users}).to_arrow()).select(
