@@ -2,7 +2,7 @@
 events, with Spark in local mode on 1 and on 2 cores.
 
     .venv/bin/python bench/bench_spark.py                   # 1M events
-    .venv/bin/python bench/bench_spark.py --events 10000000 # 10M (about an hour on 2 free cores)
+    .venv/bin/python bench/bench_spark.py --events 10000000 # 10M (tens of minutes; not yet run)
     .venv/bin/python bench/bench_spark.py --small           # 100k, to smoke-test
 
 Events: users = events / 40, 2,000 items drawn by a Zipf-like popularity, types view (70%),
