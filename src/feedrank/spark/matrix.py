@@ -10,8 +10,9 @@ product), each returned as the local model class with the same fitted arrays, so
   measures HR@10 on one split).
 - item-kNN: cosine similarity by a self-join of the normalised item columns on users (the exact
   sparse product X'X, summed per item pair), each item's `k_neighbours` best kept by a window
-  rank. Exact, so it equals the local model's similarities; an approximate join (LSH) would
-  not, and on these sizes would save little (bench/bench_spark.py)."""
+  rank. Exact, so it equals the local model's similarities (an approximate LSH join would
+  not; it was not measured here). Its cost is the sum over users of their items squared: heavy
+  users dominate, and a cap on history length per user would be the first lever."""
 
 from __future__ import annotations
 
