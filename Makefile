@@ -13,7 +13,7 @@ $(BIN)/feedrank: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,api,neural]'
+	$(BIN)/pip install --quiet -e '.[dev,api,neural,spark]'
 	touch $(BIN)/feedrank
 
 setup: $(BIN)/feedrank opensearch-build
@@ -47,7 +47,7 @@ lint: setup
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --dist loadgroup  # loadgroup: the Spark tests share one worker (one JVM)
 
 bench: setup
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done

@@ -73,6 +73,7 @@ def test_every_command_has_help() -> None:
         ["retrain"],
         ["models"],
         ["similar"],
+        ["export"],
     ):
         result = runner.invoke(app, [*args, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, args

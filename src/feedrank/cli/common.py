@@ -80,11 +80,16 @@ class Context:
         )
         return override
 
-    def site(self) -> SiteData:
-        """Everything the store holds, as frames (read in columnar batches)."""
-        from feedrank.views.site import read_site
+    def site(self, events: Path | None = None) -> SiteData:
+        """Everything the store holds, as frames (read in columnar batches); with `events`, the
+        events of that Parquet directory (`feedrank export`) beside the store's users and items."""
+        from feedrank.views.site import SiteData, read_site
 
-        return read_site(self.store)
+        if events is None:
+            return read_site(self.store)
+        from feedrank.export import read_events
+
+        return SiteData(self.store.users(), self.store.items(), read_events(events))
 
 
 def ctx_obj(ctx: typer.Context) -> Context:

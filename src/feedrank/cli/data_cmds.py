@@ -287,6 +287,21 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     @handle_errors
+    def export(
+        ctx: typer.Context,
+        kind: str = typer.Argument(..., help="interactions | users | items"),
+        directory: Path = typer.Argument(..., help="A new (or empty) directory."),
+        fmt: str = typer.Option("parquet", "--format", help="parquet"),
+    ) -> None:
+        """Write the store's records as Parquet, for a cluster (docs/spark.md): interactions
+        partitioned by day (DIR/day=YYYY-MM-DD/), users and items as one file each."""
+        from feedrank.export import export as run
+
+        n = run(ctx_obj(ctx).store, kind, directory, fmt)
+        console.print(f"wrote {n} {kind} to {directory}")
+
+    @app.command()
+    @handle_errors
     def insights(ctx: typer.Context) -> None:
         """Seed 001's insights: favourite content types and languages per gender and age band,
         most engaged posts per segment, engagement by hour of day."""

@@ -35,6 +35,22 @@ if TYPE_CHECKING:
 MODEL_OPT = typer.Option(
     None, "--model", help="Model name (or name/version); default: the champion, else the newest."
 )
+ENGINES = ("local", "spark")
+ENGINE_OPT = typer.Option(
+    "local", "--engine", help="local | spark (docs/spark.md; the spark extra and Java 17/21)."
+)
+MASTER_OPT = typer.Option(
+    "local[*]",
+    "--master",
+    envvar="FEEDRANK_SPARK_MASTER",
+    help="--engine spark: local[N] | spark://HOST:PORT | yarn | k8s://URL.",
+)
+EVENTS_OPT = typer.Option(
+    None, "--events", help="Read events from this Parquet directory (`feedrank export`)."
+)
+DRIVER_MEMORY_OPT = typer.Option(
+    None, "--driver-memory", help="--engine spark: the driver's memory, e.g. 4g."
+)
 MODEL_KINDS = (
     "glm, popularity, freshness, itemknn, userknn, als, bpr, ease, transition, content, hybrid, "
     "ltr, sasrec, blend, bilinear, twotower"
@@ -133,9 +149,14 @@ def register(app: typer.Typer) -> None:
             [], "--param", help="A model parameter: name=value (repeatable), e.g. factors=64."
         ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        engine: str = ENGINE_OPT,
+        master: str = MASTER_OPT,
+        events: Path | None = EVENTS_OPT,
+        driver_memory: str | None = DRIVER_MEMORY_OPT,
     ) -> None:
         """Fit any model, measure it on held-out data beside popularity, save it (with its
-        cold-start fallback) in the registry."""
+        cold-start fallback) in the registry. With --engine spark (als, glm, itemknn) the fit
+        runs on a cluster, on every event, and is saved the same way."""
         from feedrank.models.glm import GLMRecommender
         from feedrank.pipeline.train import train as run
 
@@ -150,7 +171,28 @@ def register(app: typer.Typer) -> None:
                 highlight=False,
                 soft_wrap=True,
             )
-        data = c.site()
+        _check_engine(engine)
+        if engine == "spark":
+            if test_days is not None or test_from is not None or split != "temporal":
+                raise FeedrankError(
+                    "--engine spark fits on every event and holds none out; got a held-out "
+                    "option (--test-days, --test-from or --split): measure with `feedrank "
+                    "evaluate`, or train locally"
+                )
+            from feedrank.spark.jobs import train as spark_train
+
+            with steps(f"training {model} on Spark ({master})"):
+                fitted, fallback = spark_train(
+                    c.store, c.settings, model, params, master, events, driver_memory
+                )
+            rec = c.registry.save(
+                fitted, name, {"engine": "spark", "master": master}, fallback=fallback
+            )
+            if isinstance(fitted, GLMRecommender):
+                fitted.coef_table().write_csv(rec.path / "coefficients.csv")
+            console.print(f"saved {rec.name}/{rec.version} (fitted on Spark, {master})")
+            return
+        data = c.site(events)
         with steps(f"training {model}") as step:
             result = run(
                 data,
@@ -346,14 +388,44 @@ def register(app: typer.Typer) -> None:
         include_seen: bool = typer.Option(
             False, "--include-seen", help="Keep items the user already engaged with."
         ),
+        engine: str = ENGINE_OPT,
+        master: str = MASTER_OPT,
+        events: Path | None = EVENTS_OPT,
+        driver_memory: str | None = DRIVER_MEMORY_OPT,
     ) -> None:
         """Top-K for every user, written to the store as a new generation and activated
-        atomically (readers never see half a generation)."""
+        atomically (readers never see half a generation). With --engine spark the users are
+        scored on a cluster (the same rules; --events: their Parquet directory)."""
         from feedrank.pipeline.score import every_user, score_all
 
         c = ctx_obj(ctx)
+        _check_engine(engine)
         m, rec = c.registry.load(model)
         label = f"{rec.name}/{rec.version}"
+        if engine == "spark":
+            from feedrank.spark.jobs import score as spark_score
+
+            with steps(f"scoring every user on Spark ({master})"):
+                gen, recs = spark_score(
+                    c.store,
+                    m,
+                    label,
+                    c.registry.fallback(rec),
+                    k,
+                    not include_seen,
+                    master,
+                    events,
+                    driver_memory,
+                )
+            console.print(
+                f"generation {gen} active: {recs.height} recommendations for "
+                f"{recs['user_id'].n_unique()} users ({label}, scored on Spark)"
+            )
+            return
+        if events is not None:
+            raise FeedrankError(
+                "--events is read by --engine spark; local scoring reads the store's events"
+            )
         with progress_bar("scoring users", total=len(every_user(c.store))) as advance:
             gen, recs = score_all(
                 c.store, m, label, c.registry.fallback(rec), k, not include_seen, advance
@@ -455,6 +527,11 @@ def session_payload(
         c.store, m, fallback, catalogue, items, user, k, rules, explain, negative
     )
     return {"model": f"{rec.name}/{rec.version}", **out}
+
+
+def _check_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        raise FeedrankError(f"--engine must be one of {list(ENGINES)}; got '{engine}'")
 
 
 def print_answers(c: Context, payload: list[dict[str, Any]], explain: bool) -> None:

@@ -92,6 +92,37 @@ class Column:
         return {k: v for k, v in self.__dict__.items()}
 
 
+def plan(
+    categorical: list[str], numeric: list[str], crosses: list[tuple[str, str]]
+) -> list[Column]:
+    """The encoder's columns before anything is learned (levels, statistics)."""
+    return [
+        *(Column(name, "categorical") for name in categorical),
+        *(Column(cross_name(a, b), "cross", sources=(a, b)) for a, b in crosses),
+        *(
+            Column(
+                name, "numeric", transform="log1p" if name.startswith(LOG1P_PREFIXES) else "none"
+            )
+            for name in numeric
+        ),
+    ]
+
+
+def level_counts(col: Column, frame: pl.DataFrame) -> pl.DataFrame:
+    """level, n: how often each value of a categorical or cross column occurs."""
+    return (
+        _as_level(col.raw(frame))
+        .alias("level")
+        .value_counts(name="n")
+        .with_columns(pl.col("n").cast(pl.Int64))
+    )
+
+
+def _moments(x: np.ndarray) -> tuple[float, float]:
+    finite = x[np.isfinite(x)]
+    return (float(finite.mean()), float(finite.std())) if finite.size else (0.0, 0.0)
+
+
 class Encoder:
     """fit(raw frame) learns levels and statistics; transform(frame, only) -> CSR matrix."""
 
@@ -107,32 +138,35 @@ class Encoder:
         numeric: list[str],
         crosses: list[tuple[str, str]],
     ) -> Encoder:
-        cols: list[Column] = []
-        for name in categorical:
-            cols.append(self._fit_levels(Column(name, "categorical"), frame))
-        for a, b in crosses:
-            cols.append(self._fit_levels(Column(cross_name(a, b), "cross", sources=(a, b)), frame))
-        for name in numeric:
-            col = Column(
-                name, "numeric", transform="log1p" if name.startswith(LOG1P_PREFIXES) else "none"
-            )
-            x = col.numeric_values(frame[name])
-            finite = x[np.isfinite(x)]
-            col.mean = float(finite.mean()) if finite.size else 0.0
-            sd = float(finite.std()) if finite.size else 0.0
-            col.std = sd if sd > 1e-12 else 1.0
-            cols.append(col)
-        self.columns_ = cols
-        return self
+        columns = plan(categorical, numeric, crosses)
+        counts = {c.name: level_counts(c, frame) for c in columns if c.kind != "numeric"}
+        moments = {
+            c.name: _moments(c.numeric_values(frame[c.name]))
+            for c in columns
+            if c.kind == "numeric"
+        }
+        return self.fit_stats(columns, counts, moments)
 
-    def _fit_levels(self, col: Column, frame: pl.DataFrame) -> Column:
-        counts = _as_level(col.raw(frame)).value_counts(sort=True, name="n")
-        kept = counts.filter(pl.col("n") >= self.min_count).head(self.max_levels)
-        levels = sorted(kept[counts.columns[0]].to_list())
-        if kept.height < counts.height:
-            levels.append(OTHER)  # rare and unseen values share one column
-        col.levels = levels
-        return col
+    def fit_stats(
+        self,
+        columns: list[Column],
+        counts: dict[str, pl.DataFrame],
+        moments: dict[str, tuple[float, float]],
+    ) -> Encoder:
+        """Levels from each categorical's counts (level_counts), numeric columns' mean and
+        standard deviation: what `fit` learns from a frame, or a Spark job from a cluster's."""
+        for col in columns:
+            if col.kind == "numeric":
+                col.mean, sd = moments[col.name]
+                col.std = sd if sd > 1e-12 else 1.0
+            else:
+                c = counts[col.name].sort("n", "level", descending=[True, False])
+                kept = c.filter(pl.col("n") >= self.min_count).head(self.max_levels)
+                col.levels = sorted(kept["level"].to_list())
+                if kept.height < c.height:
+                    col.levels.append(OTHER)  # rare and unseen values share one column
+        self.columns_ = columns
+        return self
 
     @property
     def feature_names_(self) -> list[str]:

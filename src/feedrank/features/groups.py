@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -19,7 +19,20 @@ from feedrank.pii import age_band_expr
 from feedrank.settings import Settings
 from feedrank.views.site import SiteData
 
-Counters = History | Snapshot
+
+class Counters(Protocol):
+    """What feature groups read: profiles, items, and as-of totals per key row (a History for
+    training rows, a Snapshot at one time for serving, or totals a Spark job computed)."""
+
+    users: pl.DataFrame
+    items: pl.DataFrame
+
+    def user_counts(self, keys: pl.DataFrame) -> pl.DataFrame: ...
+    def user_hour(self, keys: pl.DataFrame) -> pl.Series: ...
+    def user_level(self, keys: pl.DataFrame, attr: str) -> pl.Series: ...
+    def item_counts(self, keys: pl.DataFrame) -> pl.DataFrame: ...
+    def user_item(self, keys: pl.DataFrame) -> pl.DataFrame: ...
+
 
 USER_CATEGORICALS = ("age_band", "gender", "country")
 ITEM_CATEGORICALS = (
@@ -69,7 +82,20 @@ class FeatureSpec:
 
     @classmethod
     def infer(cls, data: SiteData, settings: Settings) -> FeatureSpec:
-        users, items = data.users, data.items
+        hist = History(data, settings, [])
+        return cls.of(data.users, data.items, hist.types, hist.exposure_prior, settings)
+
+    @classmethod
+    def of(
+        cls,
+        users: pl.DataFrame,
+        items: pl.DataFrame,
+        types: list[str],
+        exposure_prior: float,
+        settings: Settings,
+    ) -> FeatureSpec:
+        """The spec of data with these users, items and event types (`infer`, or a Spark job
+        that counted them on the cluster)."""
         ucat = [
             c
             for c in USER_CATEGORICALS
@@ -77,18 +103,17 @@ class FeatureSpec:
         ]
         icat = [c for c in ITEM_CATEGORICALS if c in items.columns]
         crosses = [(a, b) for a, b in DEFAULT_CROSSES if a in ucat and b in icat]
-        hist = History(data, settings, icat)
         levels = {a: max(1, items[a].n_unique()) for a in icat}
         return cls(
             user_categoricals=ucat,
             item_categoricals=icat,
             share_attributes=icat,
-            types=hist.types,
+            types=types,
             crosses=crosses,
             levels_per_attribute=levels,
-            exposure_prior=hist.exposure_prior,
+            exposure_prior=exposure_prior,
             age_bands=list(settings.age_bands),
-            exposure_types=exposure_types(hist.types),
+            exposure_types=exposure_types(types),
         )
 
     def to_json(self) -> dict[str, Any]:

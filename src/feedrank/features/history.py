@@ -190,9 +190,14 @@ class History:
         """Engagements per exposure over the whole history: the prior of the smoothed CTR."""
         totals = self.events.filter(pl.col("item_id") != "")
         exposed = totals.filter(pl.col("type").is_in(exposure_types(self.types))).height
-        if not exposed:
-            return 0.05
-        return float(min(max(float(totals["engaged"].sum()) / exposed, 1e-4), 0.5))
+        return exposure_prior(float(totals["engaged"].sum()), exposed)
+
+
+def exposure_prior(engaged: float, exposed: int) -> float:
+    """The smoothed CTR's prior from the item events' engagements and exposures."""
+    if not exposed:
+        return 0.05
+    return float(min(max(engaged / exposed, 1e-4), 0.5))
 
 
 def exposure_types(types: list[str]) -> list[str]:

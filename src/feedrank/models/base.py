@@ -20,6 +20,7 @@ import json
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -85,8 +86,14 @@ class Recommender(ABC):
 
     def _fitted_on(self, data: SiteData, settings: Settings | None) -> Settings:
         """Record what every fit records: the settings, the data's window, a fit id."""
+        return self.stamp(settings, data.time_span)
+
+    def stamp(
+        self, settings: Settings | None, span: tuple[datetime | None, datetime | None]
+    ) -> Settings:
+        """`_fitted_on` for a fit whose events are elsewhere (a Spark fit): their time span."""
         self.settings_ = settings or Settings()
-        lo, hi = data.time_span
+        lo, hi = span
         self.window_ = (lo.isoformat() if lo else None, hi.isoformat() if hi else None)
         self.fit_id_ = uuid.uuid4().hex
         return self.settings_
