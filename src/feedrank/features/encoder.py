@@ -211,13 +211,16 @@ class Encoder:
 
         parts: list[tabmat.MatrixBase] = []
         indices: list[np.ndarray] = []
-        numeric: list[np.ndarray] = []
+        # The dense block filled column by column in place: a list of columns stacked at the
+        # end would hold the block twice at the training job's peak.
+        n_numeric = sum(col.levels is None for col in self.columns_)
+        dense = np.empty((frame.height, n_numeric))
         numeric_at: list[int] = []
         start = 0
         for col in self.columns_:
             if col.levels is None:
                 x = (col.numeric_values(col.raw(frame)) - col.mean) / col.std
-                numeric.append(np.where(np.isfinite(x), x, 0.0))
+                dense[:, len(numeric_at)] = np.where(np.isfinite(x), x, 0.0)
                 numeric_at.append(start)
             else:
                 codes = col.codes(col.raw(frame))  # -1: no level, a row of zeros
@@ -225,8 +228,8 @@ class Encoder:
                 parts.append(tabmat.CategoricalMatrix(cat, cat_missing_method="zero"))
                 indices.append(np.arange(start, start + col.width))
             start += col.width
-        if numeric:
-            parts.append(tabmat.DenseMatrix(np.column_stack(numeric)))
+        if n_numeric:
+            parts.append(tabmat.DenseMatrix(dense))
             indices.append(np.asarray(numeric_at))
         return tabmat.SplitMatrix(parts, indices)
 
