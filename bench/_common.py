@@ -79,7 +79,12 @@ def print_table(title: str, rows: list[Row]) -> None:
         )
         for r in rows
     ]
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=True)]
+    print_rows(title, header, body)
+
+
+def print_rows(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A plain aligned table under a title line that names the machine and its load."""
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
 
     def line(cells: tuple[str, ...]) -> str:
         return "  ".join(f"{c:<{w}}" for c, w in zip(cells, widths, strict=True)).rstrip()
@@ -87,8 +92,8 @@ def print_table(title: str, rows: list[Row]) -> None:
     print(f"\n{title}  [{machine()}]")
     print(line(header))
     print(line(tuple("-" * w for w in widths)))
-    for b in body:
-        print(line(b))
+    for r in rows:
+        print(line(r))
 
 
 def machine() -> str:

@@ -54,7 +54,7 @@ from typing import IO, Any
 
 import numpy as np
 import polars as pl
-from _common import Row, check, machine, print_table
+from _common import Row, check, print_rows, print_table
 
 KEY = "bench-key"
 BASELINE = Path(os.environ.get("FEEDRANK_BASELINE", "/work/baseline"))
@@ -570,19 +570,6 @@ def measure(
 # -- output ------------------------------------------------------------------------------------
 def mb(kb: float) -> str:
     return f"{kb / 1024:,.0f}"
-
-
-def print_rows(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-
-    def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(f"{c:<{w}}" for c, w in zip(cells, widths, strict=True)).rstrip()
-
-    print(f"\n{title}  [{machine()}]")
-    print(line(header))
-    print(line(tuple("-" * w for w in widths)))
-    for r in rows:
-        print(line(r))
 
 
 def report(res: dict[tuple[str, str], Measured], sizes: dict[str, int]) -> list[str]:
