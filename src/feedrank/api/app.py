@@ -119,6 +119,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     for r in (events.router, users_items.router, recommendations.router, ops.router):
         app.include_router(r)
+    from feedrank.api.dashboard import mount
+
+    mount(app)  # /dashboard: read-only pages behind the admin key (docs/dashboard.md)
     return app
 
 

@@ -95,7 +95,11 @@ def register(app: typer.Typer) -> None:
         rec = c.registry.save(
             result.model,
             "glm",
-            {"split": result.split, "metrics": result.metrics()},
+            {
+                "split": result.split,
+                "metrics": result.metrics(),
+                **result.diagnostics(c.settings),
+            },
             fallback=result.fallback,
         )
         c.registry.promote(f"{rec.name}/{rec.version}", "the demo's model")

@@ -209,7 +209,12 @@ def register(app: typer.Typer) -> None:
         rec = c.registry.save(
             result.model,
             name,
-            {"split": result.split, "metrics": result.metrics(), "tuned": tuned},
+            {
+                "split": result.split,
+                "metrics": result.metrics(),
+                "tuned": tuned,
+                **result.diagnostics(c.settings),
+            },
             fallback=result.fallback,
         )
         if isinstance(result.model, GLMRecommender):

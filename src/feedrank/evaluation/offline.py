@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from feedrank.evaluation.metrics import classification_metrics
+from feedrank.evaluation.metrics import classification_metrics, reliability_curve
 from feedrank.evaluation.ranking import (
     hit_matrix,
     hit_rate_at_k,
@@ -222,6 +222,7 @@ class Evaluation:
     recs: dict[str, pl.DataFrame] = field(default_factory=dict)  # model -> top-k lists
     beyond: dict[str, dict[str, float]] = field(default_factory=dict)
     probabilities: dict[str, dict[str, float]] = field(default_factory=dict)  # classification
+    calibration: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # reliability
     fit_seconds: dict[str, float] = field(default_factory=dict)
     models: dict[str, Recommender] = field(default_factory=dict)  # fitted on split.train
 
@@ -303,9 +304,11 @@ def evaluate(
             if model.probabilistic:
                 p = model.predict_proba(split.data, split.examples)
                 ev.probabilities[name] = classification_metrics(y, p)
+                ev.calibration[name] = reliability_curve(y, p)
             elif model.kind == "popularity":
                 p = popularity_probabilities(split.train, settings, split.examples)
                 ev.probabilities[name] = classification_metrics(y, p)
+                ev.calibration[name] = reliability_curve(y, p)
     return ev
 
 

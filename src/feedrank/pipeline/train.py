@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from feedrank.evaluation.offline import Evaluation, evaluate
+from feedrank.evaluation.offline import Evaluation, evaluate, user_segments
 from feedrank.evaluation.splits import Split, loo_split, make_split, temporal_split
 from feedrank.exceptions import FeedrankError
 from feedrank.models import make
@@ -30,6 +30,7 @@ from feedrank.settings import Settings
 from feedrank.views.site import SiteData
 
 VALIDATION_SHARE = 0.2
+SEGMENTS = ("gender", "age_band", "country")  # user attributes the diagnostics segment by
 
 
 @dataclass
@@ -49,6 +50,26 @@ class TrainResult:
         return {
             row["model"]: {k: v for k, v in row.items() if k != "model" and v is not None}
             for row in table.to_dicts()
+        }
+
+    def diagnostics(self, settings: Settings) -> dict[str, Any]:
+        """What the dashboard shows beside the metrics (kept in the registry's meta): the
+        held-out metrics per user segment (new vs long-term, age band, gender, country: those
+        the users have) and the reliability curve of each model that predicts probabilities."""
+        ev = self.evaluation
+        users = ev.split.train.users
+        wanted = ["tenure"] + [
+            s
+            for s in SEGMENTS
+            if s in users.columns or (s == "age_band" and ("age" in users.columns))
+        ]
+        try:
+            table = ev.by_segment(user_segments(ev.split, settings, wanted))
+        except FeedrankError:
+            table = pl.DataFrame()
+        return {
+            "segments": _finite(table.to_dicts()),
+            "calibration": ev.calibration,
         }
 
 
@@ -125,3 +146,10 @@ def train(
         model, fit_data = make(kind, **params).fit(data, settings), data
         info["model"] = "judged on an internal split, then refitted on all events"
     return TrainResult(model, fallback_model(fit_data, settings), ev, info)
+
+
+def _finite(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """NaN is not JSON: an undefined metric is stored as null."""
+    return [
+        {k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in rows
+    ]
