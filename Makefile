@@ -7,7 +7,7 @@ OS_DIR   := tools/opensearch
 OS_BUILT := $(OS_DIR)/target/classes/feedrank/opensearch/TestNode.class
 OS_STATE := $(OS_DIR)/target/run
 
-.PHONY: setup demo test lint bench clean opensearch-build opensearch opensearch-stop
+.PHONY: setup demo test lint bench clean opensearch-build opensearch opensearch-stop chromium
 
 $(BIN)/feedrank: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,16 @@ $(BIN)/feedrank: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,api,neural,spark]'
 	touch $(BIN)/feedrank
 
-setup: $(BIN)/feedrank opensearch-build
+setup: $(BIN)/feedrank opensearch-build chromium
+
+# The dashboard's browser tests drive Debian's Chromium (Playwright never downloads a browser).
+# Without it (no apt, no network) setup goes on and those tests say why they skip.
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		(apt-get install -y -q chromium >/dev/null 2>&1 || \
+		 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) || \
+		echo "chromium could not be installed with apt-get; the dashboard's browser tests will skip"; \
+	fi
 
 # Maven resolves OpenSearch 2.19 and its plugins once (~/.m2 keeps them); no Java or Maven on
 # the machine: nothing is built and the server tests say why they skip.
@@ -54,5 +63,5 @@ bench: setup
 
 clean:
 	-$(OS_DIR)/stop.sh $(OS_STATE)
-	rm -rf $(VENV) demo.db demo.db-* feedrank_models .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo.db demo.db-* feedrank_models .pytest_cache .mypy_cache .ruff_cache screenshots
 	rm -rf $(OS_DIR)/target

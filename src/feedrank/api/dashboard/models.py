@@ -12,7 +12,7 @@ import polars as pl
 
 from feedrank.api.dashboard import svg
 from feedrank.api.dashboard.data import Dashboard
-from feedrank.api.dashboard.layout import empty, fmt, link, note, panel, table
+from feedrank.api.dashboard.layout import empty, link, note, panel, table
 from feedrank.api.runtime import Runtime
 from feedrank.exceptions import NotFoundError
 from feedrank.models.glm import GLMRecommender
