@@ -43,7 +43,7 @@ def test_every_page_renders_with_a_title_nav_charts_and_no_external_url(
 def test_pages_with_data_draw_their_charts(server: Server) -> None:
     wanted = {
         "overview": ["events-per-day", "active-per-day"],
-        "model-glm": ["segments", "calibration", "coefficients"],
+        "model-glm": ["segment-tenure", "segment-gender", "calibration", "coefficients"],
         "models": ["registry-ndcg"],
         "experiments": ["ab-home-ctr", "ab-home-p", "offpolicy"],
         "insights": ["lang-by-age", "lang-by-gender", "login-hour"],

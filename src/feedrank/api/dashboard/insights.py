@@ -108,7 +108,11 @@ def _age(got: dict[str, Any]) -> str:
             )
         )
         parts.append(table(shifts))
-    parts += ["<h3>Top languages per age band</h3>", table(got["lang_by_age"])]
+    parts += [
+        "<details><summary>Top languages per age band</summary>",
+        table(got["lang_by_age"]),
+        "</details>",
+    ]
     return panel(*parts)
 
 
@@ -140,16 +144,24 @@ def _gender(got: dict[str, Any]) -> str:
             "feedrank import items items.csv",
         )
     )
+    cells = []
     for title, key in (
         ("Favourite content types", "type_by_gender"),
         ("Favourite languages", "lang_by_gender"),
-        ("Most engaged posts", "posts_by_gender"),
     ):
         frame: pl.DataFrame = got[key]
-        parts += [
-            f"<h3>{title}</h3>",
-            table(frame) if not frame.is_empty() else empty("Users carry no gender"),
-        ]
+        cells.append(
+            f"<div><h3>{title}</h3>"
+            + (table(frame) if not frame.is_empty() else empty("Users carry no gender"))
+            + "</div>"
+        )
+    posts: pl.DataFrame = got["posts_by_gender"]
+    parts += [
+        "<div class='grid2'>",
+        *cells,
+        "</div><h3>Most engaged posts</h3>",
+        table(posts) if not posts.is_empty() else empty("Users carry no gender"),
+    ]
     return panel(*parts)
 
 
@@ -182,6 +194,7 @@ def _login(got: dict[str, Any]) -> str:
         ),
         "<h3>Top posts per login-hour band</h3>",
         table(posts),
-        "<h3>Engagement by hour of day (of the event)</h3>",
+        "<details><summary>Engagement by hour of day (of the event)</summary>",
         table(by_hour),
+        "</details>",
     )

@@ -218,36 +218,51 @@ def _segments(rec: ModelRecord) -> str:
             ),
         )
     k = _k(rec)
-    metric = f"NDCG@{k}"
+    metric, recall = f"NDCG@{k}", f"recall@{k}"
     frame = pl.DataFrame(rows, infer_schema_length=None)
     models = frame["model"].unique(maintain_order=True).to_list()
-    wide = (
-        frame.select("segment", "value", "model", "users", metric, f"recall@{k}")
-        .pivot(on="model", index=["segment", "value"], values=[metric, f"recall@{k}", "users"])
-        .sort("segment", "value")
-    )
-    labels = [f"{s}={v}" for s, v in wide.select("segment", "value").iter_rows()]
 
-    def col(name: str, model: str) -> str:
-        return f"{name}_{model}" if len(models) > 1 else name
+    def name(m: str) -> str:
+        return "this model" if m == rec.kind else m
 
-    series = {
-        ("this model" if m == rec.kind else m): [
-            (None if v is None or (isinstance(v, float) and math.isnan(v)) else v)
-            for v in wide[col(metric, m)].to_list()
-        ]
-        for m in models
-    }
-    nice = wide.rename({c: c.replace(f"_{rec.kind}", " (this model)") for c in wide.columns})
+    keys = frame.select("segment", "value", "users").unique(["segment", "value"], keep="first")
+    wide = keys
+    for m in models:
+        mine = frame.filter(pl.col("model") == m).select(
+            "segment",
+            "value",
+            pl.col(metric).alias(f"{metric} {name(m)}"),
+            pl.col(recall).alias(f"{recall} {name(m)}"),
+        )
+        wide = wide.join(mine, on=["segment", "value"], how="left")
+    wide = wide.sort("segment", "value")
+    charts = []
+    for (segment,), g in wide.group_by("segment", maintain_order=True):
+        charts.append(
+            svg.grouped_bars(
+                f"segment-{segment}",
+                f"{metric} by {segment}",
+                [str(v) for v in g["value"]],
+                {name(m): [_finite(v) for v in g[f"{metric} {name(m)}"].to_list()] for m in models},
+                metric,
+                width=460,
+            )
+        )
     return panel(
         "<h2>By segment</h2>",
         note(
             "Held-out metrics per user segment: tenure (new vs long-term users), age band, gender, "
             "country; 'users' counts the held-out users in each."
         ),
-        svg.grouped_bars("segments", f"{metric} by segment", labels, series, metric),
-        table(nice),
+        "<div class='grid2'>",
+        *charts,
+        "</div>",
+        table(wide),
     )
+
+
+def _finite(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
 def coefficient_frame(rt: Runtime, rec: ModelRecord) -> pl.DataFrame:

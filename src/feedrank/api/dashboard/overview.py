@@ -36,6 +36,10 @@ def _size(n: int | None) -> str:
     return f"{n:.1f} TiB"
 
 
+def _minute(iso: str | None) -> str:
+    return iso[:16].replace("T", " ") if iso else "-"
+
+
 def _metric(rt: Runtime, name: str, labels: dict[str, str]) -> float:
     value = rt.metrics.registry.get_sample_value(name, labels)
     return float(value or 0.0)
@@ -112,7 +116,7 @@ def build(rt: Runtime, dash: Dashboard) -> list[str]:
         },
         {
             "what": "events span",
-            "value": f"{stats.get('first_event') or '-'} .. {stats.get('last_event') or '-'}",
+            "value": f"{_minute(stats.get('first_event'))} .. {_minute(stats.get('last_event'))} UTC",
         },
     ]
     missing = []

@@ -127,7 +127,8 @@ def _legend(names: Sequence[str], width: int = W) -> list[str]:
 def _svg(name: str, title: str, parts: list[str], width: int = W, height: int = H) -> str:
     return (
         f'<figure class="chart" data-chart="{escape(name)}"><figcaption>{escape(title)}'
-        f'</figcaption><svg viewBox="0 0 {width} {height}" role="img" '
+        f'</figcaption><svg viewBox="0 0 {width} {height}" style="max-width:{width * 1.15:.0f}px" '
+        'role="img" '
         f'aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">'
         + "".join(parts)
         + "</svg></figure>"
@@ -170,27 +171,28 @@ def grouped_bars(
     labels: Sequence[str],
     series: Mapping[str, Sequence[float | None]],
     ylabel: str = "",
+    width: int = W,
 ) -> str:
     """Bars side by side per label, one per series (e.g. a model beside popularity)."""
     values = [v for s in series.values() for v in s if v is not None and math.isfinite(v)]
-    f = _Frame(min(0.0, *values) if values else 0.0, max(values, default=1.0) or 1.0)
+    f = _Frame(min(0.0, *values) if values else 0.0, max(values, default=1.0) or 1.0, width=width)
     parts = f.axes(labels, ylabel)
     k = max(len(series), 1)
     for i in range(len(labels)):
-        x0, width = f.slot(i, len(labels))
-        bw = width * 0.8 / k
+        x0, slot_w = f.slot(i, len(labels))
+        bw = slot_w * 0.8 / k
         for j, (sname, vals) in enumerate(series.items()):
             v = vals[i]
             if v is None or not math.isfinite(v):
                 continue
             y0, y1 = sorted((f.y(0.0), f.y(v)))
             parts.append(
-                f'<rect class="mark" x="{x0 + width * 0.1 + j * bw:.1f}" y="{y0:.1f}" '
+                f'<rect class="mark" x="{x0 + slot_w * 0.1 + j * bw:.1f}" y="{y0:.1f}" '
                 f'width="{bw * 0.95:.1f}" height="{max(y1 - y0, 0.5):.1f}" fill="{colour(j)}">'
                 f"<title>{escape(labels[i])} {escape(sname)}: {_num(v)}</title></rect>"
             )
-    parts += _legend(list(series))
-    return _svg(name, title, parts)
+    parts += _legend(list(series), width)
+    return _svg(name, title, parts, width=width)
 
 
 def lines(

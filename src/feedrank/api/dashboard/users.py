@@ -282,11 +282,24 @@ def _history(
         shown = empty("No impression stored: the site sends what it showed to POST /impressions")
     else:
         clicks = int(imps["label"].sum())
-        last = imps.tail(RECENT).reverse().with_columns(clicked=pl.col("label").cast(pl.Boolean))
+        last = (
+            imps.tail(RECENT)
+            .reverse()
+            .with_columns(
+                clicked=pl.col("label").cast(pl.Boolean),
+                title=pl.col("item_id").replace_strict(
+                    {i: t.get("title") for i, t in titles.items()},
+                    default=None,
+                    return_dtype=pl.String,
+                ),
+            )
+        )
         shown = note(
             f"{imps.height} impressions, {clicks} clicked (CTR {clicks / imps.height:.3f}); "
             f"the {last.height} newest, clicked ones shaded:"
-        ) + table(last, ["timestamp", "item_id", "position", "clicked"], highlight="clicked")
+        ) + table(
+            last, ["timestamp", "item_id", "title", "position", "clicked"], highlight="clicked"
+        )
     return [
         timeline,
         panel("<h2>Favourites</h2>", favourites),
