@@ -149,3 +149,35 @@ def test_user_search_finds_users_and_links_them(server: Server) -> None:
     assert r.status_code == 200
     assert "/dashboard/users/u01999" in r.text and "/dashboard/users/u00001" not in r.text
     assert "10 of 2,000 users match" in r.text
+
+
+def test_a_user_with_a_profile_and_no_events_gets_fallbacks_and_says_so(server: Server) -> None:
+    from feedrank.store import open_store
+
+    from .sitebuild import store_url
+
+    with open_store(store_url(server.root)) as store:
+        quiet = sorted(set(store.users()["user_id"]) - set(store.user_counts()["user_id"].unique()))
+    assert quiet, "the demo site has users who never came back"
+    with server.client(headers=server.admin) as c:
+        page = c.get(f"/dashboard/users/{quiet[0]}")
+        api = c.get(f"/users/{quiet[0]}/recommendations").json()
+    assert page.status_code == 200
+    assert _items(page.text) == [i["item_id"] for i in api["items"]]
+    assert "cold start: fallbacks only" in page.text
+    assert "No event stored for this user" in page.text
+
+
+def test_training_stores_what_the_models_page_shows(server: Server) -> None:
+    from feedrank.pipeline.registry import Registry
+
+    from .sitebuild import MODELS
+
+    rec = Registry(server.root / MODELS).resolve("glm")
+    segments = {r["segment"] for r in rec.meta["segments"]}
+    assert segments == {"tenure", "age_band", "gender", "country"}
+    assert {r["model"] for r in rec.meta["segments"]} == {"glm", "popularity"}
+    curves = rec.meta["calibration"]
+    assert set(curves) == {"glm", "popularity"}
+    total = sum(c["count"] for c in curves["glm"])
+    assert total == rec.meta["split"]["test_examples"]  # every held-out impression, binned

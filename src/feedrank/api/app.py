@@ -101,6 +101,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            if hasattr(app.state, "dashboard"):  # its background analyses stop with the server
+                app.state.dashboard.jobs.shutdown()
             rt.writer.shutdown(wait=True)
             store.close()
 

@@ -15,6 +15,7 @@ from feedrank.api.dashboard.data import Dashboard
 from feedrank.api.dashboard.layout import empty, fmt, note, panel, table
 from feedrank.api.runtime import Runtime
 from feedrank.evaluation.offpolicy_models import default_cut, estimate_models, logged_impressions
+from feedrank.exceptions import NotFoundError
 from feedrank.experiments.ab import ctr_table, exposures, report
 from feedrank.models import make
 from feedrank.settings import Settings
@@ -51,7 +52,7 @@ def analyse(site: SiteData, settings: Settings) -> list[dict[str, Any]]:
     for name in experiment_names(site, settings):
         try:
             imps = exposures(site.events, name, settings)
-        except Exception as exc:  # no impressions yet: the page says so
+        except NotFoundError as exc:  # no impressions carry it yet: the page says so
             out.append({"name": name, "missing": str(exc)})
             continue
         rep = report(site.events, name, settings)
