@@ -88,8 +88,12 @@ def build_list(rt: Runtime, dash: Dashboard) -> list[str]:
                 "serving": _label(rec) == rt.state.label,
                 **_headline(rec),
                 "split": split.get("description") or rec.meta.get("engine", ""),
+                "not promoted by retrain because": "; ".join(rec.meta.get("retrain_reasons") or []),
             }
         )
+    if not any(r["not promoted by retrain because"] for r in rows):
+        for r in rows:
+            del r["not promoted by retrain because"]
     body = [
         panel(
             "<h2>Registry</h2>",

@@ -64,6 +64,7 @@ def ingestion(rt: Runtime, dash: Dashboard) -> dict[str, Any]:
     uptime = max(time.time() - dash.started, 1.0)
     return {
         "uptime_s": uptime,
+        "refresh_failed": int(_metric(rt, "feedrank_serving_reloads_total", {"outcome": "failed"})),
         **events,
         "per_minute": events["stored"] / uptime * 60,
         "statuses": statuses,
@@ -131,6 +132,7 @@ def build(rt: Runtime, dash: Dashboard) -> list[str]:
         {"counter": "events stored", "since start": ing["stored"]},
         {"counter": "duplicates skipped", "since start": ing["duplicate"]},
         {"counter": "events rejected", "since start": ing["rejected"]},
+        {"counter": "store refreshes failed", "since start": ing["refresh_failed"]},
         *[
             {"counter": f"ingest answers {code}", "since start": n}
             for code, n in sorted(ing["statuses"].items())
