@@ -175,10 +175,11 @@ def test_training_stores_what_the_models_page_shows(server: Server) -> None:
     from .sitebuild import MODELS
 
     rec = Registry(server.root / MODELS).resolve("glm")
-    segments = {r["segment"] for r in rec.meta["segments"]}
+    diagnostics = rec.meta["diagnostics"]
+    segments = {r["segment"] for r in diagnostics["segments"]}
     assert segments == {"tenure", "age_band", "gender", "country"}
-    assert {r["model"] for r in rec.meta["segments"]} == {"glm", "popularity"}
-    curves = rec.meta["calibration"]
+    assert {r["model"] for r in diagnostics["segments"]} == {"glm", "popularity"}
+    curves = diagnostics["calibration"]
     assert set(curves) == {"glm", "popularity"}
     total = sum(c["count"] for c in curves["glm"])
     assert total == rec.meta["split"]["test_examples"]  # every held-out impression, binned

@@ -67,9 +67,12 @@ class TrainResult:
             table = ev.by_segment(user_segments(ev.split, settings, wanted))
         except FeedrankError:
             table = pl.DataFrame()
+        # One key of its own: a model's saved meta has keys of its own (bilinear: "calibration").
         return {
-            "segments": _finite(table.to_dicts()),
-            "calibration": ev.calibration,
+            "diagnostics": {
+                "segments": _finite(table.to_dicts()),
+                "calibration": ev.calibration,
+            }
         }
 
 

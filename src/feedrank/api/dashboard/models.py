@@ -47,6 +47,12 @@ def metric_sets(rec: ModelRecord) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _diagnostics(rec: ModelRecord) -> dict[str, Any]:
+    """What `feedrank train` stored beside the metrics (pipeline.train.TrainResult.diagnostics)."""
+    got = rec.meta.get("diagnostics")
+    return got if isinstance(got, dict) else {}
+
+
 def _headline(rec: ModelRecord) -> dict[str, Any]:
     k = _k(rec)
     sets = metric_sets(rec)
@@ -179,7 +185,7 @@ def build_one(rt: Runtime, dash: Dashboard, name: str) -> list[str]:
             )
         )
     body.append(_segments(rec))
-    curves = rec.meta.get("calibration") or {}
+    curves = _diagnostics(rec).get("calibration") or {}
     if curves:
         body.append(
             panel(
@@ -211,7 +217,7 @@ def build_one(rt: Runtime, dash: Dashboard, name: str) -> list[str]:
 
 
 def _segments(rec: ModelRecord) -> str:
-    rows = rec.meta.get("segments") or []
+    rows = _diagnostics(rec).get("segments") or []
     if not rows:
         return panel(
             "<h2>By segment</h2>",
