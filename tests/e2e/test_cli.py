@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from cli_run import run
 from typer.testing import CliRunner
 
 from feedrank.cli.main import app
@@ -17,12 +18,6 @@ from feedrank.store import open_store
 from feedrank.views.site import read_site
 
 runner = CliRunner()
-
-
-def run(db: Path, *args: str, code: int = 0) -> str:
-    result = runner.invoke(app, ["--store", f"sqlite:///{db}", *args], env={"COLUMNS": "200"})
-    assert result.exit_code == code, result.output + str(result.exception)
-    return result.output
 
 
 @pytest.fixture(scope="module")

@@ -3,22 +3,16 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
+import cli_run
 import pytest
-from typer.testing import CliRunner
 
-from feedrank.cli.main import app
 from feedrank.datasets.clickstream import default_clickstream_dir
 
-runner = CliRunner()
 REAL = default_clickstream_dir()
-
-
-def run(db: Path, *args: str, code: int = 0) -> str:
-    result = runner.invoke(app, ["--store", f"sqlite:///{db}", *args], env={"COLUMNS": "220"})
-    assert result.exit_code == code, result.output + str(result.exception)
-    return result.output
+run = partial(cli_run.run, columns=220)  # the comparison table is wide
 
 
 @pytest.mark.skipif(REAL is None, reason="../shared/data/clickstream not present")

@@ -10,18 +10,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from typer.testing import CliRunner
+from cli_run import run
 
-from feedrank.cli.main import app
-
-runner = CliRunner()
 N_USERS, N_ITEMS, N_GROUPS = 240, 60, 4
-
-
-def run(db: Path, *args: str, code: int = 0) -> str:
-    result = runner.invoke(app, ["--store", f"sqlite:///{db}", *args], env={"COLUMNS": "200"})
-    assert result.exit_code == code, result.output + str(result.exception)
-    return result.output
 
 
 def ratings(path: Path, seed: int = 0) -> None:

@@ -7,12 +7,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from typer.testing import CliRunner
+from cli_run import run
 
-from feedrank.cli.main import app
 from feedrank.datasets.demo import generate_site
-
-runner = CliRunner()
 
 # Small, fast parameters; every other parameter keeps its default.
 PARAMS = {
@@ -26,12 +23,6 @@ PARAMS = {
     "content": [],
 }
 SIMILAR = {"itemknn", "als", "bpr", "ease", "transition", "content"}
-
-
-def run(db: Path, *args: str, code: int = 0) -> str:
-    result = runner.invoke(app, ["--store", f"sqlite:///{db}", *args], env={"COLUMNS": "200"})
-    assert result.exit_code == code, result.output + str(result.exception)
-    return result.output
 
 
 SITE = generate_site(n_users=120, n_items=50, days=6, seed=9)

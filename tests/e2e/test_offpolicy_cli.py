@@ -7,18 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_run import run
 from typer.testing import CliRunner
 
 from feedrank.cli.main import app
 from feedrank.datasets.open_bandit import default_root
 
 runner = CliRunner()
-
-
-def run(db: Path, *args: str, code: int = 0) -> str:
-    result = runner.invoke(app, ["--store", f"sqlite:///{db}", *args], env={"COLUMNS": "200"})
-    assert result.exit_code == code, result.output + str(result.exception)
-    return result.output
 
 
 def test_demo_with_random_slates_then_offpolicy_estimate(tmp_path: Path) -> None:
