@@ -24,7 +24,7 @@ from feedrank.features.examples import build_examples
 from feedrank.features.groups import ROWS_CHUNK, FeatureGroups, FeatureSpec
 from feedrank.features.history import History, Snapshot, T
 from feedrank.models.base import Recommender, Scorer, has_events, sigmoid
-from feedrank.models.linear import CONTEXT_COLUMNS, LinearScorer
+from feedrank.models.linear import CONTEXT_COLUMNS, ItemSide, LinearScorer
 from feedrank.settings import Settings
 from feedrank.views.site import SiteData
 from feedrank.views.view import View
@@ -226,26 +226,20 @@ class GLMScorer(Scorer):
         groups = FeatureGroups(m.spec_, self._snapshot(user_ids, histories))
         return LinearScorer(groups, m.encoder_, m.coef_, m.intercept_, self.view.at)
 
-    def _item_part(self, linear: LinearScorer, item_ids: np.ndarray) -> np.ndarray:
-        """The item terms of the logit, computed once per catalogue for every candidate; a
-        subset of the candidates (rules, a re-rank) is gathered from them."""
+    def _item_side(self, linear: LinearScorer, item_ids: np.ndarray) -> ItemSide:
+        """The item terms of the logit, computed once per catalogue for every candidate (off
+        the request path: `prepare`); items outside the candidates get their own."""
         catalogue = self.view.catalogue
         cand = self.view.candidates()
-        full = catalogue.memo(
-            ("glm-items", self.model.fit_id_), lambda: linear.item_part(cand, catalogue.as_of)
+        side = catalogue.memo(
+            ("glm-items", self.model.fit_id_), lambda: linear.item_side(cand, catalogue.as_of)
         )
-        if len(item_ids) == len(cand) and np.array_equal(item_ids, cand):
-            return full
-        pos = np.searchsorted(cand, item_ids)  # candidates are sorted by id
-        pos = np.minimum(pos, len(cand) - 1)
-        if len(cand) and np.array_equal(cand[pos], item_ids):
-            return full[pos]
-        return linear.item_part(item_ids, catalogue.as_of)
+        return side if side.find(item_ids) is not None else linear.item_side(item_ids, catalogue.as_of)
 
     def prepare(self) -> GLMScorer:
         from feedrank.schema import empty_events
 
-        self._item_part(self._linear([], empty_events()), self.view.candidates())
+        self._item_side(self._linear([], empty_events()), self.view.candidates())
         return self
 
     def score_users(
@@ -258,7 +252,7 @@ class GLMScorer(Scorer):
     ) -> np.ndarray:
         """Logits: the probabilities' order, without computing a probability per pair."""
         linear = self._linear(user_ids, histories)
-        z = linear.logits(list(user_ids), item_ids, self._item_part(linear, item_ids))
+        z = linear.logits(list(user_ids), item_ids, self._item_side(linear, item_ids))
         z[~has_events(user_ids, histories)] = np.nan  # nothing known of the user: no signal
         return z
 

@@ -9,7 +9,7 @@ eligible items by (source, boosted score, id): the exhaustive oracle of the test
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +68,7 @@ def rank_users(
     """Each user's top-k eligible items under `rules`, filled from `sources` in order."""
     check_caps(view.catalogue, rules)
     sel = select(view.catalogue, rules)
-    caps = [(f, _values(view.catalogue, sel.items, f)) for f, _ in rules.max_per]
+    caps = [(f, _value_map(view.catalogue, f)) for f, _ in rules.max_per]
     counts = {"negative feedback": 0}
     if rules.exclude_seen:
         counts["exclude_seen"] = 0
@@ -116,7 +116,7 @@ def _rank_block(
     blocked: np.ndarray,
     rules: Rules,
     k: int,
-    caps: list[tuple[str, list[Any]]],
+    caps: list[tuple[str, dict[str, Any]]],
     counts: dict[str, int],
 ) -> pl.DataFrame:
     need = rules.offset + k
@@ -127,7 +127,8 @@ def _rank_block(
     labels: list[list[str]] = [[] for _ in users]
     taken = blocked.copy()  # masked or already listed
     for name, scorer in sources:
-        todo = [r for r in range(n) if len(chosen[r]) < (m if caps else need)]
+        full = taken.all(axis=1)  # nothing left to list: no later source can add to it
+        todo = [r for r in range(n) if len(chosen[r]) < (m if caps else need) and not full[r]]
         if not todo:
             break
         rows = [users[r] for r in todo]
@@ -148,8 +149,11 @@ def _rank_block(
             labels[r] += [names[j]] * len(got)
             taken[r, got] = True
     out: list[dict[str, Any]] = []
+    ids = sel.items
     for r, u in enumerate(users):
-        keep = capped([[vals[i] for _, vals in caps] for i in chosen[r]], rules, need, counts)
+        # lazily: the cap stops reading once the page is full
+        values = ([vals.get(ids[i]) for _, vals in caps] for i in chosen[r])
+        keep = capped(values, rules, need, counts)
         for rank, pos in enumerate(keep[rules.offset : need], start=1):
             out.append(
                 {
@@ -163,12 +167,15 @@ def _rank_block(
     return pl.DataFrame(out, schema=SCHEMA)
 
 
-def capped(values: list[list[Any]], rules: Rules, need: int, counts: dict[str, int]) -> list[int]:
+def capped(
+    values: Iterable[list[Any]], rules: Rules, need: int, counts: dict[str, int]
+) -> list[int]:
     """Positions of a ranked list kept under the max_per caps (greedy: the best item of a
     value first), up to `need`; `values` holds each item's value of each capped field (None:
-    no value, never capped). Counts the items each cap skipped."""
+    no value, never capped), read only as far as the page needs. Counts the items each cap
+    skipped."""
     if not rules.max_per:
-        return list(range(min(need, len(values))))
+        return list(range(min(need, sum(1 for _ in values))))
     used: list[dict[Any, int]] = [{} for _ in rules.max_per]
     keep = []
     for pos, vals in enumerate(values):
@@ -227,9 +234,3 @@ def items_out(
             row["reasons"] = why[rank - 1] if rank - 1 < len(why) else []
         rows.append(row)
     return rows
-
-
-def _values(catalogue: Catalogue, ids: np.ndarray, name: str) -> list[Any]:
-    """Each eligible item's value of `name` (None: no value, never capped)."""
-    values = _value_map(catalogue, name)
-    return [values.get(i) for i in ids.tolist()]
