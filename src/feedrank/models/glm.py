@@ -234,7 +234,9 @@ class GLMScorer(Scorer):
         side = catalogue.memo(
             ("glm-items", self.model.fit_id_), lambda: linear.item_side(cand, catalogue.as_of)
         )
-        return side if side.find(item_ids) is not None else linear.item_side(item_ids, catalogue.as_of)
+        if side.find(item_ids) is not None:
+            return side
+        return linear.item_side(item_ids, catalogue.as_of)
 
     def prepare(self) -> GLMScorer:
         from feedrank.schema import empty_events

@@ -10,6 +10,7 @@ once per catalogue (views.catalogue.Catalogue.memo)."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -156,7 +157,9 @@ class LinearScorer:
             ib_levels, ib_codes = side.levels[b]
             # one row per user level, over the combinations: kept with the items
             rows = [
-                side.memo(("cross", a, b, v), lambda v=v: self._cross_row(a, b, v, ib_levels))
+                side.memo(
+                    ("cross", a, b, v), functools.partial(self._cross_row, a, b, v, ib_levels)
+                )
                 for v in ua_levels.to_list()
             ]
             by_level = np.take(np.stack(rows), ib_codes, axis=1)
