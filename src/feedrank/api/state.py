@@ -24,6 +24,7 @@ from feedrank.exceptions import ConfigError, NotFoundError, ParameterError
 from feedrank.models.base import Recommender
 from feedrank.models.popularity import PopularityRecommender
 from feedrank.pipeline.registry import ModelRecord, Registry
+from feedrank.serving.rules import rewarm
 from feedrank.serving.service import RecommendationService, empty_site
 from feedrank.settings import Settings
 from feedrank.store import Generation, Store
@@ -146,11 +147,14 @@ def _as_of(newest: datetime | None, previous: datetime) -> datetime:
     return max(previous, just_after(newest)) if newest is not None else previous
 
 
-def warm_up(state: ServingState, store: Store) -> None:
+def warm_up(state: ServingState, store: Store, previous: Catalogue | None = None) -> None:
     """Compute the catalogue-wide part of scoring (e.g. the GLM's item logits) before a request
-    needs it."""
+    needs it, and the rule selections recently used on the `previous` catalogue that the new
+    one does not share with it."""
     model = state.served.model
     model.at(StoreView(store, model.settings_, state.catalogue)).prepare()
+    if previous is not None and previous is not state.catalogue:
+        rewarm(previous, state.catalogue)
 
 
 def refresh(
@@ -204,7 +208,7 @@ def refresh(
         others=state.others if served is state.served else OtherModels(),
     )
     if catalogue is not state.catalogue or served is not state.served:
-        warm_up(new, store)
+        warm_up(new, store, state.catalogue)
     return new
 
 

@@ -352,8 +352,8 @@ def item_levels(
         known = {v: c for c, v in enumerate(values.unique(maintain_order=True).to_list())}
         return _positions(known, values), known  # type: ignore[arg-type]
 
-    by_level = catalogue.memo(("item levels", attr), codes)
-    return catalogue.memo("item rows", index), by_level[0], by_level[1]
+    by_level = catalogue.memo_items(("item levels", attr), codes)
+    return catalogue.memo_items("item rows", index), by_level[0], by_level[1]
 
 
 def _positions(index: dict[str, int], values: pl.Series) -> np.ndarray:

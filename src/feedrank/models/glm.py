@@ -22,7 +22,7 @@ from feedrank.exceptions import ConfigError, FeedrankError
 from feedrank.features.encoder import Encoder
 from feedrank.features.examples import build_examples
 from feedrank.features.groups import ROWS_CHUNK, FeatureGroups, FeatureSpec
-from feedrank.features.history import History, Snapshot, T
+from feedrank.features.history import History, Snapshot, T, item_levels
 from feedrank.models.base import Recommender, Scorer, has_events, sigmoid
 from feedrank.models.linear import CONTEXT_COLUMNS, ItemSide, LinearScorer
 from feedrank.settings import Settings
@@ -242,6 +242,8 @@ class GLMScorer(Scorer):
         from feedrank.schema import empty_events
 
         self._item_side(self._linear([], empty_events()), self.view.candidates())
+        for attr in self.model.spec_.share_attributes:  # what a request's share lookups read
+            item_levels(self.view.catalogue, attr)
         return self
 
     def score_users(

@@ -214,7 +214,7 @@ def _value_map(catalogue: Catalogue, name: str) -> dict[str, Any]:
         rows = catalogue.items.select("item_id", name).iter_rows()
         return {i: tuple(v) if isinstance(v, list) else v for i, v in rows}
 
-    return catalogue.memo(("values", name), build)
+    return catalogue.memo_items(("values", name), build)
 
 
 def items_out(

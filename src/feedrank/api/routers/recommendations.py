@@ -65,9 +65,13 @@ async def recommendations(
     rules = replace(rules, exclude_seen=exclude_seen)
     req = RecRequest(user_id, k, explain, model or None, rules)
     service = rt.recommending
-    # The fast path (about a millisecond) runs on the event loop; live scoring (tens of ms)
-    # goes to a worker thread so it never holds up other requests.
-    out = service.from_generation(state, req)
+    # The fast path (about a millisecond) runs on the event loop, unless its rule set is new
+    # to this catalogue; live scoring (milliseconds) goes to a worker thread, so neither holds
+    # up other requests.
+    if service.fast_path_ready(state, req):
+        out = service.from_generation(state, req)
+    else:
+        out = await run_in_threadpool(service.from_generation, state, req)
     if out is None:
         out = await run_in_threadpool(service.live, state, req)
     extra: dict[str, Any] = {}
