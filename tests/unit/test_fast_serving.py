@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import numpy as np
@@ -23,7 +24,7 @@ from feedrank.serving.rules import Rules, _select, rewarm, select, selection_rea
 from feedrank.settings import Settings
 from feedrank.views.catalogue import Catalogue, just_after
 from feedrank.views.site import SiteData
-from feedrank.views.view import FrameView
+from feedrank.views.view import FrameView, View
 
 RTOL = 1e-9  # the same float64 terms summed in another order
 
@@ -92,6 +93,46 @@ def test_one_user_at_a_time_equals_the_block(scorer: GLMScorer, users: list[str]
     for r, u in enumerate(users[:10]):
         one = scorer.ranking_scores([u], scorer.view.histories([u]), items)[0]
         np.testing.assert_allclose(one, block[r], rtol=RTOL, atol=1e-12)
+
+
+class _OtherProfiles(View):
+    """`base` with every user's gender changed: the same catalogue, other profiles."""
+
+    def __init__(self, base: View) -> None:
+        self.base, self.settings, self.catalogue, self.at = (
+            base,
+            base.settings,
+            base.catalogue,
+            base.at,
+        )
+
+    def histories(self, user_ids: Sequence[str]) -> pl.DataFrame:
+        return self.base.histories(user_ids)
+
+    def profiles(self, user_ids: Sequence[str]) -> pl.DataFrame:
+        return self.base.profiles(user_ids).with_columns(gender=pl.lit("another"))
+
+    def active_users(self) -> list[str]:
+        return self.base.active_users()
+
+
+def test_a_users_kept_terms_follow_their_history_and_profile(
+    scorer: GLMScorer, users: list[str]
+) -> None:
+    u, items = users[1], scorer.view.candidates()[::5]
+    hist = scorer.view.histories([u])
+    first = scorer.ranking_scores([u], hist, items)
+    assert np.array_equal(first, scorer.ranking_scores([u], hist, items))  # kept: the same
+    np.testing.assert_allclose(first, design_logits(scorer, [u], items), rtol=RTOL)
+    shorter = hist.head(hist.height - 1)  # another history: scored again
+    again = scorer.ranking_scores([u], shorter, items)
+    side = scorer._item_side()
+    fresh = scorer._linear([u], shorter).user_terms([u], side).logits(side, side.positions(items))
+    assert np.array_equal(again, fresh) and not np.array_equal(again, first)
+    other = scorer.model.at(_OtherProfiles(scorer.view))  # another profile: scored again
+    moved = other.ranking_scores([u], hist, items)
+    assert not np.array_equal(moved, first)
+    np.testing.assert_allclose(moved, design_logits(other, [u], items), rtol=RTOL)
 
 
 def test_explanations_add_up_to_the_live_logit(scorer: GLMScorer, users: list[str]) -> None:

@@ -24,7 +24,7 @@ from feedrank.features.examples import build_examples
 from feedrank.features.groups import ROWS_CHUNK, FeatureGroups, FeatureSpec
 from feedrank.features.history import History, Snapshot, T, item_levels
 from feedrank.models.base import Recommender, Scorer, has_events, sigmoid
-from feedrank.models.linear import CONTEXT_COLUMNS, ItemSide, LinearScorer
+from feedrank.models.linear import CONTEXT_COLUMNS, ItemSide, LinearScorer, UserTerms
 from feedrank.settings import Settings
 from feedrank.views.site import SiteData
 from feedrank.views.view import View
@@ -206,14 +206,19 @@ class GLMScorer(Scorer):
 
     model: GLMRecommender
 
-    def _snapshot(self, user_ids: Sequence[str], histories: pl.DataFrame) -> Snapshot:
+    def _snapshot(
+        self,
+        user_ids: Sequence[str],
+        histories: pl.DataFrame,
+        profiles: pl.DataFrame | None = None,
+    ) -> Snapshot:
         m = self.model
         types = sorted(
             set(m.spec_.types) | set(self.view.types) | set(histories["type"].unique().to_list())
         )
         return Snapshot(
             histories,
-            self.view.profiles(user_ids),
+            self.view.profiles(user_ids) if profiles is None else profiles,
             self.view.catalogue,
             self.settings,
             m.spec_.share_attributes,
@@ -221,27 +226,31 @@ class GLMScorer(Scorer):
             types,
         )
 
-    def _linear(self, user_ids: Sequence[str], histories: pl.DataFrame) -> LinearScorer:
+    def _linear(
+        self,
+        user_ids: Sequence[str],
+        histories: pl.DataFrame,
+        profiles: pl.DataFrame | None = None,
+    ) -> LinearScorer:
         m = self.model
-        groups = FeatureGroups(m.spec_, self._snapshot(user_ids, histories))
+        groups = FeatureGroups(m.spec_, self._snapshot(user_ids, histories, profiles))
         return LinearScorer(groups, m.encoder_, m.coef_, m.intercept_, self.view.at)
 
-    def _item_side(self, linear: LinearScorer, item_ids: np.ndarray) -> ItemSide:
-        """The item terms of the logit, computed once per catalogue for every candidate (off
-        the request path: `prepare`); items outside the candidates get their own."""
-        catalogue = self.view.catalogue
-        cand = self.view.candidates()
-        side = catalogue.memo(
-            ("glm-items", self.model.fit_id_), lambda: linear.item_side(cand, catalogue.as_of)
-        )
-        if side.find(item_ids) is not None:
-            return side
-        return linear.item_side(item_ids, catalogue.as_of)
-
-    def prepare(self) -> GLMScorer:
+    def _item_side(self) -> ItemSide:
+        """The item terms of the logit for every candidate, computed once per catalogue (off
+        the request path: `prepare`) and shared read-only by every request."""
         from feedrank.schema import empty_events
 
-        self._item_side(self._linear([], empty_events()), self.view.candidates())
+        catalogue = self.view.catalogue
+        return catalogue.memo(
+            ("glm-items", self.model.fit_id_),
+            lambda: self._linear([], empty_events()).item_side(
+                self.view.candidates(), catalogue.as_of
+            ),
+        )
+
+    def prepare(self) -> GLMScorer:
+        self._item_side()
         for attr in self.model.spec_.share_attributes:  # what a request's share lookups read
             item_levels(self.view.catalogue, attr)
         return self
@@ -254,11 +263,31 @@ class GLMScorer(Scorer):
     def ranking_scores(
         self, user_ids: Sequence[str], histories: pl.DataFrame, item_ids: np.ndarray
     ) -> np.ndarray:
-        """Logits: the probabilities' order, without computing a probability per pair."""
-        linear = self._linear(user_ids, histories)
-        z = linear.logits(list(user_ids), item_ids, self._item_side(linear, item_ids))
-        z[~has_events(user_ids, histories)] = np.nan  # nothing known of the user: no signal
+        """Logits: the probabilities' order, without computing a probability per pair. The
+        item terms come from the catalogue's side (items outside the candidates get their
+        own); one user's terms are kept with it while their history and profile stay the
+        same, so their next request (a page, a re-rank) only gathers."""
+        users = list(user_ids)
+        side = self._item_side()
+        pos = side.find(item_ids)
+        if pos is None:
+            linear = self._linear(users, histories)
+            side = linear.item_side(item_ids, self.view.catalogue.as_of)
+            z = linear.user_terms(users, side).logits(side, np.arange(len(item_ids)))
+        else:
+            z = self._user_terms(users, histories, side).logits(side, pos)
+        z[~has_events(users, histories)] = np.nan  # nothing known of the user: no signal
         return z
+
+    def _user_terms(self, users: list[str], histories: pl.DataFrame, side: ItemSide) -> UserTerms:
+        if len(users) != 1:  # a batch: scored once
+            return self._linear(users, histories).user_terms(users, side)
+        profiles = self.view.profiles(users)
+        newest = histories["timestamp"].max() if histories.height else None
+        key = (users[0], self.view.at, histories.height, newest, repr(profiles.rows()))
+        return side.user_terms(
+            key, lambda: self._linear(users, histories, profiles).user_terms(users, side)
+        )
 
     def reported(self, ranked: np.ndarray) -> np.ndarray:
         return sigmoid(ranked)

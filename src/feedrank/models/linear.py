@@ -27,6 +27,7 @@ from feedrank.features.history import Snapshot, T
 CONTEXT_COLUMNS = ("hour", "weekday", "position", "device")
 KEEP_POSITIONS_OF = 1000  # item lists at least this long have their positions kept
 KEPT_POSITIONS = 32
+KEPT_USERS = 4096  # users' terms kept per catalogue (about a kilobyte each)
 T_ = TypeVar("T_")
 _MISSING = object()
 
@@ -109,13 +110,16 @@ class LinearScorer:
     def logits(
         self, user_ids: Sequence[str], item_ids: np.ndarray, side: ItemSide | None = None
     ) -> np.ndarray:
-        """z for every (user, item): the per-user scalars and the user x attribute-level terms
-        are summed on the small (users x level combinations) table, gathered into the block
-        in one pass and the item part added in a second; pair corrections touch only the pairs
-        with history. `side` holds the item terms (of any superset of item_ids)."""
+        """z for every (user, item); `side` holds the item terms (of any superset of
+        item_ids)."""
         if side is None:
             side = self.item_side(item_ids)
-        pos = side.positions(item_ids)
+        return self.user_terms(user_ids, side).logits(side, side.positions(item_ids))
+
+    def user_terms(self, user_ids: Sequence[str], side: ItemSide) -> UserTerms:
+        """Everything the users bring to the logit over the side's items: per user a scalar
+        (intercept, context, user scope, a pair without history), their values of each
+        attribute term per level, and the pairs with history."""
         ukeys = self._keys("user_id", user_ids)
         ufeat = self.groups.user(ukeys)
         context = side.memo(
@@ -123,48 +127,40 @@ class LinearScorer:
             lambda: self.partial(self.groups.context(self.context_row), self.parts.context)[0],
         )
         user = self.partial(ufeat, self.parts.user) + (self.intercept + context)
-        pair_base, pairs = self._pair_part(user_ids, side, pos)
-        table = self._attribute_part(user_ids, ufeat, side)
-        table += (user + pair_base)[:, None]
-        z = np.take(table, side.combo[pos], axis=1)
-        z += side.item[pos][None, :]
-        if pairs is not None:
-            rows, cols, extra = pairs
-            z[rows, cols] += extra
-        return z
+        pair_base, pairs = self._pair_part(user_ids, side)
+        return UserTerms(user + pair_base, self._attribute_part(user_ids, ufeat, side), pairs)
 
     def _attribute_part(
         self, user_ids: Sequence[str], ufeat: pl.DataFrame, side: ItemSide
-    ) -> np.ndarray:
+    ) -> list[tuple[str, np.ndarray]]:
         """The terms that pair a user with an item attribute (shares of engagement per level,
-        user x item crosses) per distinct combination of the items' levels — a few hundred
-        combinations, not thousands of items (users x combinations)."""
+        user x item crosses): per term, the item attribute and its value for each user and
+        level of it (users x levels)."""
         spec = self.groups.spec
-        acc = np.zeros((len(user_ids), side.n_combos))
+        terms = []
         for attr in spec.share_attributes:
             col = f"user_share_{attr}"
             if col not in self.parts.names:
                 continue
-            levels, codes = side.levels[attr]
+            levels, _ = side.levels[attr]
             share = self.groups.share_matrix(user_ids, levels, attr)
             values = self.partial(pl.DataFrame({col: share.ravel()}), [col])
-            acc += np.take(values.reshape(share.shape), codes, axis=1)
+            terms.append((attr, values.reshape(share.shape)))
         for a, b in spec.crosses:
             if cross_name(a, b) not in self.parts.names:
                 continue
             ua = ufeat[a].cast(pl.String)
             ua_levels = ua.unique(maintain_order=True)
-            ib_levels, ib_codes = side.levels[b]
-            # one row per user level, over the combinations: kept with the items
+            ib_levels, _ = side.levels[b]
+            # one row per user level, over the item's levels: kept with the items
             rows = [
                 side.memo(
                     ("cross", a, b, v), functools.partial(self._cross_row, a, b, v, ib_levels)
                 )
                 for v in ua_levels.to_list()
             ]
-            by_level = np.take(np.stack(rows), ib_codes, axis=1)
-            acc += np.take(by_level, _codes(ua, ua_levels), axis=0)
-        return acc
+            terms.append((b, np.take(np.stack(rows), _codes(ua, ua_levels), axis=0)))
+        return terms
 
     def _cross_row(self, a: str, b: str, ua: str | None, ib_levels: pl.Series) -> np.ndarray:
         """A cross's term for a user level `ua` and each item level."""
@@ -184,11 +180,11 @@ class LinearScorer:
         )
 
     def _pair_part(
-        self, user_ids: Sequence[str], side: ItemSide, pos: np.ndarray
+        self, user_ids: Sequence[str], side: ItemSide
     ) -> tuple[float, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
         """The pair scope's value for a pair with no history (every pair gets it), and for the
-        pairs with history among the scored items (side positions `pos`) their rows, columns
-        and what they add to it."""
+        pairs with history among the side's items their rows, item positions and what they
+        add to it."""
         if not self.parts.pair:
             return 0.0, None
         base: float = side.memo("pair base", self._pair_base)
@@ -202,12 +198,8 @@ class LinearScorer:
             schema={"user_id": pl.String, "__u": pl.Int64},
         )
         pairs = pairs.join(uidx, on="user_id")
-        # each pair's column: its item's place among the side's items, then among those scored
-        column = np.full(len(side.ids), -1, dtype=np.int64)
-        column[pos] = np.arange(len(pos))
         at = side.lookup(pairs["item_id"].to_numpy())
-        cols = np.where(at >= 0, column[np.maximum(at, 0)], -1)
-        hit = cols >= 0
+        hit = at >= 0
         if not hit.any():
             return base, None
         pairs = pairs.filter(pl.Series(hit))
@@ -215,7 +207,7 @@ class LinearScorer:
             "user_id", "item_id", pl.lit(self.at).cast(pl.Datetime("us", "UTC")).alias(T)
         )
         extra = self.partial(self.groups.pair(keys), self.parts.pair) - base
-        return base, (pairs["__u"].to_numpy(), cols[hit], extra)
+        return base, (pairs["__u"].to_numpy(), at[hit], extra)
 
     def _pair_base(self) -> float:
         zero_row = self.groups.pair(
@@ -225,6 +217,40 @@ class LinearScorer:
             )
         )
         return float(self.partial(zero_row, self.parts.pair)[0])
+
+
+class UserTerms:
+    """A block of users' part of a linear logit over an ItemSide (models.linear): `base` per
+    user, per attribute term the item attribute and the users x levels values, and the pairs
+    with history (rows, item positions, what they add). Read-only once made."""
+
+    def __init__(
+        self,
+        base: np.ndarray,
+        terms: list[tuple[str, np.ndarray]],
+        pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    ) -> None:
+        self.base, self.terms, self.pairs = base, terms, pairs
+
+    def logits(self, side: ItemSide, pos: np.ndarray) -> np.ndarray:
+        """z of every user and the side's items at `pos`: the attribute terms summed on the
+        small (users x level combinations) table, gathered into the block in one pass and the
+        item part added in a second; pair corrections touch only the pairs with history."""
+        table = np.zeros((len(self.base), side.n_combos))
+        for attr, values in self.terms:
+            table += np.take(values, side.levels[attr][1], axis=1)
+        table += self.base[:, None]
+        z = np.take(table, side.combo[pos], axis=1)
+        z += side.item[pos][None, :]
+        if self.pairs is not None:
+            rows, at, extra = self.pairs
+            # each pair's column: its item's place among the side's items, then among pos
+            column = np.full(len(side.ids), -1, dtype=np.int64)
+            column[pos] = np.arange(len(pos))
+            cols = column[at]
+            hit = cols >= 0
+            z[rows[hit], cols[hit]] += extra[hit]
+        return z
 
 
 class ItemSide:
@@ -246,6 +272,7 @@ class ItemSide:
         self._index = {i: p for p, i in enumerate(ids.tolist())}
         self._memo: dict[Any, Any] = {}
         self._positions: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._users: OrderedDict[Any, UserTerms] = OrderedDict()
         self._lock = threading.Lock()
 
     def lookup(self, item_ids: np.ndarray) -> np.ndarray:
@@ -281,6 +308,21 @@ class ItemSide:
                 while len(self._positions) > KEPT_POSITIONS:
                     self._positions.popitem(last=False)
         return pos
+
+    def user_terms(self, key: Any, compute: Callable[[], UserTerms]) -> UserTerms:
+        """One user's terms under `key` (what they depend on), kept for the next request of
+        that user; bounded, least recently used out first."""
+        with self._lock:
+            hit = self._users.get(key)
+            if hit is not None:
+                self._users.move_to_end(key)
+                return hit
+        terms = compute()
+        with self._lock:
+            self._users[key] = terms
+            while len(self._users) > KEPT_USERS:
+                self._users.popitem(last=False)
+        return terms
 
     def memo(self, key: Any, compute: Callable[[], T_]) -> T_:
         """compute() once per key (results are equal if two threads both compute)."""

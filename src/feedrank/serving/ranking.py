@@ -127,7 +127,7 @@ def _rank_block(
     labels: list[list[str]] = [[] for _ in users]
     taken = blocked.copy()  # masked or already listed
     for name, scorer in sources:
-        full = taken.all(axis=1)  # nothing left to list: no later source can add to it
+        full = np.asarray(taken.all(axis=1))  # nothing left: no later source can add
         todo = [r for r in range(n) if len(chosen[r]) < (m if caps else need) and not full[r]]
         if not todo:
             break
