@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from feedrank.models.base import best_of, block_users, seen_mask
+from feedrank.models.base import best_of, block_users
 from feedrank.serving.rules import Rules, Selection, check_caps, select
+from feedrank.settings import Settings
 
 if TYPE_CHECKING:
     from feedrank.models.base import Scorer
@@ -99,13 +100,31 @@ def _blocked(
     """Per user and eligible item: whether the user said no to it or (with exclude_seen)
     already knows it."""
     said_no = hist.filter(pl.col("type").is_in(list(negative_types)))
-    negative = seen_mask(said_no, users, sel.items)
+    negative = _known(said_no, users, sel.items)
     counts["negative feedback"] += int(negative.sum())
     if not rules.exclude_seen:
         return negative
-    seen = seen_mask(hist, users, sel.items)
+    seen = _known(hist, users, sel.items)
     counts["exclude_seen"] += int((seen & ~negative).sum())
     return negative | seen
+
+
+def _known(hist: pl.DataFrame, users: list[str], items: np.ndarray) -> np.ndarray:
+    """models.base.seen_mask over sorted `items` (a selection's): the users' few known items
+    found by binary search, not by joining a frame of every eligible item."""
+    mask = np.zeros((len(users), len(items)), dtype=bool)
+    if hist.is_empty() or not len(items):
+        return mask
+    pairs = hist.filter(Settings.seen_expr()).select("user_id", "item_id").unique()
+    row_of = {u: r for r, u in enumerate(users)}
+    rows = np.fromiter(
+        (row_of.get(u, -1) for u in pairs["user_id"].to_list()), np.int64, pairs.height
+    )
+    ids = pairs["item_id"].to_numpy().astype(object)
+    cols = np.minimum(np.searchsorted(items, ids), len(items) - 1)
+    ok = (rows >= 0) & (items[cols] == ids)
+    mask[rows[ok], cols[ok]] = True
+    return mask
 
 
 def _rank_block(
