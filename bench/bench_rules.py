@@ -18,7 +18,8 @@ filtered recommendations and the re-rank.
 Before the server runs, the same four kinds of request are timed in this process by CPU time
 (time.process_time: what a request costs, whatever else the machine runs), each for users
 asked for the first time (nothing kept for them) and again (what the server keeps per user:
-the live answer, the GLM's user terms)."""
+the live answer, the GLM's user terms). The server computes the GLM's terms of the newest
+--warm-users users at start-up (default 2048: every user of the site; 0: none)."""
 
 from __future__ import annotations
 
@@ -164,6 +165,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--small", action="store_true", help="a tiny site, to smoke-test")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per load run")
+    parser.add_argument(
+        "--warm-users",
+        type=int,
+        default=2048,
+        help="users whose GLM terms the server computes at start-up (FEEDRANK_WARM_USERS)",
+    )
     args = parser.parse_args()
     seconds = 1.0 if args.small else args.seconds
     with tempfile.TemporaryDirectory() as tmp:
@@ -194,6 +201,7 @@ def main() -> int:
             ("re-rank of 100 items", reranks()),
         ]  # fmt: skip
         port = free_port()
+        os.environ["FEEDRANK_WARM_USERS"] = str(args.warm_users)  # the server's environment
         with open(Path(tmp) / "server.log", "wb") as log:
             proc, startup = start_server("new", url, models, port, log)
             try:
@@ -225,7 +233,8 @@ def main() -> int:
         if what != "plain recommendations" and res.pct(99) > FLOOR_P99_MS:
             missed.append(what)
     print_rows(
-        f"{RATE} req/s offered on loopback, {seconds:.0f} s each, k=10 (server process)",
+        f"{RATE} req/s offered on loopback, {seconds:.0f} s each, k=10, server process "
+        f"(FEEDRANK_WARM_USERS={args.warm_users})",
         ("what", "done/s", "p50 ms", "p99 ms", "p99 x plain", "fast path", "CPU ms/req",
          "CPU x plain", "load"),
         table,

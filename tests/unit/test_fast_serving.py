@@ -239,3 +239,20 @@ def test_a_refresh_computes_the_recent_rule_sets_for_the_new_catalogue(
     assert rewarm(old, new) == 2
     assert all(selection_ready(new, r) for r in used)
     assert rewarm(old, new) == 0
+
+
+def test_users_warmed_in_a_block_score_as_if_scored_alone(
+    fitted_glm: GLMRecommender, small_data: SiteData, users: list[str]
+) -> None:
+    warm = fitted_glm.at(FrameView(small_data, Settings())).prepare()
+    assert warm.prepare_users(users) == len(users)
+    side = warm._item_side()
+    kept = len(side.kept_users(10_000))
+    cold = fitted_glm.at(FrameView(small_data, Settings())).prepare()  # its own catalogue
+    items = warm.view.candidates()[::4]
+    for u in users[::6]:
+        a = warm.ranking_scores([u], warm.view.histories([u]), items)
+        b = cold.ranking_scores([u], cold.view.histories([u]), items)
+        np.testing.assert_allclose(a, b, rtol=RTOL, atol=1e-12)
+    assert len(side.kept_users(10_000)) == kept  # served from what was kept: nothing added
+    assert set(warm.kept_users(5)) <= set(users)

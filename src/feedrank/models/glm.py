@@ -283,11 +283,40 @@ class GLMScorer(Scorer):
         if len(users) != 1:  # a batch: scored once
             return self._linear(users, histories).user_terms(users, side)
         profiles = self.view.profiles(users)
-        newest = histories["timestamp"].max() if histories.height else None
-        key = (users[0], self.view.at, histories.height, newest, repr(profiles.rows()))
+        key = self._user_key(users[0], histories, profiles)
         return side.user_terms(
             key, lambda: self._linear(users, histories, profiles).user_terms(users, side)
         )
+
+    def _user_key(self, user: str, history: pl.DataFrame, profiles: pl.DataFrame) -> Any:
+        """What a user's terms depend on besides the catalogue: the view's time, their history
+        (its size and newest event: histories only grow, and an erasure is a new catalogue)
+        and their profile's values."""
+        newest = history["timestamp"].max() if history.height else None
+        mine = profiles.filter(pl.col("user_id") == user).to_dicts()
+        profile = sorted((k, repr(v)) for k, v in mine[-1].items() if v is not None) if mine else []
+        return (user, self.view.at, history.height, newest, tuple(profile))
+
+    def prepare_users(self, user_ids: Sequence[str], batch_size: int = 512) -> int:
+        """Compute and keep these users' terms as of the view's time, a block of users at a
+        time (a server's warm-up, off the request path: a request of theirs then only
+        gathers); how many were kept."""
+        side = self._item_side()
+        users = list(user_ids)
+        for start in range(0, len(users), batch_size):
+            chunk = users[start : start + batch_size]
+            hist = self.view.histories(chunk)
+            profiles = self.view.profiles(chunk)
+            terms = self._linear(chunk, hist, profiles).user_terms(chunk, side)
+            by_user = hist.partition_by("user_id", as_dict=True, maintain_order=True)
+            for r, u in enumerate(chunk):
+                mine = by_user.get((u,), hist.clear())
+                side.keep_user(self._user_key(u, mine, profiles), terms.row(r))
+        return len(users)
+
+    def kept_users(self, n: int) -> list[str]:
+        """The users whose terms were most recently asked for over this catalogue."""
+        return list(dict.fromkeys(key[0] for key in self._item_side().kept_users(n)))
 
     def reported(self, ranked: np.ndarray) -> np.ndarray:
         return sigmoid(ranked)

@@ -232,6 +232,16 @@ class UserTerms:
     ) -> None:
         self.base, self.terms, self.pairs = base, terms, pairs
 
+    def row(self, r: int) -> UserTerms:
+        """The r-th user's terms alone."""
+        pairs = None
+        if self.pairs is not None:
+            rows, at, extra = self.pairs
+            mine = rows == r
+            pairs = (np.zeros(int(mine.sum()), dtype=rows.dtype), at[mine], extra[mine])
+        terms = [(attr, values[r : r + 1]) for attr, values in self.terms]
+        return UserTerms(self.base[r : r + 1], terms, pairs)
+
     def logits(self, side: ItemSide, pos: np.ndarray) -> np.ndarray:
         """z of every user and the side's items at `pos`: the attribute terms summed on the
         small (users x level combinations) table, gathered into the block in one pass and the
@@ -309,6 +319,18 @@ class ItemSide:
                     self._positions.popitem(last=False)
         return pos
 
+    def keep_user(self, key: Any, terms: UserTerms) -> None:
+        with self._lock:
+            self._users[key] = terms
+            self._users.move_to_end(key)
+            while len(self._users) > KEPT_USERS:
+                self._users.popitem(last=False)
+
+    def kept_users(self, n: int) -> list[Any]:
+        """The keys of the n users most recently asked for, the most recent first."""
+        with self._lock:
+            return list(reversed(self._users))[:n]
+
     def user_terms(self, key: Any, compute: Callable[[], UserTerms]) -> UserTerms:
         """One user's terms under `key` (what they depend on), kept for the next request of
         that user; bounded, least recently used out first."""
@@ -318,10 +340,7 @@ class ItemSide:
                 self._users.move_to_end(key)
                 return hit
         terms = compute()
-        with self._lock:
-            self._users[key] = terms
-            while len(self._users) > KEPT_USERS:
-                self._users.popitem(last=False)
+        self.keep_user(key, terms)
         return terms
 
     def memo(self, key: Any, compute: Callable[[], T_]) -> T_:
