@@ -256,3 +256,33 @@ def test_users_warmed_in_a_block_score_as_if_scored_alone(
         np.testing.assert_allclose(a, b, rtol=RTOL, atol=1e-12)
     assert len(side.kept_users(10_000)) == kept  # served from what was kept: nothing added
     assert set(warm.kept_users(5)) <= set(users)
+
+
+@pytest.mark.parametrize("kind", ["glm", "itemknn", "popularity"])
+def test_capped_lists_cut_short_equal_the_oracle(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under max_per a source's first items are listed first (serving.ranking.CAPPED_FIRST):
+    with one item at first, nearly every page is listed again with every item, and some are
+    not, and the answers are still the exhaustive oracle's (tests/unit/test_rules.py)."""
+    import random
+
+    from test_rules import oracle, random_rules, service, site
+
+    monkeypatch.setattr("feedrank.serving.ranking.CAPPED_FIRST", 1)
+    monkeypatch.setattr("feedrank.serving.ranking.CAPPED_MIN", 1)
+    svc = service(kind)
+    rng = random.Random(17)
+    users = [*sorted(site().events["user_id"].unique().to_list())[:6], "nobody"]
+    items = svc.view.catalogue.items
+    for trial in range(10):
+        rules = random_rules(rng, items)
+        rules = Rules(
+            rules.filters, rules.exclude, rules.include, rules.boosts,
+            (("author", rng.randint(1, 2)),), rules.offset, rules.exclude_seen,
+        )  # fmt: skip
+        k = rng.choice([1, 3, 5])
+        ans = svc.answer(users, k, rules)
+        for u in users:
+            got = ans.recs.filter(pl.col("user_id") == u)["item_id"].to_list()
+            assert got == oracle(svc, u, k, rules), (kind, trial, u, rules)

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 # A source of a list: its name (or per-user names, from the users) and its scorer.
 Source = tuple["str | Callable[[list[str]], list[str]]", "Scorer"]
 
+CAPPED_FIRST = 8  # under max_per, a source's first 8 x (offset + k) items are listed first
+CAPPED_MIN = 64  # ... and at least this many
 SCHEMA = {
     "user_id": pl.String,
     "rank": pl.Int32,
@@ -139,15 +141,68 @@ def _rank_block(
     counts: dict[str, int],
 ) -> pl.DataFrame:
     need = rules.offset + k
+    m = len(sel.items)
+    # Under a cap a list may skip many items: each source's best `first` are listed, and a
+    # user whose page they cannot fill is listed again with every item.
+    first = min(m, max(CAPPED_FIRST * need, CAPPED_MIN)) if caps else m
+    lists = _choose(sources, users, hist, sel, blocked, rules, need, bool(caps), first)
+    out: list[dict[str, Any]] = []
+    ids = sel.items
+    for r, u in enumerate(users):
+        chosen, scores, labels, cut = lists[r]
+        mine: dict[str, int] = {}
+        # lazily: the cap stops reading once the page is full
+        values = ([vals.get(ids[i]) for _, vals in caps] for i in chosen)
+        keep = capped(values, rules, need, mine)
+        if len(keep) < need and cut:
+            part = hist.filter(pl.col("user_id") == u)
+            again = _choose(sources, [u], part, sel, blocked[r : r + 1], rules, need, True, m)
+            chosen, scores, labels, _ = again[0]
+            mine = {}
+            values = ([vals.get(ids[i]) for _, vals in caps] for i in chosen)
+            keep = capped(values, rules, need, mine)
+        for c, n in mine.items():
+            counts[c] = counts.get(c, 0) + n
+        for rank, pos in enumerate(keep[rules.offset : need], start=1):
+            out.append(
+                {
+                    "user_id": u,
+                    "rank": rank,
+                    "item_id": ids[chosen[pos]],
+                    "score": scores[pos],
+                    "source": labels[pos],
+                }
+            )
+    return pl.DataFrame(out, schema=SCHEMA)
+
+
+def _choose(
+    sources: Sequence[Source],
+    users: list[str],
+    hist: pl.DataFrame,
+    sel: Selection,
+    blocked: np.ndarray,
+    rules: Rules,
+    need: int,
+    capped: bool,
+    limit: int,
+) -> list[tuple[list[int], list[float], list[str], bool]]:
+    """Per user: eligible item positions, best first, with their scores and sources, and
+    whether a source's list was cut at `limit` (what follows it is then unknown). Without
+    caps a user needs `need` items; with caps, every item, or a source's first `limit`."""
     n, m = len(users), len(sel.items)
-    # per user: chosen item positions and their scores and sources, best first
     chosen: list[list[int]] = [[] for _ in users]
     scores: list[list[float]] = [[] for _ in users]
     labels: list[list[str]] = [[] for _ in users]
+    cut = [False] * n
     taken = blocked.copy()  # masked or already listed
     for name, scorer in sources:
         full = np.asarray(taken.all(axis=1))  # nothing left: no later source can add
-        todo = [r for r in range(n) if len(chosen[r]) < (m if caps else need) and not full[r]]
+        todo = [
+            r
+            for r in range(n)
+            if len(chosen[r]) < (m if capped else need) and not full[r] and not cut[r]
+        ]
         if not todo:
             break
         rows = [users[r] for r in todo]
@@ -156,34 +211,21 @@ def _rank_block(
         # a boost multiplies the reported score (a probability, not the GLM's logit)
         ranked = boosted(scorer.reported(raw), sel.factor) if rules.boosts else raw
         ranked[~np.isfinite(ranked) | taken[todo]] = -np.inf
-        want = m if caps else min(m, max(need - min(len(chosen[r]) for r in todo), 1))
+        short = min(len(chosen[r]) for r in todo)
+        want = limit if capped else min(m, max(need - short, 1))
         idx, vals = best_of(ranked, want)
         reported = vals if rules.boosts else scorer.reported(vals)
         names = [name] * len(todo) if isinstance(name, str) else name(rows)
         for j, r in enumerate(todo):
             ok = np.isfinite(vals[j])
-            got = idx[j][ok][: (m if caps else need - len(chosen[r]))]
+            got = idx[j][ok][: (m if capped else need - len(chosen[r]))]
+            # a full list short of every item: the source has more, ranked below these
+            cut[r] = capped and len(got) == want < int((~taken[r]).sum())
             chosen[r] += got.tolist()
             scores[r] += reported[j][ok][: len(got)].tolist()
             labels[r] += [names[j]] * len(got)
             taken[r, got] = True
-    out: list[dict[str, Any]] = []
-    ids = sel.items
-    for r, u in enumerate(users):
-        # lazily: the cap stops reading once the page is full
-        values = ([vals.get(ids[i]) for _, vals in caps] for i in chosen[r])
-        keep = capped(values, rules, need, counts)
-        for rank, pos in enumerate(keep[rules.offset : need], start=1):
-            out.append(
-                {
-                    "user_id": u,
-                    "rank": rank,
-                    "item_id": sel.items[chosen[r][pos]],
-                    "score": scores[r][pos],
-                    "source": labels[r][pos],
-                }
-            )
-    return pl.DataFrame(out, schema=SCHEMA)
+    return [(chosen[r], scores[r], labels[r], cut[r]) for r in range(n)]
 
 
 def capped(
