@@ -101,32 +101,27 @@ def _blocked(
 ) -> np.ndarray:
     """Per user and eligible item: whether the user said no to it or (with exclude_seen)
     already knows it."""
-    said_no = hist.filter(pl.col("type").is_in(list(negative_types)))
-    negative = _known(said_no, users, sel.items)
+    # the users' item events (Settings.seen_expr) found in the sorted selection by binary
+    # search, not by joining a frame of every eligible item
+    known = hist.filter(Settings.seen_expr())
+    n, m = len(users), len(sel.items)
+    negative = np.zeros((n, m), dtype=bool)
+    seen = np.zeros((n, m), dtype=bool)
+    if known.height and m:
+        row_of = {u: r for r, u in enumerate(users)}
+        who = known["user_id"].to_list()
+        rows = np.fromiter((row_of.get(u, -1) for u in who), np.int64, len(who))
+        ids = known["item_id"].to_numpy().astype(object)
+        cols = np.minimum(np.searchsorted(sel.items, ids), m - 1)
+        ok = (rows >= 0) & (sel.items[cols] == ids)
+        said_no = ok & np.isin(known["type"].to_numpy().astype(object), list(negative_types))
+        negative[rows[said_no], cols[said_no]] = True
+        seen[rows[ok], cols[ok]] = True
     counts["negative feedback"] += int(negative.sum())
     if not rules.exclude_seen:
         return negative
-    seen = _known(hist, users, sel.items)
     counts["exclude_seen"] += int((seen & ~negative).sum())
     return negative | seen
-
-
-def _known(hist: pl.DataFrame, users: list[str], items: np.ndarray) -> np.ndarray:
-    """models.base.seen_mask over sorted `items` (a selection's): the users' few known items
-    found by binary search, not by joining a frame of every eligible item."""
-    mask = np.zeros((len(users), len(items)), dtype=bool)
-    if hist.is_empty() or not len(items):
-        return mask
-    pairs = hist.filter(Settings.seen_expr()).select("user_id", "item_id").unique()
-    row_of = {u: r for r, u in enumerate(users)}
-    rows = np.fromiter(
-        (row_of.get(u, -1) for u in pairs["user_id"].to_list()), np.int64, pairs.height
-    )
-    ids = pairs["item_id"].to_numpy().astype(object)
-    cols = np.minimum(np.searchsorted(items, ids), len(items) - 1)
-    ok = (rows >= 0) & (items[cols] == ids)
-    mask[rows[ok], cols[ok]] = True
-    return mask
 
 
 def _rank_block(
