@@ -441,6 +441,14 @@ class StoreContract:
         assert store.item_counts().select("type", "n").rows() == [("click", 1)]
         assert store.user_counts(["u1"]).height == 0
 
+    def test_newest_event_time_comes_from_the_counters(self, store: Store) -> None:
+        assert store.newest_event_time() is None
+        newest = T0 + timedelta(hours=2, microseconds=7)
+        store.add_events(events_frame([ev("u1", "i1", "click", newest), ev("u2", "", "login", T0)]))
+        assert store.newest_event_time() == newest
+        store.delete_user("u1")
+        assert store.newest_event_time() == T0
+
     def test_stats_come_from_the_counters(self, store: Store) -> None:
         store.add_events(
             events_frame(

@@ -87,7 +87,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         store = open_store(settings.store_url)
         store.bounded_cache()  # many threads read by index: memory must not follow the store
         registry = Registry(models_dir(settings.store_url, settings.models_dir))
-        state = await asyncio.to_thread(load_state, store, registry, settings.model)
+        state = await asyncio.to_thread(
+            load_state, store, registry, settings.model, settings.warm_users
+        )
         rt = Runtime(settings, store, registry, metrics, state)
         rt.writer = ThreadPoolExecutor(
             1, "feedrank-writer", initializer=_durable_writer, initargs=(store,)

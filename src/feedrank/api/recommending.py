@@ -17,7 +17,7 @@ from feedrank.pipeline.registry import Registry
 from feedrank.serving.ranking import items_out, page
 from feedrank.serving.rerank import rerank
 from feedrank.serving.rerank import similar as similar_items
-from feedrank.serving.rules import Rules, select
+from feedrank.serving.rules import Rules, select, selection_ready
 from feedrank.serving.service import MODEL, RecommendationService
 from feedrank.serving.session import recommend_session
 from feedrank.store import Store
@@ -97,6 +97,15 @@ class Recommending:
         # one now serving live requests (a new champion before its first generation).
         left = [rows[i] for i in keep[rules.offset :]]
         return _result(req, gen.model, "generation", gen.id, left, [], applied, sel.boosts)
+
+    def fast_path_ready(self, state: ServingState, req: RecRequest) -> bool:
+        """Whether the fast path finds its per-catalogue work done (the rule set's selection,
+        the capped fields' values): else it has tens of milliseconds of work to do, which
+        belongs on a worker thread, not on the event loop."""
+        rules = req.rules
+        return selection_ready(state.catalogue, rules) and all(
+            state.catalogue.memoised(("values", f)) for f, _ in rules.max_per
+        )
 
     def recommend(self, state: ServingState, req: RecRequest) -> RecResult:
         fast = self.from_generation(state, req)

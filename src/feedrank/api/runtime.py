@@ -5,11 +5,14 @@ Routers import this module, and the app imports the routers: no import circle.""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 import numpy as np
 from fastapi import Depends, Request
 
@@ -23,6 +26,7 @@ from feedrank.pipeline.registry import Registry
 from feedrank.store import Store
 
 R = TypeVar("R")
+LIVE_THREADS = 2  # worker threads scoring live at once (a request beyond waits its turn)
 
 
 class TooBusy(FeedrankError):
@@ -41,6 +45,11 @@ class Runtime:
     rng: np.random.Generator = field(default_factory=np.random.default_rng)  # exploration draws
     fault: str | None = None  # why the last write failed, until one succeeds (GET /health)
     expensive_running: int = 0
+    # Live scoring is Python and NumPy under one GIL: more threads at it only switch between
+    # each other (measured: 40 concurrent re-ranks cost twice the CPU each of one at a time).
+    live_threads: anyio.CapacityLimiter = field(
+        default_factory=lambda: anyio.CapacityLimiter(LIVE_THREADS)
+    )
 
     @property
     def recommending(self) -> Recommending:
@@ -61,6 +70,12 @@ class Runtime:
         self.fault = None  # the store takes writes again: the writer reconnected by itself
         self.refresh_requested.set()  # follow our own writes without waiting for the period
         return result
+
+    async def live(self, fn: Callable[..., R], *args: Any) -> R:
+        """fn(*args) on a worker thread, at most LIVE_THREADS at a time (live scoring)."""
+        return await anyio.to_thread.run_sync(
+            functools.partial(fn, *args), limiter=self.live_threads
+        )
 
     def swap(self, new: ServingState) -> None:
         self.state = new  # one assignment: readers see the old state or the new, whole

@@ -27,6 +27,9 @@ class ApiSettings:
     max_expensive: int = 1
     reload_seconds: float = 0.5  # how often the store's changes are applied
     models_seconds: float = 5.0  # how often the registry is looked at for a new champion
+    # users (the newest active) whose model terms are computed at start-up, so that their
+    # first live request (a boost, a re-rank) only gathers; memory grows with them (~1 kB)
+    warm_users: int = 0
     pii: PiiPolicy = field(default_factory=PiiPolicy)
 
     def __post_init__(self) -> None:
@@ -34,6 +37,8 @@ class ApiSettings:
             raise ConfigError(f"max_body_bytes must be >= 1024; got {self.max_body_bytes}")
         if self.max_expensive < 1:
             raise ConfigError(f"max_expensive must be >= 1; got {self.max_expensive}")
+        if self.warm_users < 0:
+            raise ConfigError(f"warm_users must be >= 0; got {self.warm_users}")
         if self.reload_seconds <= 0:
             raise ConfigError(f"reload_seconds must be > 0; got {self.reload_seconds}")
 
@@ -41,7 +46,7 @@ class ApiSettings:
     def from_env(cls, **overrides: object) -> ApiSettings:
         """FEEDRANK_STORE, FEEDRANK_MODELS, FEEDRANK_MODEL, FEEDRANK_API_KEYS,
         FEEDRANK_API_KEYS_FILE, FEEDRANK_MAX_BODY_BYTES, FEEDRANK_RELOAD_SECONDS,
-        FEEDRANK_MAX_EXPENSIVE,
+        FEEDRANK_MAX_EXPENSIVE, FEEDRANK_WARM_USERS,
         FEEDRANK_PII_DROP (comma-separated keys), FEEDRANK_PII_AGE_BANDS (0/1); explicit
         overrides (CLI flags) win where not None."""
         env = os.environ
@@ -60,6 +65,7 @@ class ApiSettings:
             ("max_body_bytes", "FEEDRANK_MAX_BODY_BYTES"),
             ("reload_seconds", "FEEDRANK_RELOAD_SECONDS"),
             ("max_expensive", "FEEDRANK_MAX_EXPENSIVE"),
+            ("warm_users", "FEEDRANK_WARM_USERS"),
         ):
             if env.get(key):
                 try:

@@ -20,10 +20,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
+import polars as pl
+
 from feedrank.exceptions import ConfigError, NotFoundError, ParameterError
 from feedrank.models.base import Recommender
 from feedrank.models.popularity import PopularityRecommender
 from feedrank.pipeline.registry import ModelRecord, Registry
+from feedrank.serving.rules import rewarm
 from feedrank.serving.service import RecommendationService, empty_site
 from feedrank.settings import Settings
 from feedrank.store import Generation, Store
@@ -37,6 +40,7 @@ MAX_OTHER_MODELS = 4  # models asked for by ?model= kept loaded beside the defau
 LIVE_CACHE_USERS = 20_000
 LIVE_MAX_AGE = 5.0  # seconds a live answer outlives a newer catalogue (not the user's own events)
 CATALOGUE_READS = 5  # attempts at a catalogue read no write came in during
+REWARM_USERS = 256  # users whose model terms a new catalogue computes (the latest asked for)
 
 
 @dataclass(frozen=True)
@@ -123,8 +127,11 @@ def read_catalogue(store: Store) -> tuple[Catalogue, Watermark]:
     return catalogue, before
 
 
-def load_state(store: Store, registry: Registry, model_name: str | None) -> ServingState:
-    """Read the model, the catalogue and the generation once (no event is read)."""
+def load_state(
+    store: Store, registry: Registry, model_name: str | None, warm_users: int = 0
+) -> ServingState:
+    """Read the model, the catalogue and the generation once (no event is read but those of
+    the `warm_users` newest active users, whose model terms are computed now)."""
     version = settings_version(store)
     settings = store.settings()
     catalogue, watermark = read_catalogue(store)
@@ -136,7 +143,7 @@ def load_state(store: Store, registry: Registry, model_name: str | None) -> Serv
         settings,
         version,
     )
-    warm_up(state, store)
+    warm_up(state, store, users=recent_users(store, warm_users) if warm_users else None)
     log.info("serving %s with generation %s", state.label, state.generation_id)
     return state
 
@@ -146,11 +153,43 @@ def _as_of(newest: datetime | None, previous: datetime) -> datetime:
     return max(previous, just_after(newest)) if newest is not None else previous
 
 
-def warm_up(state: ServingState, store: Store) -> None:
+def warm_up(
+    state: ServingState,
+    store: Store,
+    previous: Catalogue | None = None,
+    users: list[str] | None = None,
+) -> None:
     """Compute the catalogue-wide part of scoring (e.g. the GLM's item logits) before a request
-    needs it."""
+    needs it, the rule selections recently used on the `previous` catalogue that the new one
+    does not share with it, and, for a model that keeps per-user terms (the GLM), those of
+    `users`."""
     model = state.served.model
-    model.at(StoreView(store, model.settings_, state.catalogue)).prepare()
+    scorer = model.at(StoreView(store, model.settings_, state.catalogue)).prepare()
+    if previous is not None and previous is not state.catalogue:
+        rewarm(previous, state.catalogue)
+    # Only some models keep per-user terms: asked by duck typing, the Scorer contract is
+    # unchanged.
+    prepare_users = getattr(scorer, "prepare_users", None)
+    if prepare_users is None:
+        return
+    if users:
+        prepare_users(users)
+
+
+def kept_users(state: ServingState, store: Store, n: int = REWARM_USERS) -> list[str]:
+    """The users whose model terms were most recently asked for in `state` (none for a model
+    that keeps no per-user terms)."""
+    model = state.served.model
+    scorer = model.at(StoreView(store, model.settings_, state.catalogue))
+    kept = getattr(scorer, "kept_users", None)
+    return kept(n) if kept is not None else []
+
+
+def recent_users(store: Store, n: int) -> list[str]:
+    """The n users with the newest events (one read of the counters, at start-up)."""
+    counts = store.user_counts()
+    newest = counts.group_by("user_id").agg(pl.col("last_ts").max()).sort("last_ts")
+    return newest["user_id"].tail(n).reverse().to_list()
 
 
 def refresh(
@@ -204,7 +243,7 @@ def refresh(
         others=state.others if served is state.served else OtherModels(),
     )
     if catalogue is not state.catalogue or served is not state.served:
-        warm_up(new, store)
+        warm_up(new, store, state.catalogue, kept_users(state, store))
     return new
 
 

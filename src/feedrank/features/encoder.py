@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import tabmat
 
 OTHER = "(other)"
+SMALL = 256  # rows up to which codes are looked up one by one
 MISSING = "(missing)"
 LOG1P_PREFIXES = (
     "user_n_",
@@ -77,6 +78,10 @@ class Column:
         lookup = {lv: i for i, lv in enumerate(self.levels)}
         other = lookup.get(OTHER, -1)
         values = _as_level(s)
+        if values.len() <= SMALL:  # a request's few rows: dict lookups beat a join's overhead
+            return np.fromiter(
+                (lookup.get(v, other) for v in values.to_list()), np.int64, values.len()
+            )
         uniques = values.unique(maintain_order=True)
         mapping = pl.DataFrame(
             {"v": uniques, "code": [lookup.get(u, other) for u in uniques.to_list()]},

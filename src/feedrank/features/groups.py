@@ -253,10 +253,9 @@ class FeatureGroups:
         counters = self.counters
         assert isinstance(counters, Snapshot), "a matrix of shares is a serving-time read"
         w = counters.level_matrix(user_ids, levels, attr)
-        keys = pl.DataFrame({"user_id": list(user_ids)}, schema={"user_id": pl.String})
-        total = counters.user_counts(keys.with_columns(pl.lit(counters.at).alias(T)))["w_total"]
+        total = counters.weight_totals(user_ids)
         prior = 1.0 / self.spec.levels_per_attribute.get(attr, 1)
-        return np.asarray(_smoothed(w, total.to_numpy()[:, None], prior))
+        return np.asarray(_smoothed(w, total[:, None], prior))
 
     # -- user x item -----------------------------------------------------------------------------
     def pair(self, keys: pl.DataFrame) -> pl.DataFrame:

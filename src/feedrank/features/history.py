@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from functools import cached_property
+from itertools import repeat
 
 import numpy as np
 import polars as pl
@@ -225,6 +226,7 @@ class Snapshot:
         self.catalogue = catalogue
         self.events = weighted(histories.filter(pl.col(T) < at), catalogue.items, settings, types)
         self._level_tables: dict[str, pl.DataFrame] = {}
+        self._totals: tuple[tuple[str, ...], np.ndarray] | None = None
 
     @cached_property
     def _user_table(self) -> pl.DataFrame:
@@ -260,15 +262,34 @@ class Snapshot:
 
     def level_matrix(self, user_ids: Sequence[str], levels: pl.Series, attr: str) -> np.ndarray:
         """w_level of every (user, level) as a users x levels matrix (0 without weight): what
-        user_level gives for the cross product, without building it."""
+        user_level gives for the cross product, without building it. Each event's level is
+        read from the catalogue's item -> level arrays (kept per catalogue): a request reads
+        its few events, not a join with every item."""
         out = np.zeros((len(user_ids), levels.len()))
-        u = pl.DataFrame({"user_id": list(user_ids)}, schema={"user_id": pl.String}).with_row_index(
-            "__u"
-        )
-        lv = pl.DataFrame({"level": levels.cast(pl.String)}).with_row_index("__l")
-        hit = self.level_table(attr).join(u, on="user_id").join(lv, on="level", nulls_equal=True)
-        out[hit["__u"].to_numpy(), hit["__l"].to_numpy()] = hit["w_level"].to_numpy()
+        ev = self.events.filter((pl.col("item_id") != "") & (pl.col("weight") > 0))
+        if ev.is_empty() or not len(user_ids):
+            return out
+        index, codes, known = item_levels(self.catalogue, attr)
+        # catalogue level code -> column of `levels` (-1: a level not asked for)
+        column = np.full(len(known) + 1, -1, dtype=np.int64)
+        for j, v in enumerate(levels.cast(pl.String).to_list()):
+            if v in known:
+                column[known[v]] = j
+        rows = _positions({u: r for r, u in enumerate(user_ids)}, ev["user_id"])
+        items = _positions(index, ev["item_id"])  # -1: not in the catalogue (a join's miss)
+        cols = np.where(items >= 0, column[codes[np.maximum(items, 0)]], -1)
+        ok = (rows >= 0) & (cols >= 0)
+        np.add.at(out, (rows[ok], cols[ok]), ev["weight"].to_numpy()[ok])
         return out
+
+    def weight_totals(self, user_ids: Sequence[str]) -> np.ndarray:
+        """w_total per user (0 without events), as user_counts gives it."""
+        key = tuple(user_ids)
+        if self._totals is None or self._totals[0] != key:
+            keys = pl.DataFrame({"user_id": list(user_ids)}, schema={"user_id": pl.String})
+            total = self.user_counts(keys.with_columns(pl.lit(self.at).alias(T)))["w_total"]
+            self._totals = (key, total.to_numpy())
+        return self._totals[1]
 
     def user_level(self, keys: pl.DataFrame, attr: str) -> pl.Series:
         out = keys.select("user_id", pl.col("level").cast(pl.String)).join(
@@ -315,3 +336,27 @@ def item_totals(catalogue: Catalogue, settings: Settings, types: list[str]) -> p
         return counts.group_by("item_id").agg(**_item_sums(types, pl.col("n")))
 
     return catalogue.memo(("item_totals", tuple(types), repr(settings)), compute)
+
+
+def item_levels(
+    catalogue: Catalogue, attr: str
+) -> tuple[dict[str, int], np.ndarray, dict[str | None, int]]:
+    """What `_levels` joins, as arrays kept per catalogue: item id -> row, each row's level
+    code, and level (as text; None: no value) -> code."""
+
+    def index() -> dict[str, int]:
+        return {i: r for r, i in enumerate(catalogue.items["item_id"].to_list())}
+
+    def codes() -> tuple[np.ndarray, dict[str | None, int]]:
+        values = catalogue.items[attr].cast(pl.String)
+        known = {v: c for c, v in enumerate(values.unique(maintain_order=True).to_list())}
+        return _positions(known, values), known  # type: ignore[arg-type]
+
+    by_level = catalogue.memo_items(("item levels", attr), codes)
+    return catalogue.memo_items("item rows", index), by_level[0], by_level[1]
+
+
+def _positions(index: dict[str, int], values: pl.Series) -> np.ndarray:
+    """index[value] for each value (-1: not in it), by one C-level pass of dict lookups."""
+    get = index.get
+    return np.fromiter(map(get, values.to_list(), repeat(-1)), np.int64, values.len())

@@ -22,9 +22,9 @@ from feedrank.exceptions import ConfigError, FeedrankError
 from feedrank.features.encoder import Encoder
 from feedrank.features.examples import build_examples
 from feedrank.features.groups import ROWS_CHUNK, FeatureGroups, FeatureSpec
-from feedrank.features.history import History, Snapshot, T
+from feedrank.features.history import History, Snapshot, T, item_levels
 from feedrank.models.base import Recommender, Scorer, has_events, sigmoid
-from feedrank.models.linear import CONTEXT_COLUMNS, LinearScorer
+from feedrank.models.linear import CONTEXT_COLUMNS, ItemSide, LinearScorer, UserTerms
 from feedrank.settings import Settings
 from feedrank.views.site import SiteData
 from feedrank.views.view import View
@@ -206,14 +206,19 @@ class GLMScorer(Scorer):
 
     model: GLMRecommender
 
-    def _snapshot(self, user_ids: Sequence[str], histories: pl.DataFrame) -> Snapshot:
+    def _snapshot(
+        self,
+        user_ids: Sequence[str],
+        histories: pl.DataFrame,
+        profiles: pl.DataFrame | None = None,
+    ) -> Snapshot:
         m = self.model
         types = sorted(
             set(m.spec_.types) | set(self.view.types) | set(histories["type"].unique().to_list())
         )
         return Snapshot(
             histories,
-            self.view.profiles(user_ids),
+            self.view.profiles(user_ids) if profiles is None else profiles,
             self.view.catalogue,
             self.settings,
             m.spec_.share_attributes,
@@ -221,31 +226,33 @@ class GLMScorer(Scorer):
             types,
         )
 
-    def _linear(self, user_ids: Sequence[str], histories: pl.DataFrame) -> LinearScorer:
+    def _linear(
+        self,
+        user_ids: Sequence[str],
+        histories: pl.DataFrame,
+        profiles: pl.DataFrame | None = None,
+    ) -> LinearScorer:
         m = self.model
-        groups = FeatureGroups(m.spec_, self._snapshot(user_ids, histories))
+        groups = FeatureGroups(m.spec_, self._snapshot(user_ids, histories, profiles))
         return LinearScorer(groups, m.encoder_, m.coef_, m.intercept_, self.view.at)
 
-    def _item_part(self, linear: LinearScorer, item_ids: np.ndarray) -> np.ndarray:
-        """The item terms of the logit, computed once per catalogue for every candidate; a
-        subset of the candidates (rules, a re-rank) is gathered from them."""
-        catalogue = self.view.catalogue
-        cand = self.view.candidates()
-        full = catalogue.memo(
-            ("glm-items", self.model.fit_id_), lambda: linear.item_part(cand, catalogue.as_of)
-        )
-        if len(item_ids) == len(cand) and np.array_equal(item_ids, cand):
-            return full
-        pos = np.searchsorted(cand, item_ids)  # candidates are sorted by id
-        pos = np.minimum(pos, len(cand) - 1)
-        if len(cand) and np.array_equal(cand[pos], item_ids):
-            return full[pos]
-        return linear.item_part(item_ids, catalogue.as_of)
-
-    def prepare(self) -> GLMScorer:
+    def _item_side(self) -> ItemSide:
+        """The item terms of the logit for every candidate, computed once per catalogue (off
+        the request path: `prepare`) and shared read-only by every request."""
         from feedrank.schema import empty_events
 
-        self._item_part(self._linear([], empty_events()), self.view.candidates())
+        catalogue = self.view.catalogue
+        return catalogue.memo(
+            ("glm-items", self.model.fit_id_),
+            lambda: self._linear([], empty_events()).item_side(
+                self.view.candidates(), catalogue.as_of
+            ),
+        )
+
+    def prepare(self) -> GLMScorer:
+        self._item_side()
+        for attr in self.model.spec_.share_attributes:  # what a request's share lookups read
+            item_levels(self.view.catalogue, attr)
         return self
 
     def score_users(
@@ -256,11 +263,60 @@ class GLMScorer(Scorer):
     def ranking_scores(
         self, user_ids: Sequence[str], histories: pl.DataFrame, item_ids: np.ndarray
     ) -> np.ndarray:
-        """Logits: the probabilities' order, without computing a probability per pair."""
-        linear = self._linear(user_ids, histories)
-        z = linear.logits(list(user_ids), item_ids, self._item_part(linear, item_ids))
-        z[~has_events(user_ids, histories)] = np.nan  # nothing known of the user: no signal
+        """Logits: the probabilities' order, without computing a probability per pair. The
+        item terms come from the catalogue's side (items outside the candidates get their
+        own); one user's terms are kept with it while their history and profile stay the
+        same, so their next request (a page, a re-rank) only gathers."""
+        users = list(user_ids)
+        side = self._item_side()
+        pos = side.find(item_ids)
+        if pos is None:
+            linear = self._linear(users, histories)
+            side = linear.item_side(item_ids, self.view.catalogue.as_of)
+            z = linear.user_terms(users, side).logits(side, np.arange(len(item_ids)))
+        else:
+            z = self._user_terms(users, histories, side).logits(side, pos)
+        z[~has_events(users, histories)] = np.nan  # nothing known of the user: no signal
         return z
+
+    def _user_terms(self, users: list[str], histories: pl.DataFrame, side: ItemSide) -> UserTerms:
+        if len(users) != 1:  # a batch: scored once
+            return self._linear(users, histories).user_terms(users, side)
+        profiles = self.view.profiles(users)
+        key = self._user_key(users[0], histories, profiles)
+        return side.user_terms(
+            key, lambda: self._linear(users, histories, profiles).user_terms(users, side)
+        )
+
+    def _user_key(self, user: str, history: pl.DataFrame, profiles: pl.DataFrame) -> Any:
+        """What a user's terms depend on besides the catalogue: the view's time, their history
+        (its size and newest event: histories only grow, and an erasure is a new catalogue)
+        and their profile's values."""
+        newest = history["timestamp"].max() if history.height else None
+        mine = profiles.filter(pl.col("user_id") == user).to_dicts()
+        profile = sorted((k, repr(v)) for k, v in mine[-1].items() if v is not None) if mine else []
+        return (user, self.view.at, history.height, newest, tuple(profile))
+
+    def prepare_users(self, user_ids: Sequence[str], batch_size: int = 512) -> int:
+        """Compute and keep these users' terms as of the view's time, a block of users at a
+        time (a server's warm-up, off the request path: a request of theirs then only
+        gathers); how many were kept."""
+        side = self._item_side()
+        users = list(user_ids)
+        for start in range(0, len(users), batch_size):
+            chunk = users[start : start + batch_size]
+            hist = self.view.histories(chunk)
+            profiles = self.view.profiles(chunk)
+            terms = self._linear(chunk, hist, profiles).user_terms(chunk, side)
+            by_user = hist.partition_by("user_id", as_dict=True, maintain_order=True)
+            for r, u in enumerate(chunk):
+                mine = by_user.get((u,), hist.clear())
+                side.keep_user(self._user_key(u, mine, profiles), terms.row(r))
+        return len(users)
+
+    def kept_users(self, n: int) -> list[str]:
+        """The users whose terms were most recently asked for over this catalogue."""
+        return list(dict.fromkeys(key[0] for key in self._item_side().kept_users(n)))
 
     def reported(self, ranked: np.ndarray) -> np.ndarray:
         return sigmoid(ranked)

@@ -9,15 +9,16 @@ eligible items by (source, boosted score, id): the exhaustive oracle of the test
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
-from feedrank.models.base import best_of, block_users, seen_mask
+from feedrank.models.base import best_of, block_users
 from feedrank.serving.rules import Rules, Selection, check_caps, select
+from feedrank.settings import Settings
 
 if TYPE_CHECKING:
     from feedrank.models.base import Scorer
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 # A source of a list: its name (or per-user names, from the users) and its scorer.
 Source = tuple["str | Callable[[list[str]], list[str]]", "Scorer"]
 
+CAPPED_FIRST = 8  # under max_per, a source's first 8 x (offset + k) items are listed first
+CAPPED_MIN = 64  # ... and at least this many
 SCHEMA = {
     "user_id": pl.String,
     "rank": pl.Int32,
@@ -68,7 +71,7 @@ def rank_users(
     """Each user's top-k eligible items under `rules`, filled from `sources` in order."""
     check_caps(view.catalogue, rules)
     sel = select(view.catalogue, rules)
-    caps = [(f, _values(view.catalogue, sel.items, f)) for f, _ in rules.max_per]
+    caps = [(f, _value_map(view.catalogue, f)) for f, _ in rules.max_per]
     counts = {"negative feedback": 0}
     if rules.exclude_seen:
         counts["exclude_seen"] = 0
@@ -98,12 +101,25 @@ def _blocked(
 ) -> np.ndarray:
     """Per user and eligible item: whether the user said no to it or (with exclude_seen)
     already knows it."""
-    said_no = hist.filter(pl.col("type").is_in(list(negative_types)))
-    negative = seen_mask(said_no, users, sel.items)
+    # the users' item events (Settings.seen_expr) found in the sorted selection by binary
+    # search, not by joining a frame of every eligible item
+    known = hist.filter(Settings.seen_expr())
+    n, m = len(users), len(sel.items)
+    negative = np.zeros((n, m), dtype=bool)
+    seen = np.zeros((n, m), dtype=bool)
+    if known.height and m:
+        row_of = {u: r for r, u in enumerate(users)}
+        who = known["user_id"].to_list()
+        rows = np.fromiter((row_of.get(u, -1) for u in who), np.int64, len(who))
+        ids = known["item_id"].to_numpy().astype(object)
+        cols = np.minimum(np.searchsorted(sel.items, ids), m - 1)
+        ok = (rows >= 0) & (sel.items[cols] == ids)
+        said_no = ok & np.isin(known["type"].to_numpy().astype(object), list(negative_types))
+        negative[rows[said_no], cols[said_no]] = True
+        seen[rows[ok], cols[ok]] = True
     counts["negative feedback"] += int(negative.sum())
     if not rules.exclude_seen:
         return negative
-    seen = seen_mask(hist, users, sel.items)
     counts["exclude_seen"] += int((seen & ~negative).sum())
     return negative | seen
 
@@ -116,18 +132,72 @@ def _rank_block(
     blocked: np.ndarray,
     rules: Rules,
     k: int,
-    caps: list[tuple[str, list[Any]]],
+    caps: list[tuple[str, dict[str, Any]]],
     counts: dict[str, int],
 ) -> pl.DataFrame:
     need = rules.offset + k
+    m = len(sel.items)
+    # Under a cap a list may skip many items: each source's best `first` are listed, and a
+    # user whose page they cannot fill is listed again with every item.
+    first = min(m, max(CAPPED_FIRST * need, CAPPED_MIN)) if caps else m
+    lists = _choose(sources, users, hist, sel, blocked, rules, need, bool(caps), first)
+    out: list[dict[str, Any]] = []
+    ids = sel.items
+    for r, u in enumerate(users):
+        chosen, scores, labels, cut = lists[r]
+        mine: dict[str, int] = {}
+        # lazily: the cap stops reading once the page is full
+        values = ([vals.get(ids[i]) for _, vals in caps] for i in chosen)
+        keep = capped(values, rules, need, mine)
+        if len(keep) < need and cut:
+            part = hist.filter(pl.col("user_id") == u)
+            again = _choose(sources, [u], part, sel, blocked[r : r + 1], rules, need, True, m)
+            chosen, scores, labels, _ = again[0]
+            mine = {}
+            values = ([vals.get(ids[i]) for _, vals in caps] for i in chosen)
+            keep = capped(values, rules, need, mine)
+        for c, n in mine.items():
+            counts[c] = counts.get(c, 0) + n
+        for rank, pos in enumerate(keep[rules.offset : need], start=1):
+            out.append(
+                {
+                    "user_id": u,
+                    "rank": rank,
+                    "item_id": ids[chosen[pos]],
+                    "score": scores[pos],
+                    "source": labels[pos],
+                }
+            )
+    return pl.DataFrame(out, schema=SCHEMA)
+
+
+def _choose(
+    sources: Sequence[Source],
+    users: list[str],
+    hist: pl.DataFrame,
+    sel: Selection,
+    blocked: np.ndarray,
+    rules: Rules,
+    need: int,
+    capped: bool,
+    limit: int,
+) -> list[tuple[list[int], list[float], list[str], bool]]:
+    """Per user: eligible item positions, best first, with their scores and sources, and
+    whether a source's list was cut at `limit` (what follows it is then unknown). Without
+    caps a user needs `need` items; with caps, every item, or a source's first `limit`."""
     n, m = len(users), len(sel.items)
-    # per user: chosen item positions and their scores and sources, best first
     chosen: list[list[int]] = [[] for _ in users]
     scores: list[list[float]] = [[] for _ in users]
     labels: list[list[str]] = [[] for _ in users]
+    cut = [False] * n
     taken = blocked.copy()  # masked or already listed
     for name, scorer in sources:
-        todo = [r for r in range(n) if len(chosen[r]) < (m if caps else need)]
+        full = np.asarray(taken.all(axis=1))  # nothing left: no later source can add
+        todo = [
+            r
+            for r in range(n)
+            if len(chosen[r]) < (m if capped else need) and not full[r] and not cut[r]
+        ]
         if not todo:
             break
         rows = [users[r] for r in todo]
@@ -136,39 +206,32 @@ def _rank_block(
         # a boost multiplies the reported score (a probability, not the GLM's logit)
         ranked = boosted(scorer.reported(raw), sel.factor) if rules.boosts else raw
         ranked[~np.isfinite(ranked) | taken[todo]] = -np.inf
-        want = m if caps else min(m, max(need - min(len(chosen[r]) for r in todo), 1))
+        short = min(len(chosen[r]) for r in todo)
+        want = limit if capped else min(m, max(need - short, 1))
         idx, vals = best_of(ranked, want)
         reported = vals if rules.boosts else scorer.reported(vals)
         names = [name] * len(todo) if isinstance(name, str) else name(rows)
         for j, r in enumerate(todo):
             ok = np.isfinite(vals[j])
-            got = idx[j][ok][: (m if caps else need - len(chosen[r]))]
+            got = idx[j][ok][: (m if capped else need - len(chosen[r]))]
+            # a full list short of every item: the source has more, ranked below these
+            cut[r] = capped and len(got) == want < int((~taken[r]).sum())
             chosen[r] += got.tolist()
             scores[r] += reported[j][ok][: len(got)].tolist()
             labels[r] += [names[j]] * len(got)
             taken[r, got] = True
-    out: list[dict[str, Any]] = []
-    for r, u in enumerate(users):
-        keep = capped([[vals[i] for _, vals in caps] for i in chosen[r]], rules, need, counts)
-        for rank, pos in enumerate(keep[rules.offset : need], start=1):
-            out.append(
-                {
-                    "user_id": u,
-                    "rank": rank,
-                    "item_id": sel.items[chosen[r][pos]],
-                    "score": scores[r][pos],
-                    "source": labels[r][pos],
-                }
-            )
-    return pl.DataFrame(out, schema=SCHEMA)
+    return [(chosen[r], scores[r], labels[r], cut[r]) for r in range(n)]
 
 
-def capped(values: list[list[Any]], rules: Rules, need: int, counts: dict[str, int]) -> list[int]:
+def capped(
+    values: Iterable[list[Any]], rules: Rules, need: int, counts: dict[str, int]
+) -> list[int]:
     """Positions of a ranked list kept under the max_per caps (greedy: the best item of a
     value first), up to `need`; `values` holds each item's value of each capped field (None:
-    no value, never capped). Counts the items each cap skipped."""
+    no value, never capped), read only as far as the page needs. Counts the items each cap
+    skipped."""
     if not rules.max_per:
-        return list(range(min(need, len(values))))
+        return list(range(min(need, sum(1 for _ in values))))
     used: list[dict[Any, int]] = [{} for _ in rules.max_per]
     keep = []
     for pos, vals in enumerate(values):
@@ -207,7 +270,7 @@ def _value_map(catalogue: Catalogue, name: str) -> dict[str, Any]:
         rows = catalogue.items.select("item_id", name).iter_rows()
         return {i: tuple(v) if isinstance(v, list) else v for i, v in rows}
 
-    return catalogue.memo(("values", name), build)
+    return catalogue.memo_items(("values", name), build)
 
 
 def items_out(
@@ -227,9 +290,3 @@ def items_out(
             row["reasons"] = why[rank - 1] if rank - 1 < len(why) else []
         rows.append(row)
     return rows
-
-
-def _values(catalogue: Catalogue, ids: np.ndarray, name: str) -> list[Any]:
-    """Each eligible item's value of `name` (None: no value, never capped)."""
-    values = _value_map(catalogue, name)
-    return [values.get(i) for i in ids.tolist()]

@@ -32,6 +32,7 @@ from feedrank.schema import parse_timestamps, to_timestamp
 from feedrank.views.catalogue import Catalogue
 
 MEMO_RULE_SETS = 64  # selections (filters + boosts) kept per catalogue: memory stays bounded
+REWARM_RULE_SETS = 8  # the most recent rule sets a refresh computes for the new catalogue
 RANGE_OPS = ("<=", ">=", "<", ">")
 OPS = ("!=", *RANGE_OPS, "=")  # longest first: '<=' before '<', '!=' before '='
 AGE = "age"  # a virtual field: the item's age at the catalogue's time
@@ -120,10 +121,8 @@ def select(catalogue: Catalogue, rules: Rules) -> Selection:
     """The eligible candidates of `catalogue` under `rules`. Filters and boosts are kept per
     catalogue and rule set; a request's own id lists (exclude, include) are applied to that,
     so they never fill the catalogue's memo."""
-    # their own bounded memo: many rule sets must not evict a model's per-catalogue work
-    memo = catalogue.memo("rule selections", lambda: _Bounded(MEMO_RULE_SETS))
     key = (rules.filters, rules.boosts)
-    sel = memo.get(key, lambda: _select(catalogue, rules.filters, rules.boosts))
+    sel = _memo(catalogue, rules).get(key, lambda: _select(catalogue, rules.filters, rules.boosts))
     if not rules.exclude and rules.include is None:
         return sel
     keep = np.ones(len(sel.items), dtype=bool)
@@ -140,6 +139,42 @@ def select(catalogue: Catalogue, rules: Rules) -> Selection:
     return Selection(sel.items[keep], sel.factor[keep], sel.boosts, removed)
 
 
+def selection_ready(catalogue: Catalogue, rules: Rules) -> bool:
+    """Whether `select` has this rule set's filters and boosts at hand (no work to do)."""
+    return (rules.filters, rules.boosts) in _memo(catalogue, rules)
+
+
+def rewarm(old: Catalogue, new: Catalogue, n: int = REWARM_RULE_SETS) -> int:
+    """Compute on `new` the selections of the rule sets most recently used on `old` (a
+    server's refresh does this off the request path); how many it computed."""
+    done = 0
+    for aged in (False, True):
+        if not old.memoised(_SELECTIONS[aged]):
+            continue
+        for filters, boosts in _selections(old, aged).recent(n):
+            rules = Rules(filters=filters, boosts=boosts)
+            if not selection_ready(new, rules):
+                select(new, rules)
+                done += 1
+    return done
+
+
+def _memo(catalogue: Catalogue, rules: Rules) -> _Bounded:
+    """The bounded memo of a rule set's selection: their own, so that many rule sets never
+    evict a model's per-catalogue work. A selection depends on the items and which of them
+    may be served (kept across catalogues while those stay the same), and, with an `age`
+    filter, on the catalogue's time (kept per catalogue)."""
+    return _selections(catalogue, any(c.field == AGE for c in rules.filters))
+
+
+_SELECTIONS = {False: "rule selections", True: "rule selections by age"}
+
+
+def _selections(catalogue: Catalogue, aged: bool) -> _Bounded:
+    memo = catalogue.memo if aged else catalogue.memo_items
+    return memo(_SELECTIONS[aged], lambda: _Bounded(MEMO_RULE_SETS))
+
+
 class _Bounded:
     """A small thread-safe memo, least recently used out first."""
 
@@ -147,6 +182,15 @@ class _Bounded:
         self.capacity = capacity
         self._d: OrderedDict[Any, Selection] = OrderedDict()
         self._lock = threading.Lock()
+
+    def __contains__(self, key: Any) -> bool:
+        with self._lock:
+            return key in self._d
+
+    def recent(self, n: int) -> list[Any]:
+        """The n most recently used keys, the most recent first."""
+        with self._lock:
+            return list(reversed(self._d))[:n]
 
     def get(self, key: Any, compute: Callable[[], Selection]) -> Selection:
         with self._lock:

@@ -160,6 +160,12 @@ class Store(ABC):
     def user_counts(self, user_ids: Sequence[str] | None = None) -> pl.DataFrame:
         """Events per (user, type, value) with their first and last time: USER_COUNT_COLUMNS."""
 
+    def newest_event_time(self) -> datetime | None:
+        """The newest stored event's time (None: no event), from the counters; backends answer
+        it without reading every user's counters."""
+        newest = self.user_counts()["last_ts"].max()
+        return newest  # type: ignore[return-value]
+
     # -- change feed -------------------------------------------------------------------------------
     @abstractmethod
     def watermark(self) -> Watermark:

@@ -450,6 +450,11 @@ class SQLiteStore(Store):
         )
         return _to_time(df, "first_ts", "last_ts")
 
+    def newest_event_time(self) -> datetime | None:
+        with self._read() as c:
+            (us,) = c.execute(f"SELECT {_clamped('MAX(last_ts)')} FROM user_counts").fetchone()
+        return None if us is None else _time(us)
+
     # -- change feed -------------------------------------------------------------------------------
     def watermark(self) -> Watermark:
         with self._read() as c:

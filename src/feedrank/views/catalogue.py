@@ -52,13 +52,14 @@ class Catalogue:
         self.as_of = as_of
         self.version = next(_versions)
         self._memo: dict[Any, Any] = {}
+        self._items_memo: dict[Any, Any] = {}  # work that depends on the items only
         self._lock = threading.Lock()
 
     def candidates(self) -> np.ndarray:
         """Ids of the items that may be served as of the catalogue's time, sorted: created at or
         before it (or of unknown creation time), not `hidden`, and not past `available_until`.
         Every model, fallback and path ranks these only, so a hidden item is never served."""
-        return self.memo(
+        return self.memo_items(
             "candidates",
             lambda: (
                 self.items.filter(self.exists() & ~self.withdrawn())["item_id"]
@@ -69,7 +70,7 @@ class Catalogue:
 
     def item_ids(self) -> frozenset[str]:
         """Every item's id (served or not), for membership tests."""
-        return self.memo("item_ids", lambda: frozenset(self.items["item_id"].to_list()))
+        return self.memo_items("item_ids", lambda: frozenset(self.items["item_id"].to_list()))
 
     def exists(self) -> pl.Expr:
         """Items created at or before the catalogue's time (or of unknown creation time)."""
@@ -91,15 +92,26 @@ class Catalogue:
     def memo(self, key: Any, compute: Callable[[], T_]) -> T_:
         """compute() once per catalogue and key (thread-safe; the lock is not held while
         computing, so two first callers may both compute: the results are equal)."""
+        return _memo(self._memo, self._lock, key, compute)
+
+    def memo_items(self, key: Any, compute: Callable[[], T_]) -> T_:
+        """`memo` for work that depends on the items and on which of them may be served, not
+        on the counters (rule selections, candidates, attribute lookups): a catalogue that
+        `apply` makes from this one keeps it while no item changed or came in or out of
+        service."""
+        return _memo(self._items_memo, self._lock, key, compute)
+
+    def memoised(self, key: Any) -> bool:
+        """Whether `memo` or `memo_items` holds key (its work is done)."""
         with self._lock:
-            if key in self._memo:
-                return self._memo[key]  # type: ignore[no-any-return]
-        value = compute()
-        with self._lock:
-            self._memo.setdefault(key, value)
-            if len(self._memo) > 64:  # bounded: keys name models, and models come and go
-                self._memo.pop(next(iter(self._memo)))
-            return self._memo[key]  # type: ignore[no-any-return]
+            return key in self._memo or key in self._items_memo
+
+    def _served(self) -> np.ndarray:
+        """Per item: whether it exists and whether it is withdrawn, at the catalogue's time."""
+        return self.memo(
+            "served mask",
+            lambda: self.items.select(self.exists(), self.withdrawn()).to_numpy(),
+        )
 
     def apply(self, events: pl.DataFrame, items: pl.DataFrame, as_of: datetime) -> Catalogue:
         """A new catalogue with new events counted and upserted items replaced."""
@@ -117,13 +129,32 @@ class Catalogue:
                 [merged.join(items.select("item_id"), on="item_id", how="anti"), items],
                 how="diagonal_relaxed",
             )
-        return Catalogue(merged, counts, as_of)
+        new = Catalogue(merged, counts, as_of)
+        # Most refreshes bring events only: the items and what may be served stay the same,
+        # and so does the work that depends on them alone.
+        same_items = not items.height and new.items.height == self.items.height
+        if same_items and np.array_equal(new._served(), self._served()):
+            with self._lock:
+                new._items_memo = dict(self._items_memo)
+        return new
 
     @classmethod
     def from_events(cls, items: pl.DataFrame, events: pl.DataFrame, at: datetime) -> Catalogue:
         """The catalogue as of `at` from frames: events strictly before it, items that exist."""
         before = events.filter(pl.col("timestamp") < at)
         return cls(items, count_events(before), at)
+
+
+def _memo(memo: dict[Any, Any], lock: threading.Lock, key: Any, compute: Callable[[], T_]) -> T_:
+    with lock:
+        if key in memo:
+            return memo[key]  # type: ignore[no-any-return]
+    value = compute()
+    with lock:
+        memo.setdefault(key, value)
+        if len(memo) > 64:  # bounded: keys name models, and models come and go
+            memo.pop(next(iter(memo)))
+        return memo[key]  # type: ignore[no-any-return]
 
 
 def just_after(t: datetime | None) -> datetime:

@@ -137,8 +137,8 @@ def store_catalogue(store: Store) -> Catalogue:
     then (a live site's newest event is now anyway), and no stored event or item is in the
     catalogue's future."""
     items = store.items()
-    counts = store.user_counts()
-    return Catalogue(items, store.item_counts(), just_after(newest_time(counts["last_ts"], items)))
+    newest = pl.Series([store.newest_event_time()], dtype=pl.Datetime("us", "UTC"))
+    return Catalogue(items, store.item_counts(), just_after(newest_time(newest, items)))
 
 
 def serving_time(data: SiteData) -> datetime:

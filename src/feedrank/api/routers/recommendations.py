@@ -65,11 +65,15 @@ async def recommendations(
     rules = replace(rules, exclude_seen=exclude_seen)
     req = RecRequest(user_id, k, explain, model or None, rules)
     service = rt.recommending
-    # The fast path (about a millisecond) runs on the event loop; live scoring (tens of ms)
-    # goes to a worker thread so it never holds up other requests.
-    out = service.from_generation(state, req)
+    # The fast path (about a millisecond) runs on the event loop, unless its rule set is new
+    # to this catalogue; live scoring (milliseconds) goes to a worker thread, so neither holds
+    # up other requests.
+    if service.fast_path_ready(state, req):
+        out = service.from_generation(state, req)
+    else:
+        out = await rt.live(service.from_generation, state, req)
     if out is None:
-        out = await run_in_threadpool(service.live, state, req)
+        out = await rt.live(service.live, state, req)
     extra: dict[str, Any] = {}
     if explore > 0:
         seen = await run_in_threadpool(service.seen, user_id) if exclude_seen else set()
@@ -129,7 +133,7 @@ class RerankBody(BaseModel):
 async def session_recommendations(body: SessionBody, rt: Runtime = Depends(runtime)) -> Any:
     """Recommendations from a session's items: for an anonymous visitor, or blended into the
     history of a user who has little (`session.reason` says which)."""
-    out = await run_in_threadpool(
+    out = await rt.live(
         rt.recommending.session,
         rt.state,
         body.items,
@@ -147,7 +151,7 @@ async def rerank(body: RerankBody, rt: Runtime = Depends(runtime)) -> Any:
     """Exactly the items given, ordered for the user, with scores (and reasons with
     `explain`); unknown items are kept, last, marked `known: false`."""
     rules = Rules.parse(boost=body.boost)
-    out = await run_in_threadpool(
+    out = await rt.live(
         rt.recommending.rerank, rt.state, body.user_id, body.items, body.model, rules, body.explain
     )
     return JSONResponse(out)
