@@ -76,7 +76,9 @@ def test_rank_and_minmax_helpers() -> None:
 
 
 def test_hybrid_learns_the_informative_generator(pop_site: SiteData) -> None:
-    model = HybridRecommender(["popularity", "freshness"], n_candidates=15).fit(pop_site, SETTINGS)
+    model = HybridRecommender(["popularity", "freshness"], n_candidates=15, select="none").fit(
+        pop_site, SETTINGS
+    )
     table = model.coef_table()
     share = dict(table.select("source", "source_share").unique().iter_rows())
     assert share["popularity"] > 3 * share["freshness"]
@@ -84,6 +86,19 @@ def test_hybrid_learns_the_informative_generator(pop_site: SiteData) -> None:
     fresh_coef = table.filter(pl.col("source") == "freshness")["coefficient"].abs().max()
     assert pop_coef > 3 * fresh_coef
     assert set(table.columns) >= {"feature", "source", "coefficient", "std_error", "p_value"}
+
+
+def test_hybrid_chooses_the_informative_member(pop_site: SiteData) -> None:
+    """A known answer: clicks follow popularity alone, so forward selection on the inner
+    hold-out takes popularity first and leaves the noise (freshness) out; the choice and every
+    subset tried are kept with the model."""
+    model = HybridRecommender(["freshness", "popularity"], n_candidates=15).fit(pop_site, SETTINGS)
+    assert model.names_ == ["popularity"] and model.chosen_ == [1]
+    sel = model.selection_
+    assert sel.filter(pl.col("kept"))["members"].to_list() == ["popularity"]
+    first = dict(sel.filter(pl.col("step") == 1).select("members", "NDCG@10").iter_rows())
+    assert first["popularity"] > first["freshness"] + 0.05
+    assert set(model.coef_table()["source"]) == {"popularity"}
 
 
 def test_hybrid_contract(pop_site: SiteData, view: FrameView, tmp_path: Path) -> None:
