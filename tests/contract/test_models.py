@@ -45,6 +45,16 @@ class TestGLM(RecommenderContract):
         return make("glm")
 
 
+class TestGLMAffinity(TestGLM):
+    """The GLM with the latent user-by-author and user-by-content-type terms."""
+
+    def make_model(self) -> Recommender:
+        return make("glm", affinity=["author", "content_type"], affinity_rank=2)
+
+    def checkerboard_model(self) -> Recommender:
+        return make("glm", affinity=["content_type"], affinity_rank=1)
+
+
 class TestItemKNN(RecommenderContract):
     has_similar = True
 

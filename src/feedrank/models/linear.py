@@ -10,7 +10,7 @@ once per catalogue (views.catalogue.Catalogue.memo)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import numpy as np
@@ -51,8 +51,12 @@ class LinearScorer:
         at: datetime,
         position: int | None = 1,
         device: str | None = None,
+        level_terms: Sequence[tuple[str, str, Callable[[pl.Series], np.ndarray]]] = (),
     ) -> None:
+        """level_terms: more user x level columns (column, item attribute, levels -> users x
+        levels raw values), e.g. the GLM's affinity terms."""
         self.groups, self.encoder, self.coef, self.intercept = groups, encoder, coef, intercept
+        self.level_terms = list(level_terms)
         self.at = at
         self.context_row = pl.DataFrame(
             {T: [at], "position": [position], "device": [device]},
@@ -108,7 +112,8 @@ class LinearScorer:
         spec = self.groups.spec
         shares = [a for a in spec.share_attributes if f"user_share_{a}" in self.parts.names]
         crosses = [(a, b) for a, b in spec.crosses if cross_name(a, b) in self.parts.names]
-        attrs = list(dict.fromkeys([*shares, *(b for _, b in crosses)]))
+        terms = [(c, a, f) for c, a, f in self.level_terms if c in self.parts.names]
+        attrs = list(dict.fromkeys([*shares, *(b for _, b in crosses), *(a for _, a, _ in terms)]))
         if not attrs:  # one combination, no term
             return np.zeros((len(user_ids), 1)), np.zeros(len(item_ids), dtype=np.int64)
         items = self._item_attributes(item_ids, attrs)
@@ -120,6 +125,11 @@ class LinearScorer:
             share = self.groups.share_matrix(user_ids, levels, attr)
             values = self.partial(pl.DataFrame({col: share.ravel()}), [col])
             acc += np.take(values.reshape(share.shape), _codes(combos[attr], levels), axis=1)
+        for col, attr, values_of in terms:
+            levels = combos[attr].unique(maintain_order=True)
+            raw = values_of(levels)
+            values = self.partial(pl.DataFrame({col: raw.ravel()}), [col])
+            acc += np.take(values.reshape(raw.shape), _codes(combos[attr], levels), axis=1)
         for a, b in crosses:
             ua = ufeat[a].cast(pl.String)
             ua_levels, ib_levels = (
