@@ -19,6 +19,9 @@ with: its min-max normalised score and its rank discount 1 / log2(1 + rank).
   selection by NDCG@10), so a generator that adds nothing on validation is left out
   (`selection_` shows every subset tried). The chosen generators are refitted on all the data
   for serving.
+  Any model can be a member: the default pool adds `transition` to the collaborative, content
+  and popularity ones; `ltr` and `sasrec` (the neural extra) are members when named (each
+  costs its own fit twice: on the inner hold-out and on all the data).
 - `BlendRecommender` ("blend"): a fixed weighted sum of the generators' normalised scores
   (per-user min-max, or the rank discount).
 
@@ -135,6 +138,7 @@ class HybridRecommender(_Ensemble):
         self,
         generators: Sequence[GeneratorSpec] = (
             "ease",
+            "transition",
             "itemknn",
             "content",
             "popularity",
