@@ -219,7 +219,7 @@ def compare(
 ) -> None:
     split = loo_split(data, settings, seed) if kind == "loo" else last_n_split(data, settings, 1)
     print(f"\n== {name}: {data.events.height} events, {split.description}  [{machine()}]")
-    rows = []
+    rows = [_feedrank_row("popularity", {}, "baseline", split, settings)]
     tuned: dict[str, dict[str, Any]] = {}
     for family in TUNED:
         t0 = time.perf_counter()
