@@ -120,7 +120,7 @@ class GLMRecommender(Recommender):
         self.l1_ratio = l1_ratio
         self.max_levels = max_levels
         self.min_count = min_count
-        self.affinity = list(affinity)
+        self.affinity = [affinity] if isinstance(affinity, str) else list(affinity)
         self.affinity_rank = affinity_rank
         self.affinity_l2 = affinity_l2
 
