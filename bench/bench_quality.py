@@ -12,13 +12,24 @@ Peers: a plain NumPy EASE (closed form, l2 tuned), a plain "last three items -> 
 counter over every rated item (Polars; no parameters), implicit's ALS (factors and alpha
 tuned). feedrank: ease, als, transition (tuned), sasrec and ltr (defaults: tuning them costs
 minutes each).
+On the clickstream also the hybrids and the ranker over the seed's own signals
+(feedrank.evaluation.clickstream_eval.attribute_pool: the tuned EASE, popularity, the user's
+asset-type and business-unit profiles, transition): the hybrid chooses its members on its inner
+hold-out and its n_candidates/alpha are tuned on validation; the ranker takes three random
+inner hold-outs (folds=3), defaults otherwise. And the default hybrid (its members chosen).
+
+Then a generated site whose clicks carry a latent user-by-author term (feedrank.datasets.demo,
+author_affinity=3.0; temporal split, the last 7 days held out): held-out impressions' AUC of the
+GLM with and without its affinity term, the learned ranker (its scores as of the cut; plain,
+and with the affinity GLM as one more generator), popularity and the true click model.
 Then the scale of a fit: transition on a million events beside the plain counter.
 
-    .venv/bin/python bench/bench_quality.py [--small]
+    .venv/bin/python bench/bench_quality.py [--small] [--only SECTION ...]
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import tempfile
 import time
@@ -30,7 +41,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
-from _common import machine, parse_args
+from _common import machine
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
@@ -39,9 +50,12 @@ from feedrank.datasets.clickstream import (
     default_clickstream_dir,
     read_clickstream,
 )
+from feedrank.datasets.demo import generate_site
 from feedrank.datasets.sequences import sequential_site
+from feedrank.evaluation.clickstream_eval import attribute_pool
+from feedrank.evaluation.metrics import classification_metrics
 from feedrank.evaluation.offline import evaluate
-from feedrank.evaluation.splits import Split, last_n_split, loo_split
+from feedrank.evaluation.splits import Split, last_n_split, loo_split, temporal_split, time_cut
 from feedrank.models import make
 from feedrank.pipeline.tune import tune, validation_split
 from feedrank.schema import EVENT_COLUMNS
@@ -205,11 +219,13 @@ def compare(
 ) -> None:
     split = loo_split(data, settings, seed) if kind == "loo" else last_n_split(data, settings, 1)
     print(f"\n== {name}: {data.events.height} events, {split.description}  [{machine()}]")
-    rows = []
+    rows = [_feedrank_row("popularity", {}, "baseline", split, settings)]
+    tuned: dict[str, dict[str, Any]] = {}
     for family in TUNED:
         t0 = time.perf_counter()
         chosen = tune(data, settings, family, trials=4 if small else 8, split=kind, seed=seed)
         tune_s = time.perf_counter() - t0
+        tuned[family] = chosen.params
         rows.append(
             _feedrank_row(
                 family,
@@ -222,6 +238,8 @@ def compare(
     for family, params in UNTUNED.items():
         p = {**params, "epochs": 5} if small and family == "sasrec" else params
         rows.append(_feedrank_row(family, p, "defaults", split, settings))
+    if kind == "loo":  # the clickstream: its own signals
+        rows += seed_signals(data, settings, split, float(tuned["ease"]["l2"]), small, seed)
     for peer in PEERS:
         p, m = tuned_peer(peer, split, settings, seed)
         rows.append({"model": peer, "params": str(p) or "-", **m, "recommend_s": float("nan")})
@@ -244,8 +262,31 @@ def compare(
         )
 
 
+def seed_signals(
+    data: SiteData, settings: Settings, split: Split, l2: float, small: bool, seed: int
+) -> list[dict[str, Any]]:
+    """The hybrid (tuned) and the ranker over the seed's signals, and the default hybrid."""
+    pool = attribute_pool(l2)
+    fixed = {"generators": pool, "holdout": "random"}
+    t0 = time.perf_counter()
+    chosen = tune(
+        data, settings, "hybrid", trials=3 if small else 6, fixed=fixed, split="loo", seed=seed
+    )
+    note = f"tuned ({chosen.trials.height} trials, {time.perf_counter() - t0:.0f} s)"
+    return [
+        _feedrank_row("hybrid", chosen.params, note, split, settings, "seed's signals"),
+        _feedrank_row("ltr", {**fixed, "folds": 3}, "defaults", split, settings, "seed's signals"),
+        _feedrank_row("hybrid", {"holdout": "random"}, "default pool", split, settings),
+    ]
+
+
 def _feedrank_row(
-    family: str, params: dict[str, Any], source: str, split: Split, settings: Settings
+    family: str,
+    params: dict[str, Any],
+    source: str,
+    split: Split,
+    settings: Settings,
+    label: str = "",
 ) -> dict[str, Any]:
     ev = evaluate({family: make(family, **params)}, split, settings, K)
     model = ev.models[family]
@@ -256,14 +297,80 @@ def _feedrank_row(
     m = ev.table().row(0, named=True)
     if family == "ltr":
         source += f"; {model.summary()}"  # type: ignore[attr-defined]
+    if family in ("hybrid", "ltr"):
+        source += f"; members {model.names_}"  # type: ignore[attr-defined]
+    shown = {k: v for k, v in params.items() if k != "generators"}
     return {
-        "model": f"feedrank {family}",
-        "params": f"{source}: " + ", ".join(f"{k}={v}" for k, v in params.items()),
+        "model": f"feedrank {family}" + (f" ({label})" if label else ""),
+        "params": f"{source}: " + ", ".join(f"{k}={v}" for k, v in shown.items()),
         f"HR@{K}": m[f"HR@{K}"],
         f"NDCG@{K}": m[f"NDCG@{K}"],
         "fit_s": ev.fit_seconds[family],
         "recommend_s": rec_s,
     }
+
+
+def latent_site(small: bool) -> None:
+    """Held-out AUC on a site with a latent user-by-author term (see the module docstring)."""
+    site = (
+        generate_site(n_users=600, n_items=120, days=21, author_affinity=3.0)
+        if small
+        else generate_site(author_affinity=3.0)
+    )
+    data, s = site.site_data(), Settings()
+    split = temporal_split(data, s, time_cut(data, None, 7.0))
+    ex = split.examples
+    assert ex is not None
+    y = ex["label"].to_numpy()
+    print(f"\n== latent user-by-author site: {split.description}  [{machine()}]")
+    print(f"{ex.height} held-out impressions, positive rate {y.mean():.4f}")
+    glm_aff = {"kind": "glm", "name": "glm_affinity", "params": {"affinity": ["author"]}}
+    models = {
+        "popularity": make("popularity"),
+        "glm": make("glm"),
+        "glm, affinity author": make("glm", affinity=["author"]),
+        "ltr": make("ltr"),
+        "ltr + glm affinity": make(
+            "ltr", generators=["transition", "ease", "als", "popularity", glm_aff]
+        ),
+    }
+    ev = evaluate(models, split, s, K)
+    rows = []
+    for name in models:
+        if name in ev.probabilities:
+            auc = ev.probabilities[name]["roc_auc"]
+        else:  # a ranker: its scores of the held-out (user, item) pairs as of the cut
+            auc = scores_auc(ev.models[name], split, s)
+        rows.append(
+            {
+                "model": name,
+                "AUC": auc,
+                f"HR@{K}": ev.metric(name, f"HR@{K}"),
+                f"NDCG@{K}": ev.metric(name, f"NDCG@{K}"),
+                "fit_s": ev.fit_seconds.get(name, float("nan")),
+            }
+        )
+    truth = site.click_probability(ex.select("user_id", "item_id", "position", "timestamp"))
+    rows.append(
+        {"model": "truth (the click model)", "AUC": classification_metrics(y, truth)["roc_auc"]}
+    )
+    with pl.Config(tbl_rows=30, tbl_width_chars=200):
+        print(pl.DataFrame(rows, infer_schema_length=None))
+    glm = ev.models["glm, affinity author"]
+    print(glm.coef_table().filter(pl.col("feature").str.starts_with("affinity")))  # type: ignore[attr-defined]
+
+
+def scores_auc(model: Any, split: Split, settings: Settings) -> float:
+    ex = split.examples
+    assert ex is not None
+    users = ex["user_id"].unique().sort().to_list()
+    items = ex["item_id"].unique().sort().to_list()
+    S = model.at(split.view(settings)).score(users, items)
+    ui = {u: i for i, u in enumerate(users)}
+    ii = {v: i for i, v in enumerate(items)}
+    p = S[[ui[u] for u in ex["user_id"].to_list()], [ii[v] for v in ex["item_id"].to_list()]]
+    p = np.nan_to_num(p, nan=-np.inf)
+    return float(classification_metrics(ex["label"].to_numpy(), p)["roc_auc"])
 
 
 def scale(small: bool) -> None:
@@ -312,12 +419,26 @@ def scale(small: bool) -> None:
     )
 
 
+SECTIONS = ("clickstream", "chain", "movielens", "latent", "scale")
+
+
 def main() -> None:
-    args = parse_args(__doc__ or "")
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--small", action="store_true", help="a tiny input, to smoke-test")
+    parser.add_argument("--only", action="append", choices=SECTIONS, help="run these sections")
+    args = parser.parse_args()
+    only = set(args.only or SECTIONS)
     with threadpool_limits(2):
         for name, data, settings, kind in datasets(args.small):
-            compare(name, data, settings, kind, args.small)
-        scale(args.small)
+            section = (
+                "clickstream" if kind == "loo" else "chain" if "chain" in name else "movielens"
+            )
+            if section in only:
+                compare(name, data, settings, kind, args.small)
+        if "latent" in only:
+            latent_site(args.small)
+        if "scale" in only:
+            scale(args.small)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Issue 12: erasure leaves no trace. After DELETE /users/{id} (and `feedrank erase USER`) no
 file under the store's and the models' directories holds the user's id — the database, its WAL,
-ALS and user-kNN arrays, the frozen benchmark's Parquet files — and a second server on the
-same store stops using the user within a refresh."""
+ALS and user-kNN arrays, the frozen benchmark's Parquet files, and the sequence and ranking
+families of issue 14 (transition, the learned ranker with its ALS member, the hybrid, sasrec)
+— and a second server on the same store stops using the user within a refresh."""
 
 from __future__ import annotations
 
@@ -26,6 +27,12 @@ from .conftest import ADMIN, READ, eventually, settings_for
 from .sitebuild import MODELS, store_url
 
 API_USER, CLI_USER = "erase-me-7f3a9", "erase-me-cli-2b"
+NEW_FAMILIES = {  # issue 14's families, small: the test is about what their files hold
+    "transition": {},
+    "ltr": {"n_estimators": 20},
+    "hybrid": {"generators": ["transition", "als", "popularity"], "n_candidates": 20},
+    "sasrec": {"max_len": 10, "dim": 16, "epochs": 2},
+}
 
 
 def _traces(root: Path, user: str) -> list[str]:
@@ -67,9 +74,14 @@ def test_erasure_leaves_no_trace_and_every_server_follows(site: Path, store: Sto
     retrain(data, Settings(), registry, RetrainPolicy(test_days=2, kind="als"))  # + benchmark
     knn = train(data, Settings(), "userknn", test_days=2)
     registry.save(knn.model, "userknn", fallback=knn.fallback)
+    for kind, params in NEW_FAMILIES.items():
+        result = train(data, Settings(), kind, params, test_days=2)
+        registry.save(result.model, kind, fallback=result.fallback)
+    with_factors = [registry.root / "ltr", registry.root / "hybrid"]  # their ALS members
     for user in (API_USER, CLI_USER):  # the check can see the id where it is
         found = set(_traces(site, user))
         assert {"arrays.npz", "benchmark.parquet"} <= found and found & {"site.db", "site.db-wal"}
+        assert all(_traces(d, user) for d in with_factors), "ALS members hold the user's rows"
 
     with (
         TestClient(create_app(settings_for(site))) as a,

@@ -45,6 +45,16 @@ class TestGLM(RecommenderContract):
         return make("glm")
 
 
+class TestGLMAffinity(TestGLM):
+    """The GLM with the latent user-by-author and user-by-content-type terms."""
+
+    def make_model(self) -> Recommender:
+        return make("glm", affinity=["author", "content_type"], affinity_rank=2)
+
+    def checkerboard_model(self) -> Recommender:
+        return make("glm", affinity=["content_type"], affinity_rank=1)
+
+
 class TestItemKNN(RecommenderContract):
     has_similar = True
 
@@ -180,3 +190,31 @@ class TestTwoTower(RecommenderContract):
 
     def make_model(self) -> Recommender:
         return make("twotower", dim=8, max_iter=60)
+
+
+class TestBilinearCF(RecommenderContract):
+    """Collaborative item vectors: what a catalogue without attributes falls back to."""
+
+    dense = True
+
+    def make_model(self) -> Recommender:
+        return make("bilinear", vectors="cf", dim=8, max_iter=100)
+
+
+class TestTwoTowerCF(RecommenderContract):
+    dense = True
+
+    def make_model(self) -> Recommender:
+        return make("twotower", vectors="cf", dim=8, max_iter=60)
+
+
+class TestHybridAllMembers(TestHybrid):
+    """Every generator kept (no selection): the GLM alone weighs them."""
+
+    def make_model(self) -> Recommender:
+        return make("hybrid", generators=self.generators, n_candidates=10, select="none")
+
+    def checkerboard_model(self) -> Recommender:
+        return make(
+            "hybrid", generators=self.generators, n_candidates=10, holdout="random", select="none"
+        )

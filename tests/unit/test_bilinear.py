@@ -114,7 +114,9 @@ def test_random_projection_keeps_distances_roughly() -> None:
 
 
 def test_bad_vector_source_names_the_allowed_values() -> None:
-    with pytest.raises(ConfigError, match=r"vectors must be one of \['metadata', 'text', 'cf'\]"):
+    with pytest.raises(
+        ConfigError, match=r"vectors must be one of \['auto', 'metadata', 'text', 'cf'\]"
+    ):
         ItemEmbedder(source="images")
 
 

@@ -95,6 +95,30 @@ def test_one_user_at_a_time_equals_the_block(scorer: GLMScorer, users: list[str]
         np.testing.assert_allclose(one, block[r], rtol=RTOL, atol=1e-12)
 
 
+def test_affinity_terms_serve_as_training_computes_them(
+    small_data: SiteData, users: list[str]
+) -> None:
+    """A GLM with a user x author affinity term: the live logit (the term per author level,
+    kept with the items) equals training's path (predict_proba, features as of the view's time)."""
+    m = GLMRecommender(affinity=["author"], affinity_rank=2).fit(small_data, Settings())
+    sc = m.at(FrameView(small_data, Settings())).prepare()
+    items = sc.view.candidates()[::7]
+    fast = sc.ranking_scores(users[:20], sc.view.histories(users[:20]), items)
+    rows = pl.DataFrame(
+        {
+            "user_id": np.repeat(np.asarray(users[:20], dtype=object), len(items)),
+            "item_id": np.tile(items, 20),
+        }
+    ).with_columns(
+        pl.lit(sc.view.at).cast(pl.Datetime("us", "UTC")).alias(T),
+        position=pl.lit(1, pl.Int32),  # the context serving assumes
+        device=pl.lit(None, pl.String),
+    )
+    p = m.predict_proba(small_data, rows)
+    slow = np.log(p / (1 - p)).reshape(20, len(items))
+    np.testing.assert_allclose(fast, slow, rtol=1e-7, atol=1e-7)  # through a sigmoid and back
+
+
 class _OtherProfiles(View):
     """`base` with every user's gender changed: the same catalogue, other profiles."""
 

@@ -54,3 +54,15 @@ def test_tune_reports_every_trial_and_chooses_the_best() -> None:
     best = result.trials.filter(pl.col("chosen"))
     assert best["NDCG@10"][0] == result.trials["NDCG@10"].max()
     assert "seed 1000" in result.validation and "seed 0" in result.test
+
+
+def test_a_point_the_data_cannot_train_is_recorded_and_skipped() -> None:
+    """The GLM's affinity over `author` on a catalogue without authors: that trial says why it
+    could not be trained and is never chosen."""
+    result = tune(
+        DATA, SETTINGS, "glm", trials=4, split="loo", fixed={"alpha": 1e-3, "l1_ratio": 0.0}
+    )
+    failed = result.trials.filter(pl.col("note").is_not_null())
+    assert failed.height == 2 and not failed["chosen"].any()
+    assert failed["note"].str.contains("affinity must name item attributes").all()
+    assert result.params["affinity"] == []

@@ -18,6 +18,7 @@ probability ``sigmoid(z)``::
       + position_effect[pos]                        -log2(pos) / 3  (0 at 1, -1.0 at 8)
       + freshness_coef * log1p(item age in days)    freshness_coef = -0.3
       + author_quality[author(j)]                   ~ N(0, 0.4), drawn per seed
+      + user_author[u, author(j)]                   0 unless author_affinity > 0 (below)
 
 Table A, ``gender_content`` (the reference cell female/article is 0)::
 
@@ -41,6 +42,12 @@ Because both reference cells are 0, a logistic GLM given these terms, with one-h
 (gender x content type) and (age band x lang) cells and those two cells dropped, recovers the
 numbers as they are (defaults, seed 0: taste 2.98, freshness -0.296, position 8 -1.00, every
 cell within 0.3, the sparse ones being the least exact).
+
+With ``author_affinity`` = s > 0 users and authors get latent vectors (``affinity_dim`` = d
+standard normal coordinates each, drawn from a generator of their own, seeded by (seed, 1), so
+the rest of the site is the same draw) and ``user_author[u, a] = s * (U_u . A_a) / sqrt(d)``:
+a user-by-author affinity of standard deviation s that no user or item column carries (kept
+in ``DemoTruth.user_author``). With s = 0 (the default) the term is absent.
 
 ``taste[u]`` is the user's latent share of interest per content type, drawn as
 ``Dirichlet(4 * BASE_PREF[gender])``; it is not a column of `users` (a model must infer it from
@@ -232,15 +239,24 @@ def generate_site(
     seed: int = 0,
     start: datetime = datetime(2026, 1, 1, tzinfo=UTC),
     logging_policy: str = "recency",
+    author_affinity: float = 0.0,
+    affinity_dim: int = 3,
 ) -> DemoSite:
     """Simulate a site with a known click model (see the module docstring). A naive `start`
-    means UTC. `logging_policy` ("recency" or "uniform") is how slates are drawn."""
+    means UTC. `logging_policy` ("recency" or "uniform") is how slates are drawn;
+    `author_affinity` the standard deviation of the latent user-by-author term."""
     _check(
         logging_policy in LOGGING_POLICIES,
         f"logging_policy must be one of {sorted(LOGGING_POLICIES)}",
         logging_policy,
     )
     _check(n_users >= 1, "n_users must be >= 1", n_users)
+    _check(
+        math.isfinite(author_affinity) and author_affinity >= 0,
+        "author_affinity must be >= 0",
+        author_affinity,
+    )
+    _check(affinity_dim >= 1, "affinity_dim must be >= 1", affinity_dim)
     _check(days >= 1, "days must be >= 1", days)
     _check(slate_size >= 1, "slate_size must be >= 1", slate_size)
     _check(n_items >= slate_size, f"n_items must be >= slate_size ({slate_size})", n_items)
@@ -257,6 +273,12 @@ def generate_site(
     users, u = _users(rng, n_users, sessions_per_day)
     items, it = _items(rng, n_items, slate_size, start_us, days)
     author_quality = rng.normal(0.0, AUTHOR_QUALITY_SD, len(it.author_names))
+    user_author = None
+    if author_affinity > 0:  # its own generator: the site's other draws stay the same
+        arng = np.random.default_rng([seed, 1])
+        latent_u = arng.normal(size=(n_users, affinity_dim))
+        latent_a = arng.normal(size=(len(it.author_names), affinity_dim))
+        user_author = author_affinity * (latent_u @ latent_a.T) / math.sqrt(affinity_dim)
     truth = DemoTruth(
         intercept=INTERCEPT,
         gender_content={
@@ -276,10 +298,19 @@ def generate_site(
         user_taste=pl.DataFrame(
             {"user_id": users["user_id"]} | {c: u.taste[:, j] for j, c in enumerate(CONTENT_TYPES)}
         ),
+        user_author=None
+        if user_author is None
+        else pl.DataFrame(
+            {
+                "user_id": users["user_id"].to_numpy().repeat(len(it.author_names)),
+                "author": np.tile(np.asarray(it.author_names), n_users),
+                "effect": user_author.ravel(),
+            }
+        ),
     )
     events = _events(
         rng, u, it, author_quality, users["user_id"], items["item_id"], slate_size, start,
-        start_us, days, logging_policy,
+        start_us, days, logging_policy, user_author,
     )  # fmt: skip
     return DemoSite(users, items, events, truth, start, end, logging_policy)
 
@@ -497,6 +528,7 @@ def _events(
     start_us: int,
     days: int,
     logging_policy: str,
+    user_author: NDArray[np.float64] | None = None,
 ) -> pl.DataFrame:
     s_user, s_t = _sessions(rng, users, start, start_us, days)
     n_s, k = len(s_t), slate_size
@@ -524,6 +556,8 @@ def _events(
         + FRESHNESS_COEF * np.log1p(age_days)
         + author_quality[items.author[i_item]]
     )
+    if user_author is not None:
+        z = z + user_author[iu, items.author[i_item]]
     clicked = np.flatnonzero(rng.random(len(z)) < 1.0 / (1.0 + np.exp(-z)))
     c_sess, c_item = i_sess[clicked], i_item[clicked]
     c_ts = i_ts[clicked] + _delays_us(rng, len(clicked), *_CLICK_DELAY_S)

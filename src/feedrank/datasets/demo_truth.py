@@ -35,6 +35,8 @@ class DemoTruth:
     author_quality: author -> effect.
     user_taste: the latent taste, one row per user: user_id, then one Float64 column per content
         type (``article``, ``video``, ...) summing to 1.
+    user_author: the latent user-by-author term (user_id, author, effect), or None when the
+        site has none (author_affinity 0).
     """
 
     intercept: float
@@ -45,6 +47,7 @@ class DemoTruth:
     freshness_coef: float
     author_quality: dict[str, float]
     user_taste: pl.DataFrame
+    user_author: pl.DataFrame | None = None
 
     def logit(
         self,
@@ -57,10 +60,12 @@ class DemoTruth:
         position: ArrayLike | pl.Series,
         item_age_days: ArrayLike | pl.Series,
         author: ArrayLike | pl.Series,
+        user_author: ArrayLike | pl.Series | None = None,
     ) -> NDArray[np.float64]:
         """z of the true model, element-wise over equally long arrays, lists or Polars Series
-        (scalars broadcast). `taste` is the user's share for the item's content type. Unknown
-        categories raise."""
+        (scalars broadcast). `taste` is the user's share for the item's content type;
+        `user_author` the user-by-author term of each row (None: 0). Unknown categories
+        raise."""
         cols: dict[str, Any] = {
             "gender": gender,
             "content_type": content_type,
@@ -108,7 +113,10 @@ class DemoTruth:
             + self.freshness_coef * pl.col("item_age_days").cast(pl.Float64).log1p()
             + pl.col("author").replace_strict(self.author_quality, return_dtype=pl.Float64)
         ).to_series()
-        return z.to_numpy().astype(np.float64)
+        out = z.to_numpy().astype(np.float64)
+        if user_author is not None:
+            out = out + np.asarray(user_author, dtype=np.float64)
+        return out
 
 
 def age_band(age: pl.Expr) -> pl.Expr:
@@ -156,6 +164,16 @@ def evaluate(
             maintain_order="left",
         )
         .join(taste_long, on=["user_id", "content_type"], how="left", maintain_order="left")
+        .join(
+            truth.user_author
+            if truth.user_author is not None
+            else pl.DataFrame(
+                schema={"user_id": pl.String, "author": pl.String, "effect": pl.Float64}
+            ),
+            on=["user_id", "author"],
+            how="left",
+            maintain_order="left",
+        )
         .with_columns(
             age_band(pl.col("age")),
             item_age_days=(pl.col("timestamp") - pl.col("created_at")).dt.total_microseconds()
@@ -179,8 +197,9 @@ def evaluate(
         position=imp["position"].cast(pl.Float64).cast(pl.Int64),
         item_age_days=imp["item_age_days"],
         author=imp["author"],
+        user_author=imp["effect"].fill_null(0.0) if truth.user_author is not None else None,
     )
-    return imp.drop("age", "created_at").with_columns(
+    return imp.drop("age", "created_at", "effect").with_columns(
         z=pl.Series(z), p_click=pl.Series(1.0 / (1.0 + np.exp(-z)))
     )
 

@@ -10,7 +10,10 @@ one step, so it is smoothed co-occurrence); the learned hybrid and the learned r
 inner hold-out at random, as time carries no signal); and two blends with the
 business-unit content model whose weight is tuned on validation for HR@10 + business-unit hit
 rate (the seed's two goals, equally weighted): EASE's min-max scores + unit content, and the
-hybrid's rank discount + unit content."""
+hybrid's rank discount + unit content. Last, the hybrid over the seed's own signals
+(`attribute_pool`: EASE, popularity, the user's asset-type and business-unit profiles as
+content models, transition), which chooses its members on its inner hold-out and whose EASE
+l2 and GLM alpha are tuned on validation."""
 
 from __future__ import annotations
 
@@ -59,6 +62,27 @@ class ModelSpec:
         cls = model_class(self.kind)
         base = {**self.params, **(extra or {})}
         return lambda **p: cls(**{**base, **p})
+
+
+def attribute_pool(l2: float = 200.0) -> list[Any]:
+    """Generators for the seed's "next best asset": EASE (co-consumption), popularity, the
+    user's profile over asset types and over business units (content models on one column
+    each), and transition."""
+    return [
+        {"kind": "ease", "params": {"l2": l2}},
+        "popularity",
+        {
+            "kind": "content",
+            "name": "asset_type",
+            "params": {"metadata_columns": ["gated_asset_type"], "metadata_weight": 1.0},
+        },
+        {
+            "kind": "content",
+            "name": "unit",
+            "params": {"metadata_columns": ["business_unit"], "metadata_weight": 1.0},
+        },
+        "transition",
+    ]
 
 
 def _blend(
@@ -119,6 +143,16 @@ def default_specs() -> list[ModelSpec]:
             grid=[_blend(w, "hybrid", ("rank", "minmax")) for w in (0.1, 0.2, 0.3)],
             objective=hr_plus_bu,
             objective_name="HR@10 + BU hit rate",
+        ),
+        ModelSpec(
+            "hybrid over asset type, unit, ease, popularity, transition (tuned)",
+            "hybrid",
+            {"holdout": "random"},
+            grid=[
+                {"generators": attribute_pool(l2), "alpha": a}
+                for l2 in (50.0, 200.0)
+                for a in (1e-3, 1e-2, 1e-1)
+            ],
         ),
     ]
 
@@ -186,9 +220,16 @@ def _describe(params: dict[str, Any]) -> str:
     parts = []
     for k, v in params.items():
         if k == "generators":
-            v = [g["name"] if isinstance(g, dict) else g for g in v]
+            v = [_member(g) for g in v]
         parts.append(f"{k}={v}")
     return ", ".join(parts)
+
+
+def _member(spec: Any) -> str:
+    if not isinstance(spec, dict):
+        return str(spec)
+    params = spec.get("params", {})
+    return str(spec.get("name") or spec["kind"] + (f"{params}" if params else ""))
 
 
 def parse_models(names: str | None) -> list[ModelSpec]:

@@ -139,7 +139,7 @@ class BilinearRecommender(Recommender):
 
     def __init__(
         self,
-        vectors: str = "metadata",
+        vectors: str = "auto",
         dim: int = 32,
         source_dim: int = 300,
         reduction: str = "pca",

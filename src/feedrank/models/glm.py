@@ -19,6 +19,12 @@ if TYPE_CHECKING:
     import tabmat
 
 from feedrank.exceptions import ConfigError, FeedrankError
+from feedrank.features.affinity import (
+    LevelAffinity,
+    SnapshotAffinity,
+    asof_columns,
+    fit_affinities,
+)
 from feedrank.features.encoder import Encoder
 from feedrank.features.examples import build_examples
 from feedrank.features.groups import ROWS_CHUNK, FeatureGroups, FeatureSpec
@@ -82,7 +88,10 @@ def fit_logistic(
 
 
 class GLMRecommender(Recommender):
-    """Logistic GLM over user, item, history, user x item-attribute and context features."""
+    """Logistic GLM over user, item, history, user x item-attribute and context features; with
+    `affinity` (item attributes, e.g. ["author"]) also the latent user-by-level term of
+    features.affinity per attribute (`affinity_<attr>`, `affinity_own_<attr>`: point in time,
+    level factors of rank `affinity_rank` fitted on the training window)."""
 
     kind = "glm"
     probabilistic = True
@@ -95,13 +104,25 @@ class GLMRecommender(Recommender):
     n_examples_: int
     positive_rate_: float
 
+    affinity_: list[LevelAffinity]
+
     def __init__(
-        self, alpha: float = 1e-4, l1_ratio: float = 0.0, max_levels: int = 50, min_count: int = 5
+        self,
+        alpha: float = 1e-4,
+        l1_ratio: float = 0.0,
+        max_levels: int = 50,
+        min_count: int = 5,
+        affinity: Sequence[str] = (),
+        affinity_rank: int = 3,
+        affinity_l2: float = 0.3,
     ) -> None:
         self.alpha = alpha
         self.l1_ratio = l1_ratio
         self.max_levels = max_levels
         self.min_count = min_count
+        self.affinity = [affinity] if isinstance(affinity, str) else list(affinity)
+        self.affinity_rank = affinity_rank
+        self.affinity_l2 = affinity_l2
 
     # -- fitting -----------------------------------------------------------------------------------
     def fit(
@@ -111,6 +132,17 @@ class GLMRecommender(Recommender):
             raise ConfigError(f"l1_ratio must be in [0, 1]; got {self.l1_ratio}")
         if self.alpha < 0:
             raise ConfigError(f"alpha must be >= 0; got {self.alpha}")
+        if self.affinity and (int(self.affinity_rank) < 1 or not self.affinity_l2 > 0):
+            raise ConfigError(
+                "affinity_rank must be >= 1 and affinity_l2 > 0; got "
+                f"{self.affinity_rank} and {self.affinity_l2}"
+            )
+        missing = sorted(set(self.affinity) - set(data.items.columns))
+        if missing:
+            raise ConfigError(
+                f"affinity must name item attributes among {sorted(data.items.columns)}; got "
+                f"{missing}"
+            )
         settings = self._fitted_on(data, settings)
         self.spec_ = FeatureSpec.infer(data, settings)
         ex = examples if examples is not None else build_examples(data, settings)
@@ -120,7 +152,18 @@ class GLMRecommender(Recommender):
                 f"sampled non-engagements); got {ex.height} examples with labels "
                 f"{sorted(ex['label'].unique().to_list())}"
             )
-        raw = self._groups(data).rows(ex)
+        history = History(data, self.settings_, self.spec_.share_attributes)
+        groups = FeatureGroups(self.spec_, history)
+        raw = groups.rows(ex)
+        self.affinity_ = fit_affinities(
+            history.events,
+            data.items,
+            self.affinity,
+            self.spec_.exposure_types,
+            int(self.affinity_rank),
+            float(self.affinity_l2),
+        )
+        raw = self._with_affinity(raw, groups, ex)
         categorical = [
             *self.spec_.user_categoricals,
             *self.spec_.item_categoricals,
@@ -141,6 +184,19 @@ class GLMRecommender(Recommender):
     def _groups(self, data: SiteData) -> FeatureGroups:
         return FeatureGroups(self.spec_, History(data, self.settings_, self.spec_.share_attributes))
 
+    def _with_affinity(
+        self, raw: pl.DataFrame, groups: FeatureGroups, keys: pl.DataFrame
+    ) -> pl.DataFrame:
+        """The affinity columns of key rows, as of each row's time, beside the other features."""
+        if not self.affinity_:
+            return raw
+        history = groups.counters
+        assert isinstance(history, History), "training rows read a History"
+        extra = asof_columns(
+            self.affinity_, history.events, history.items, self.spec_.exposure_types, keys
+        )
+        return pl.concat([raw, extra], how="horizontal")
+
     # -- serving -----------------------------------------------------------------------------------
     def at(self, view: View) -> GLMScorer:
         return GLMScorer(self, view)
@@ -152,7 +208,9 @@ class GLMRecommender(Recommender):
         groups = self._groups(data)
         columns = [c.name for c in self.encoder_.columns_]
         logits = [  # a chunk's features at a time: never every row's at once
-            self.encoder_.partial_logit(groups.rows(chunk), columns, self.coef_)
+            self.encoder_.partial_logit(
+                self._with_affinity(groups.rows(chunk), groups, chunk), columns, self.coef_
+            )
             for chunk in rows.iter_slices(ROWS_CHUNK)
         ]
         logit = np.concatenate(logits) if logits else np.zeros(0)
@@ -188,8 +246,11 @@ class GLMRecommender(Recommender):
             "n_examples": self.n_examples_,
             "positive_rate": self.positive_rate_,
             "intercept": self.intercept_,
+            "affinity": [a.to_json() for a in self.affinity_],
         }
-        return meta, {"coef": self.coef_, "se": self.se_}
+        arrays = {"coef": self.coef_, "se": self.se_}
+        arrays.update({f"affinity_{i}": a.factors for i, a in enumerate(self.affinity_)})
+        return meta, arrays
 
     def _load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.spec_ = FeatureSpec.from_json(meta["spec"])
@@ -198,6 +259,10 @@ class GLMRecommender(Recommender):
         self.intercept_ = float(meta["intercept"])
         self.n_examples_ = int(meta["n_examples"])
         self.positive_rate_ = float(meta["positive_rate"])
+        self.affinity_ = [
+            LevelAffinity.from_json(d, arrays[f"affinity_{i}"])
+            for i, d in enumerate(meta.get("affinity", []))
+        ]
 
 
 class GLMScorer(Scorer):
@@ -233,8 +298,18 @@ class GLMScorer(Scorer):
         profiles: pl.DataFrame | None = None,
     ) -> LinearScorer:
         m = self.model
-        groups = FeatureGroups(m.spec_, self._snapshot(user_ids, histories, profiles))
-        return LinearScorer(groups, m.encoder_, m.coef_, m.intercept_, self.view.at)
+        snapshot = self._snapshot(user_ids, histories, profiles)
+        groups = FeatureGroups(m.spec_, snapshot)
+        terms = self._affinity(snapshot, user_ids).terms() if m.affinity_ else []
+        return LinearScorer(
+            groups, m.encoder_, m.coef_, m.intercept_, self.view.at, level_terms=terms
+        )
+
+    def _affinity(self, snapshot: Snapshot, user_ids: Sequence[str]) -> SnapshotAffinity:
+        m = self.model
+        return SnapshotAffinity(
+            m.affinity_, snapshot.events, snapshot.items, m.spec_.exposure_types, user_ids
+        )
 
     def _item_side(self) -> ItemSide:
         """The item terms of the logit for every candidate, computed once per catalogue (off
@@ -350,6 +425,12 @@ class GLMScorer(Scorer):
             },
         )
         raw = groups.rows(rows)
+        if m.affinity_:
+            snapshot = groups.counters
+            assert isinstance(snapshot, Snapshot), "explanations read a Snapshot"
+            levels = {a.attr: groups.item_levels(rows["item_id"], a.attr) for a in m.affinity_}
+            extra = self._affinity(snapshot, users).pairs(list(user_ids), levels)
+            raw = pl.concat([raw, extra], how="horizontal")
         weighted = m.encoder_.transform(raw).multiply(m.coef_).tocsc()
         slices = m.encoder_.column_slices()
         per_column = []  # (name, contribution per row, raw value per row)

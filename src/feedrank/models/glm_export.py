@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from feedrank.exceptions import ConfigError
 from feedrank.features.encoder import MISSING, OTHER, Column
 from feedrank.features.groups import FeatureGroups
 from feedrank.features.history import Snapshot, T
@@ -69,6 +70,11 @@ class GLMExport:
     def __init__(self, scorer: GLMScorer) -> None:
         self.scorer = scorer
         model = scorer.model
+        if model.affinity_:
+            raise ConfigError(
+                "a GLM exported to a search engine must have no affinity terms (the script does "
+                f"not compute them); got affinity={model.affinity}"
+            )
         enc, spec, coef = model.encoder_, model.spec_, model.coef_
         self.linear = scorer._linear([], _no_events())
         parts = self.linear.parts

@@ -10,9 +10,18 @@ with: its min-max normalised score and its rank discount 1 / log2(1 + rank).
   fit_logistic) on the standardised features learns how much each source counts, and
   `coef_table()` shows it. No leakage: inside `fit` one engaged item per user (with >= 2) is
   held out — the latest by timestamp (ties at random, seeded by `random_state`), or one at
-  random with holdout="random" (for data whose time carries no signal) — the generators are fitted on the rest, and the training rows are the candidates of those users
-  labelled by whether they are the held-out item. So a label is never seen by the generators
-  whose scores are its features. The generators are then refitted on all the data for serving.
+  random with holdout="random" (for data whose time carries no signal; `folds` such hold-outs,
+  each with its own seed, give more rows) — the generators are fitted on the rest, and the
+  training rows are the candidates of those users labelled by whether they are the held-out
+  item. So a label is never seen by the generators whose scores are its features. With
+  select="forward" (the default) the members are chosen on those rows first
+  (models.selection: a quarter of the held-out users judge each subset of generators, forward
+  selection by NDCG@10), so a generator that adds nothing on validation is left out
+  (`selection_` shows every subset tried). The chosen generators are refitted on all the data
+  for serving.
+  Any model can be a member: the default pool adds `transition` to the collaborative, content
+  and popularity ones; `ltr` and `sasrec` (the neural extra) are members when named (each
+  costs its own fit twice: on the inner hold-out and on all the data).
 - `BlendRecommender` ("blend"): a fixed weighted sum of the generators' normalised scores
   (per-user min-max, or the rank discount).
 
@@ -21,8 +30,7 @@ and per-user results agree."""
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 import numpy as np
@@ -31,166 +39,29 @@ import scipy.sparse as sp
 from scipy import stats
 
 from feedrank.exceptions import ConfigError
-from feedrank.models.base import Recommender, Scorer, seen_mask
+from feedrank.models.base import Recommender, has_events, seen_mask
+from feedrank.models.ensemble import (
+    GeneratorSpec,
+    _Ensemble,
+    _EnsembleScorer,
+    minmax_rows,
+    rank_rows,
+    resolve,
+)
 from feedrank.models.glm import fit_logistic, sigmoid
+from feedrank.models.selection import forward_select, subset_rows
 from feedrank.settings import Settings
 from feedrank.views.site import SiteData
 from feedrank.views.view import FrameView, View
 
-GeneratorSpec = str | Mapping[str, Any] | Recommender
-
-
-def resolve(spec: GeneratorSpec) -> tuple[str, Recommender]:
-    """A generator spec -> (name, an unfitted model): "kind", {"kind", "params", "name"}, or a
-    model instance (used as a template: it is copied, never fitted in place)."""
-    if isinstance(spec, Recommender):
-        return spec.kind, copy.deepcopy(spec)
-    from feedrank.models import make  # late: the registry names this module
-
-    kind, params, name = (
-        (spec, {}, spec)
-        if isinstance(spec, str)
-        else (spec.get("kind"), dict(spec.get("params", {})), spec.get("name", spec.get("kind")))
-    )
-    return str(name), make(str(kind), **params)
-
-
-def minmax_rows(S: np.ndarray, seen: np.ndarray) -> np.ndarray:
-    """Per row, (s - min) / (max - min) over the unseen columns (0 where a row is constant)."""
-    masked = np.where(seen, np.nan, S)
-    with np.errstate(all="ignore"):
-        lo = np.nanmin(masked, axis=1, keepdims=True)
-        hi = np.nanmax(masked, axis=1, keepdims=True)
-    lo, hi = np.nan_to_num(lo), np.nan_to_num(hi)
-    span = np.where(hi > lo, hi - lo, 1.0)
-    return np.where(hi > lo, (S - lo) / span, 0.0)
-
-
-def rank_rows(S: np.ndarray, seen: np.ndarray) -> np.ndarray:
-    """1-based rank of each column within its row among unseen columns; ties share the best rank
-    (so a constant generator ranks everything 1 and says nothing); seen columns come last."""
-    keyed = np.where(seen, -np.inf, S)
-    order = np.argsort(-keyed, axis=1, kind="stable")
-    ordered = np.take_along_axis(keyed, order, axis=1)
-    pos = np.arange(S.shape[1])[None, :]
-    new = np.ones(S.shape, dtype=bool)
-    new[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    start = np.maximum.accumulate(np.where(new, pos, 0), axis=1)
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, start + 1, axis=1)
-    return ranks
-
-
-class _Ensemble(Recommender):
-    """Shared machinery: generator specs, fitting clones, scoring them through one history
-    read, nested persistence."""
-
-    generators: Sequence[GeneratorSpec]
-    names_: list[str]
-    generators_: list[Recommender]
-
-    def _fit_generators(self, data: SiteData) -> list[Recommender]:
-        return [resolve(s)[1].fit(data, self.settings_) for s in self.generators]
-
-    def get_params(self) -> dict[str, Any]:
-        params = super().get_params()
-        params["generators"] = [_spec_json(s) for s in self.generators]
-        return params
-
-    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        metas, arrays = [], {}
-        for i, g in enumerate(self.generators_):
-            m, a = g.dump()
-            metas.append(m)
-            arrays.update({f"g{i}__{k}": v for k, v in a.items()})
-        return {"generators_fitted": metas, "names": self.names_}, arrays
-
-    def _drop_users(
-        self, meta: dict[str, Any], arrays: dict[str, np.ndarray], user_ids: set[str]
-    ) -> bool:
-        dropped = False
-        for i, (g, m) in enumerate(zip(self.generators_, meta["generators_fitted"], strict=True)):
-            prefix = f"g{i}__"
-            sub = {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
-            if g._drop_users(m, sub, user_ids):
-                arrays.update({f"{prefix}{k}": v for k, v in sub.items()})
-                dropped = True
-        return dropped
-
-    def _load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        from feedrank.models import model_class
-
-        self.names_ = list(meta["names"])
-        self.generators_ = []
-        for i, m in enumerate(meta["generators_fitted"]):
-            prefix = f"g{i}__"
-            sub = {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
-            self.generators_.append(model_class(m["kind"]).restore(m, sub))
-
-
-def _spec_json(spec: GeneratorSpec) -> Any:
-    if isinstance(spec, Recommender):
-        return {"kind": spec.kind, "params": spec.get_params()}
-    return dict(spec) if isinstance(spec, Mapping) else spec
-
-
-class _EnsembleScorer(Scorer):
-    """Scores every generator on one read of the users' histories. Scoring runs over the view's
-    candidates plus any requested item, so ranks and normalisations do not depend on which
-    items were asked for."""
-
-    model: _Ensemble
-
-    def __init__(self, model: _Ensemble, view: View, generators: Sequence[Recommender]) -> None:
-        super().__init__(model, view)
-        self.scorers = [g.at(view) for g in generators]
-
-    def prepare(self) -> _EnsembleScorer:
-        for sc in self.scorers:
-            sc.prepare()
-        return self
-
-    def _catalogue(self, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        asked = np.asarray(item_ids, dtype=object)
-        cat = self.view.candidates()
-        extra = asked[~np.isin(asked, cat)]
-        full = np.concatenate([cat, np.unique(extra)]) if extra.size else cat
-        pos = pl.DataFrame({"item_id": full}, schema={"item_id": pl.String}).with_row_index("__i")
-        cols = (
-            pl.DataFrame({"item_id": asked}, schema={"item_id": pl.String})
-            .join(pos, on="item_id", how="left", maintain_order="left")["__i"]
-            .to_numpy()
-        )
-        return full, cols
-
-    def features(
-        self, users: Sequence[str], histories: pl.DataFrame, items: np.ndarray, seen: np.ndarray
-    ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-        """Per generator, normalised scores and rank discounts; and per user, whether a
-        personal generator has a signal (else the ensemble has none: its answer would be
-        popularity or freshness under another name)."""
-        norm, ranks = [], []
-        personal = np.zeros(len(users), dtype=bool)
-        for sc in self.scorers:
-            raw = sc.score_users(users, histories, items).astype(np.float64)
-            if sc.model.personal:
-                personal |= np.isfinite(raw).any(axis=1)
-            S = np.nan_to_num(raw, nan=0.0, neginf=0.0)
-            norm.append(minmax_rows(S, seen))
-            ranks.append(rank_rows(S, seen))
-        return norm, ranks, personal
-
-    def recommend(
-        self,
-        user_ids: Sequence[str],
-        k: int = 10,
-        exclude_seen: bool = True,
-        batch_size: int | None = None,
-    ) -> pl.DataFrame:
-        # Few enough users that a block's feature tensor stays under ~4M cells.
-        cells = max(1, len(self.view.candidates()) * 2 * len(self.scorers))
-        step = min(batch_size or 512, max(1, 4_000_000 // cells))
-        return super().recommend(user_ids, k, exclude_seen, step)
+__all__ = [
+    "BlendRecommender",
+    "GeneratorSpec",
+    "HybridRecommender",
+    "minmax_rows",
+    "rank_rows",
+    "resolve",
+]
 
 
 class BlendRecommender(_Ensemble):
@@ -267,6 +138,7 @@ class HybridRecommender(_Ensemble):
         self,
         generators: Sequence[GeneratorSpec] = (
             "ease",
+            "transition",
             "itemknn",
             "content",
             "popularity",
@@ -277,6 +149,8 @@ class HybridRecommender(_Ensemble):
         max_train_users: int = 2000,
         random_state: int = 0,
         holdout: str = "latest",
+        select: str = "forward",
+        folds: int = 1,
     ) -> None:
         self.generators = list(generators)
         self.n_candidates = n_candidates
@@ -284,18 +158,20 @@ class HybridRecommender(_Ensemble):
         self.max_train_users = max_train_users
         self.random_state = random_state
         self.holdout = holdout
+        self.select = select
+        self.folds = folds
 
     # -- fitting -----------------------------------------------------------------------------------
-    def _holdout(self, data: SiteData) -> tuple[SiteData, pl.DataFrame]:
+    def _holdout(self, data: SiteData, fold: int = 0) -> tuple[SiteData, pl.DataFrame]:
         """One engaged item per user with >= 2: the latest ("latest"; ties at random, seeded)
-        or one at random ("random", seeded)."""
+        or one at random ("random", seeded by random_state + fold)."""
         last = (
             data.engagements(self.settings_)
             .group_by("user_id", "item_id")
             .agg(pl.col("timestamp").max())
             .sort("user_id", "item_id")
         )
-        rng = np.random.default_rng(self.random_state)
+        rng = np.random.default_rng(self.random_state + fold)
         last = last.with_columns(
             __key=pl.Series(rng.random(last.height)), __n=pl.len().over("user_id")
         )
@@ -324,31 +200,70 @@ class HybridRecommender(_Ensemble):
             raise ConfigError(f"holdout must be one of ['latest', 'random']; got '{self.holdout}'")
         if self.n_candidates < 1:
             raise ConfigError(f"n_candidates must be >= 1; got {self.n_candidates}")
-        self.names_ = [resolve(s)[0] for s in self.generators]
-        if len(set(self.names_)) != len(self.names_):
-            raise ConfigError(f"generator names must be distinct (give 'name'); got {self.names_}")
-        inner, held = self._holdout(data)
-        if held.is_empty():
+        select, folds = getattr(self, "select", "none"), int(getattr(self, "folds", 1))
+        if select not in ("forward", "none"):
+            raise ConfigError(f"select must be one of ['forward', 'none']; got '{select}'")
+        if folds < 1 or (folds > 1 and self.holdout != "random"):
             raise ConfigError(
-                f"the {self.kind} model needs users with >= 2 engaged items to learn its blend"
+                "folds must be 1, or more with holdout='random' (each fold hides another random "
+                f"item); got {folds} with holdout='{self.holdout}'"
             )
-        X, y, groups = self._candidate_rows(inner, held)
+        pool = [resolve(s)[0] for s in self.generators]
+        if len(set(pool)) != len(pool):
+            raise ConfigError(f"generator names must be distinct (give 'name'); got {pool}")
+        self.names_ = pool
+        X, y, groups, proposed = self._folds_rows(data, folds)
+        self.chosen_ = list(range(len(pool)))
+        self.selection_ = pl.DataFrame()
+        if select == "forward" and len(pool) > 1:
+            group = np.repeat(np.arange(len(groups)), groups)
+            self.chosen_, self.selection_ = forward_select(
+                X, y, group, proposed, pool, self._learner, seed=self.random_state
+            )
+        keep, cols = subset_rows(X, proposed, self.chosen_, 2)
+        groups = np.add.reduceat(keep, np.concatenate([[0], np.cumsum(groups)[:-1]]))
+        X, y, groups = X[np.ix_(keep, cols)], y[keep], groups[groups > 0]
+        self.names_ = [pool[g] for g in self.chosen_]
+        self._learn(X, y, groups)
+        self.n_train_rows_, self.positive_rate_ = len(y), float(y.mean())
+        self.generators_ = self._fit_generators(data, self.chosen_)
+        return self
+
+    def _folds_rows(
+        self, data: SiteData, folds: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every fold's candidate rows stacked (see _candidate_rows); users of different folds
+        are different groups."""
+        parts = []
+        for fold in range(folds):
+            inner, held = self._holdout(data, fold)
+            if held.is_empty():
+                raise ConfigError(
+                    f"the {self.kind} model needs users with >= 2 engaged items to learn its blend"
+                )
+            parts.append(self._candidate_rows(inner, held))
+        X, y, groups, proposed = (np.concatenate(p) for p in zip(*parts, strict=True))
         if y.sum() == 0 or y.sum() == len(y):
             raise ConfigError(
                 f"no held-out item is among the {self.n_candidates} candidates of any user: "
                 "raise n_candidates"
             )
-        self._learn(X, y, groups)
-        self.n_train_rows_, self.positive_rate_ = len(y), float(y.mean())
-        self.generators_ = self._fit_generators(data)
-        return self
+        return X, y, groups, proposed
+
+    def _learner(self, X: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """What forward selection fits per subset: the GLM over standardised features."""
+        mean, sd = X.mean(axis=0), X.std(axis=0)
+        scale = np.where(sd > 0, sd, 1.0)
+        Z = np.where(sd > 0, (X - mean) / scale, 0.0)
+        coef, intercept, _ = fit_logistic(sp.csr_matrix(Z), y, self.alpha, 0.0)
+        return lambda X2: np.asarray(((X2 - mean) / scale) @ coef + intercept)
 
     def _candidate_rows(
         self, inner: SiteData, held: pl.DataFrame
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Features of the held-out users' candidates (rows grouped by user, in order), whether
-        each is the held-out item, and the candidates per user; the generators fitted on
-        `inner`, which lacks the held-out items."""
+        each is the held-out item, the candidates per user, and which generators proposed each
+        row; the generators fitted on `inner`, which lacks the held-out items."""
         view = FrameView(inner, self.settings_)
         scorer = self.at(view, self._fit_generators(inner))
         items = view.candidates()
@@ -365,21 +280,28 @@ class HybridRecommender(_Ensemble):
             .to_numpy()
         )
         users = held["user_id"].to_list()
-        xs, ys, groups = [], [], []
+        xs, ys, groups, props = [], [], [], []
         cells = max(1, len(items) * 2 * len(self.generators))
         step = min(len(users), max(1, 4_000_000 // cells))
         for s in range(0, len(users), step):
             block = users[s : s + step]
             hist = view.histories(block)
             seen = seen_mask(hist, block, items)
-            X3, cand, _ = scorer.rows(block, hist, items, seen)
+            X3, P3, _ = scorer.design(block, hist, items, seen)
+            cand = P3.any(axis=2)
             y2 = np.zeros(seen.shape, dtype=bool)
             hc = held_col[s : s + step]
             y2[np.flatnonzero(hc >= 0), hc[hc >= 0]] = True
             xs.append(X3[cand])
             ys.append(y2[cand])
             groups.append(cand.sum(axis=1))
-        return np.concatenate(xs), np.concatenate(ys).astype(np.float64), np.concatenate(groups)
+            props.append(P3[cand])
+        return (
+            np.concatenate(xs),
+            np.concatenate(ys).astype(np.float64),
+            np.concatenate(groups),
+            np.concatenate(props),
+        )
 
     def _learn(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
         """The GLM over standardised features."""
@@ -423,10 +345,18 @@ class HybridRecommender(_Ensemble):
             "coefficient", descending=True
         )
 
+    def _selection_meta(self) -> dict[str, Any]:
+        return {"chosen": self.chosen_, "selection": self.selection_.to_dicts()}
+
+    def _load_selection(self, meta: dict[str, Any]) -> None:
+        self.chosen_ = [int(g) for g in meta.get("chosen", range(len(self.names_)))]
+        self.selection_ = pl.DataFrame(meta.get("selection", []))
+
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta, arrays = super()._state()
         meta.update(
             {
+                **self._selection_meta(),
                 "feature_names": self.feature_names_,
                 "intercept": self.intercept_,
                 "n_train_rows": self.n_train_rows_,
@@ -440,6 +370,7 @@ class HybridRecommender(_Ensemble):
 
     def _load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         super()._load_state(meta, arrays)
+        self._load_selection(meta)
         self.feature_names_ = list(meta["feature_names"])
         self.intercept_ = float(meta["intercept"])
         self.n_train_rows_ = int(meta["n_train_rows"])
@@ -451,21 +382,31 @@ class HybridRecommender(_Ensemble):
 class HybridScorer(_EnsembleScorer):
     model: HybridRecommender
 
-    def rows(
+    def design(
         self, users: Sequence[str], histories: pl.DataFrame, items: np.ndarray, seen: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Feature tensor (users x items x features), the candidate mask, and whether each
-        user has a personal signal (see features)."""
+        """Feature tensor (users x items x features), which generator proposes each unseen
+        item (users x items x generators), and whether each user has a personal signal."""
         norm, ranks, personal = self.features(users, histories, items, seen)
-        cand = np.zeros(seen.shape, dtype=bool)
-        for n, r in zip(norm, ranks, strict=True):
-            # A generator constant over a user's items proposes none of them.
-            cand |= (r <= self.model.n_candidates) & (n.max(axis=1, keepdims=True) > 0)
-        cand &= ~seen
+        proposed = np.stack(
+            [  # a generator constant over a user's items proposes none of them
+                (r <= self.model.n_candidates) & (n.max(axis=1, keepdims=True) > 0) & ~seen
+                for n, r in zip(norm, ranks, strict=True)
+            ],
+            axis=2,
+        )
         feats = []
         for n, r in zip(norm, ranks, strict=True):
             feats += [n, 1.0 / np.log2(1.0 + r)]
-        return np.stack(feats, axis=2), cand, personal
+        return np.stack(feats, axis=2), proposed, personal
+
+    def rows(
+        self, users: Sequence[str], histories: pl.DataFrame, items: np.ndarray, seen: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Feature tensor, the candidate mask (the union of the generators' proposals), and
+        whether each user has a personal signal."""
+        X3, proposed, personal = self.design(users, histories, items, seen)
+        return X3, np.asarray(proposed.any(axis=2)), personal
 
     def score_users(
         self, user_ids: Sequence[str], histories: pl.DataFrame, item_ids: np.ndarray
@@ -479,6 +420,8 @@ class HybridScorer(_EnsembleScorer):
         X3, cand, personal = self.rows(users, histories, full, seen)
         p = m._probability(X3)
         out = np.where(cand | seen, p, p - 1.0)
-        if any(sc.model.personal for sc in self.scorers):
-            out[~personal] = np.nan
+        if not any(sc.model.personal for sc in self.scorers):  # members chosen: none personal
+            engaged = histories.filter(self.settings.engaged_expr(self.view.types))
+            personal = has_events(users, engaged)
+        out[~personal] = np.nan
         return out[:, cols]

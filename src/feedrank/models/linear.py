@@ -60,8 +60,12 @@ class LinearScorer:
         at: datetime,
         position: int | None = 1,
         device: str | None = None,
+        level_terms: Sequence[tuple[str, str, Callable[[pl.Series], np.ndarray]]] = (),
     ) -> None:
+        """level_terms: more user x level columns (column, item attribute, levels -> users x
+        levels raw values), e.g. the GLM's affinity terms."""
         self.groups, self.encoder, self.coef, self.intercept = groups, encoder, coef, intercept
+        self.level_terms = list(level_terms)
         self.at, self.position, self.device = at, position, device
         self.context_row = pl.DataFrame(
             {T: [at], "position": [position], "device": [device]},
@@ -93,7 +97,8 @@ class LinearScorer:
         spec = self.groups.spec
         shares = [a for a in spec.share_attributes if f"user_share_{a}" in self.parts.names]
         crosses = [(a, b) for a, b in spec.crosses if cross_name(a, b) in self.parts.names]
-        attrs = list(dict.fromkeys([*shares, *(b for _, b in crosses)]))
+        terms = [(c, a) for c, a, _ in self.level_terms if c in self.parts.names]
+        attrs = list(dict.fromkeys([*shares, *(b for _, b in crosses), *(a for _, a in terms)]))
         item = self.item_part(item_ids, at)
         if not attrs:  # one combination, no term
             return ItemSide(item_ids, item, np.zeros(len(item_ids), dtype=np.int64), 1, {})
@@ -146,6 +151,12 @@ class LinearScorer:
             share = self.groups.share_matrix(user_ids, levels, attr)
             values = self.partial(pl.DataFrame({col: share.ravel()}), [col])
             terms.append((attr, values.reshape(share.shape)))
+        for col, attr, values_of in self.level_terms:
+            if col not in self.parts.names:
+                continue
+            raw = values_of(side.levels[attr][0])
+            values = self.partial(pl.DataFrame({col: raw.ravel()}), [col])
+            terms.append((attr, values.reshape(raw.shape)))
         for a, b in spec.crosses:
             if cross_name(a, b) not in self.parts.names:
                 continue

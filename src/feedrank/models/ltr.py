@@ -6,6 +6,8 @@ inner hold-out (each user's latest engaged item hidden, the generators fitted wi
 no label is ever seen by the generators whose scores are its features. Beyond them: the user's
 activity (log of their engaged events: how much the collaborative scores can be trusted).
 Latent user-item terms come in as a generator (`als`: factors fitted on the training window).
+`folds` random inner hold-outs (holdout="random") give more rows; the members are not
+selected (each subset would cost a boosting run): the booster weighs them.
 
 Groups are users; a fifth of them (seeded) are kept for early stopping, and on those the
 ranker's NDCG@10 among the candidates is recorded beside each generator's own (`validation_`),
@@ -43,6 +45,7 @@ class LTRRecommender(HybridRecommender):
         max_train_users: int = 5000,
         random_state: int = 0,
         holdout: str = "latest",
+        folds: int = 1,
     ) -> None:
         self.generators = list(generators)
         self.n_candidates = n_candidates
@@ -53,6 +56,7 @@ class LTRRecommender(HybridRecommender):
         self.max_train_users = max_train_users
         self.random_state = random_state
         self.holdout = holdout
+        self.folds = folds
 
     def _learn(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
         import lightgbm as lgb  # fit only: serving reads the text model
@@ -101,6 +105,7 @@ class LTRRecommender(HybridRecommender):
         meta, arrays = super(HybridRecommender, self)._state()
         meta.update(
             {
+                **self._selection_meta(),
                 "feature_names": self.feature_names_,
                 "booster": self.booster_,
                 "best_iteration": self.best_iteration_,
@@ -113,6 +118,7 @@ class LTRRecommender(HybridRecommender):
 
     def _load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         super(HybridRecommender, self)._load_state(meta, arrays)
+        self._load_selection(meta)
         self.feature_names_ = list(meta["feature_names"])
         self.booster_ = str(meta["booster"])
         import lightgbm as lgb
@@ -140,10 +146,10 @@ class LTRRecommender(HybridRecommender):
 class LTRScorer(HybridScorer):
     model: LTRRecommender
 
-    def rows(
+    def design(
         self, users: Sequence[str], histories: pl.DataFrame, items: np.ndarray, seen: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        X3, cand, personal = super().rows(users, histories, items, seen)
+        X3, proposed, personal = super().design(users, histories, items, seen)
         engaged = histories.filter(self.settings.engaged_expr(self.view.types))
         counts = (
             pl.DataFrame({"user_id": list(users)}, schema={"user_id": pl.String})
@@ -154,7 +160,7 @@ class LTRScorer(HybridScorer):
             .to_numpy()
         )
         activity = np.broadcast_to(np.log1p(counts)[:, None, None], (*X3.shape[:2], 1))
-        return np.concatenate([X3, activity], axis=2), cand, personal
+        return np.concatenate([X3, activity], axis=2), proposed, personal
 
     def explain_pairs(
         self, user_ids: Sequence[str], item_ids: Sequence[str], top: int = 5

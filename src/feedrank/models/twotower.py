@@ -271,7 +271,7 @@ class TwoTowerRecommender(Recommender):
 
     def __init__(
         self,
-        vectors: str = "metadata",
+        vectors: str = "auto",
         dim: int = 32,
         d_out: int | None = None,
         source_dim: int = 300,

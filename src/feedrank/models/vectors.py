@@ -1,6 +1,8 @@
 """Item and user vectors for seed 003's click models: x_u and y_i of one dimension d.
 
-Item vectors come from one of three sources, each a linear map of a sparse item featurisation F:
+Item vectors come from one of three sources, each a linear map of a sparse item featurisation F
+(``"auto"``, the models' default, picks ``"metadata"`` when the catalogue has categorical item
+attributes and ``"cf"`` when it has none, and keeps the source it picked):
 
 - ``"text"``: TF-IDF of a text column (default ``title``), reduced by truncated SVD;
 - ``"metadata"``: one-hots of the item's categorical attributes (content type, lang, author...);
@@ -38,7 +40,7 @@ from feedrank.features.history import T, weighted
 from feedrank.settings import Settings
 from feedrank.views.site import SiteData
 
-SOURCES = ("metadata", "text", "cf")
+SOURCES = ("auto", "metadata", "text", "cf")
 REDUCTIONS = ("pca", "random", "none")
 
 
@@ -145,6 +147,9 @@ class ItemEmbedder:
     # -- fitting -----------------------------------------------------------------------------------
     def fit(self, data: SiteData, settings: Settings) -> ItemEmbedder:
         items = data.items
+        if self.source == "auto":  # attributes where the catalogue has them, else behaviour
+            attributed = bool(self.columns) or any(c in items.columns for c in ITEM_CATEGORICALS)
+            self.source = "metadata" if attributed else "cf"
         if items.is_empty() and self.source != "cf":
             raise ConfigError(
                 "item vectors from attributes need an items file; got none (import items, or "

@@ -58,7 +58,6 @@ SPACES: dict[str, dict[str, list[Any]]] = {
     },
     "popularity": {"half_life_days": [None, 1.0, 7.0, 30.0]},
     "freshness": {"half_life_days": [1.0, 7.0, 30.0]},
-    "glm": {"alpha": [1e-5, 1e-4, 1e-3, 1e-2], "l1_ratio": [0.0, 0.5]},
     "content": {"metadata_weight": [0.0, 0.25, 0.5, 0.75, 1.0], "min_df": [1, 2]},
     "hybrid": {"n_candidates": [20, 50, 100], "alpha": [1e-4, 1e-3, 1e-2]},
     "ltr": {
@@ -74,8 +73,13 @@ SPACES: dict[str, dict[str, list[Any]]] = {
         "max_len": [20, 50, 100],
         "learning_rate": [5e-4, 1e-3, 3e-3],
     },
-    "bilinear": {"dim": [8, 16, 32], "sigma0": [0.3, 1.0, 3.0]},
-    "twotower": {"dim": [8, 16, 32], "sigma_tower": [0.03, 0.1, 0.3]},
+    "bilinear": {"vectors": ["auto", "cf"], "dim": [8, 16, 32], "sigma0": [0.3, 1.0, 3.0]},
+    "twotower": {"vectors": ["auto", "cf"], "dim": [8, 16, 32], "sigma_tower": [0.03, 0.1, 0.3]},
+    "glm": {
+        "alpha": [1e-5, 1e-4, 1e-3, 1e-2],
+        "l1_ratio": [0.0, 0.5],
+        "affinity": [[], ["author"], ["author", "content_type"]],
+    },
 }
 
 
@@ -170,11 +174,18 @@ def tune(
     def score(point: dict[str, Any]) -> tuple[float, float]:
         if progress:
             progress(f"trial {len(rows) + 1}: {point}")
-        ev = evaluate({kind: make(kind, **point)}, val, settings, k)
+        try:
+            ev = evaluate({kind: make(kind, **point)}, val, settings, k)
+        except ConfigError as exc:  # a point the data cannot train (an attribute it lacks)
+            rows.append(
+                {"trial": len(rows) + 1, "params": _show(point), ndcg: None, hr: None}
+                | {"fit_s": None, "note": f"cannot be trained here: {exc}"}
+            )
+            return (float("-inf"), float("-inf"))
         m = (ev.metric(kind, ndcg), ev.metric(kind, hr))
         rows.append(
             {"trial": len(rows) + 1, "params": _show(point), ndcg: m[0], hr: m[1]}
-            | {"fit_s": round(ev.fit_seconds[kind], 2)}
+            | {"fit_s": round(ev.fit_seconds[kind], 2), "note": None}
         )
         return m
 
@@ -183,7 +194,11 @@ def tune(
 
     tried = coordinate_search(kind, fixed, score, trials, out_of_time)
     chosen = max(range(len(tried)), key=lambda i: (tried[i][1], -i))
-    table = pl.DataFrame(rows).with_columns(chosen=pl.int_range(pl.len()) == chosen)
+    if tried[chosen][1][0] == float("-inf"):
+        raise ConfigError(f"no trial of '{kind}' could be trained on this data: {rows[0]['note']}")
+    table = pl.DataFrame(rows, infer_schema_length=None).with_columns(
+        chosen=pl.int_range(pl.len()) == chosen
+    )
     return TuneResult(kind, tried[chosen][0], table, val.description, test.description, ndcg)
 
 

@@ -228,6 +228,12 @@ def fit_glm(
         )
     if not model.alpha > 0:
         raise ConfigError(f"alpha must be > 0 with --engine spark; got {model.alpha}")
+    if model.affinity:
+        raise ConfigError(
+            f"affinity must be empty with --engine spark (its terms are computed locally only); "
+            f"got {model.affinity}"
+        )
+    model.affinity_ = []
     model.stamp(settings, site.time_span)
     spec, frame = rows or feature_rows(site, settings)
     frame = frame.cache()
